@@ -1,0 +1,85 @@
+"""Command line: `python -m flows run | stage NAME`.
+
+    python -m flows run              run the training flow (skips stages DVC says are current)
+    python -m flows run --force      rerun every stage
+    python -m flows stage train      run one stage; this is what dvc.yaml's `cmd` calls
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from flows._runtime import configure_stage_logging, prepare_environment
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the training flow")
+    run.add_argument("--force", action="store_true", help="rerun stages even if DVC says current")
+    stage = sub.add_parser("stage", help="run one stage (called by dvc repro)")
+    stage.add_argument("name")
+    args = parser.parse_args(argv)
+
+    params = Path(args.params).resolve()
+    prepare_environment(params.parent, in_flow=args.command == "run")
+    from tasks.config import ConfigError
+    from tasks.errors import PipelineError
+
+    try:
+        if args.command == "stage":
+            return run_stage(args.name, params)
+        return run_flow(params, args.force)
+    except (ConfigError, PipelineError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def run_stage(name: str, params: Path) -> int:
+    configure_stage_logging()
+    from flows.training import STAGES
+    from tasks.config import load_settings
+    from tasks.io import ArtifactPaths
+    from tasks.tracking import join_or_start_dvc_run
+
+    if name not in STAGES:
+        print(f"error: unknown stage {name!r}; stages are: {', '.join(STAGES)}", file=sys.stderr)
+        return 2
+    settings = load_settings(params)
+    ctx = join_or_start_dvc_run(settings.tracking_uri, settings.register_.experiment,
+                                settings.artifact_root, ArtifactPaths(settings.root).run_pointer,
+                                params=settings.flat())
+    from tasks.tracking import finish_parent_run
+
+    try:
+        STAGES[name].fn(settings, ctx)
+    except BaseException:
+        finish_parent_run(ctx, "FAILED")
+        raise
+    finish_parent_run(ctx, "FINISHED")
+    return 0
+
+
+def run_flow(params: Path, force: bool) -> int:
+    from flows.summary import print_summary
+    from flows.training import training_flow
+    from tasks.config import load_settings
+
+    settings = load_settings(params)  # fail on bad params before Prefect starts
+    state = training_flow(params_path=str(params), force=force, return_state=True)
+    if state.is_failed():
+        try:
+            state.result()
+        except Exception as exc:  # the task's own error, already in Prefect's log
+            print(f"error: training flow failed: {exc}", file=sys.stderr)
+        return 1
+    print_summary(settings, state.result())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

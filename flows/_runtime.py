@@ -1,0 +1,41 @@
+"""Process-level setup for the command line, done before Prefect or MLflow are imported.
+
+Kept out of the library modules so that importing them has no side effects.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+
+def prepare_environment(root: Path, in_flow: bool) -> None:
+    """Offline-friendly, quiet defaults; any value the user already set wins."""
+    defaults = {
+        # In a flow our loggers go to the Prefect run log; in a DVC stage there is no flow run.
+        **({"PREFECT_LOGGING_EXTRA_LOGGERS": "tasks,flows"} if in_flow else
+           {"PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore"}),
+        "PREFECT_HOME": str(root / ".prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "INFO",
+        "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+        "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5",
+        "PREFECT_UI_ENABLED": "false",
+        "GIT_PYTHON_REFRESH": "quiet",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        "DO_NOT_TRACK": "1",
+    }
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)
+    warnings.filterwarnings("ignore", module="mlflow")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def configure_stage_logging() -> None:
+    """Plain logging for stages run by `dvc repro` (no Prefect run around them)."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    for noisy in ("mlflow", "alembic", "urllib3", "git", "prefect", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

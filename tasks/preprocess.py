@@ -1,0 +1,146 @@
+"""preprocess: clean, split, and fit the preprocessing transformers on the train split only.
+
+Cleaning that only makes sense for training (dropping exact duplicate rows) happens here on the
+table. Cleaning that must also happen at inference (sentinel codes -> missing, imputation,
+encoding, scaling) is a fitted scikit-learn pipeline that travels inside the registered model.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from prefect import task
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import MinMaxScaler, OrdinalEncoder, StandardScaler
+
+from tasks.config import PreprocessSettings, Settings
+from tasks.io import ArtifactPaths, dump_joblib, read_parquet, write_json, write_parquet
+from tasks.tracking import RunContext, log_to_run
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "test")
+
+
+class SentinelMapper(TransformerMixin, BaseEstimator):
+    """Replace declared sentinel codes (e.g. 99999999 = unknown) with missing values."""
+
+    def __init__(self, sentinels: Mapping[str, Sequence[object]] | None = None) -> None:
+        self.sentinels = sentinels
+
+    def fit(self, X: pd.DataFrame, y: object = None) -> SentinelMapper:
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        return self
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        if not self.sentinels:
+            return X
+        out = X.copy()
+        for column, codes in self.sentinels.items():
+            if column in out.columns:
+                out[column] = out[column].mask(out[column].isin(list(codes)))
+        return out
+
+    def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
+        return self.feature_names_in_
+
+
+def column_roles(X: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Numeric and categorical feature columns, decided by dtype."""
+    numeric = [c for c in X.columns
+               if pd.api.types.is_numeric_dtype(X[c]) and not pd.api.types.is_bool_dtype(X[c])]
+    categorical = [c for c in X.columns if c not in numeric]
+    return numeric, categorical
+
+
+def build_preprocessor(X: pd.DataFrame, settings: PreprocessSettings,
+                       sentinels: Mapping[str, Sequence[object]]) -> Pipeline:
+    """Unfitted preprocessing for raw feature columns; outputs a numeric DataFrame."""
+    numeric, categorical = column_roles(X)
+    num_steps: list[tuple[str, object]] = []
+    if settings.numeric_impute != "none":
+        num_steps.append(("impute", SimpleImputer(strategy=settings.numeric_impute,
+                                                  add_indicator=settings.missing_indicators,
+                                                  keep_empty_features=True)))
+    if settings.scaling == "standard":
+        num_steps.append(("scale", StandardScaler()))
+    elif settings.scaling == "minmax":
+        num_steps.append(("scale", MinMaxScaler()))
+    cat_steps: list[tuple[str, object]] = []
+    if settings.categorical_impute == "most_frequent":
+        cat_steps.append(("impute", SimpleImputer(strategy="most_frequent")))
+    # Unseen levels and missing values both become NaN, which LightGBM treats as missing.
+    cat_steps.append(("encode", OrdinalEncoder(handle_unknown="use_encoded_value",
+                                               unknown_value=np.nan, encoded_missing_value=np.nan,
+                                               dtype=np.float64)))
+    transformers = []
+    if numeric:
+        transformers.append(("num", Pipeline(num_steps) if num_steps else "passthrough", numeric))
+    if categorical:
+        transformers.append(("cat", Pipeline(cat_steps), categorical))
+    columns = ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)
+    pipe = Pipeline([("sentinels", SentinelMapper(dict(sentinels))), ("columns", columns)])
+    return pipe.set_output(transform="pandas")
+
+
+def categorical_outputs(preprocessor: Pipeline) -> list[str]:
+    """Names of the encoded categorical columns in the preprocessor's output."""
+    columns: ColumnTransformer = preprocessor.named_steps["columns"]
+    for name, _, cols in columns.transformers_:
+        if name == "cat":
+            return list(cols)
+    return []
+
+
+def drop_duplicate_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    deduped = df.drop_duplicates(ignore_index=True)
+    return deduped, len(df) - len(deduped)
+
+
+def split_frame(df: pd.DataFrame, target: str, stratify: bool, test_size: float,
+                valid_size: float, seed: int) -> dict[str, pd.DataFrame]:
+    """Train/valid/test split before anything is fitted; stratified for classification."""
+    strat = df[target] if stratify else None
+    rest, test = train_test_split(df, test_size=test_size, random_state=seed, stratify=strat)
+    strat_rest = rest[target] if stratify else None
+    train, valid = train_test_split(rest, test_size=valid_size / (1 - test_size),
+                                    random_state=seed, stratify=strat_rest)
+    return {"train": train.reset_index(drop=True), "valid": valid.reset_index(drop=True),
+            "test": test.reset_index(drop=True)}
+
+
+def feature_frame(df: pd.DataFrame, target: str) -> pd.DataFrame:
+    return df.drop(columns=[target])
+
+
+@task(name="preprocess")
+def preprocess_stage(settings: Settings, ctx: RunContext) -> Path:
+    paths = ArtifactPaths(settings.root)
+    data = settings.data
+    frame = read_parquet(paths.validated)
+    if settings.preprocess.drop_duplicates:
+        frame, n_dupes = drop_duplicate_rows(frame)
+    else:
+        n_dupes = 0
+    splits = split_frame(frame, data.target, data.task != "regression", settings.split.test_size,
+                         settings.split.valid_size, settings.base.seed)
+    preprocessor = build_preprocessor(feature_frame(splits["train"], data.target),
+                                      settings.preprocess, data.sentinels)
+    preprocessor.fit(feature_frame(splits["train"], data.target))
+    for name, part in splits.items():
+        write_parquet(part, paths.split(name))
+    dump_joblib(preprocessor, paths.preprocessor)
+    summary = {"duplicates_removed": n_dupes, **{f"{k}_rows": len(v) for k, v in splits.items()}}
+    write_json(summary, paths.split("summary").with_suffix(".json"))
+    log.info("preprocess: removed %d duplicate rows; split %s", n_dupes,
+             ", ".join(f"{k}={len(v)}" for k, v in splits.items()))
+    log_to_run(ctx, metrics=summary)
+    return paths.preprocessor

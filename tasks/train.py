@@ -1,0 +1,94 @@
+"""train: fit LightGBM on the preprocessed train split, early-stopping on the valid split."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from prefect import task
+from sklearn.pipeline import Pipeline
+
+from tasks.config import Settings, TrainSettings
+from tasks.io import ArtifactPaths, dump_joblib, load_joblib, read_parquet, write_json
+from tasks.model import InferenceModel, encode_target
+from tasks.preprocess import categorical_outputs, feature_frame
+from tasks.tracking import RunContext, log_to_run
+
+log = logging.getLogger(__name__)
+
+OBJECTIVES = {"binary": "binary", "multiclass": "multiclass", "regression": "regression"}
+VALID_METRICS = {"binary": "binary_logloss", "multiclass": "multi_logloss", "regression": "l2"}
+
+
+@dataclass(frozen=True)
+class FitResult:
+    model: InferenceModel
+    best_iteration: int
+    valid_metric: str
+    valid_score: float
+
+
+def make_estimator(task: str, train: TrainSettings, seed: int,
+                   overrides: dict[str, Any] | None = None) -> lgb.LGBMModel:
+    params: dict[str, Any] = {
+        **train.params.model_dump(), **(overrides or {}),
+        "n_estimators": train.n_estimators, "objective": OBJECTIVES[task],
+        "random_state": seed, "n_jobs": train.n_jobs, "deterministic": True,
+        "force_col_wise": True, "verbose": -1,
+    }
+    cls = lgb.LGBMRegressor if task == "regression" else lgb.LGBMClassifier
+    return cls(**params)
+
+
+def fit_model(train: pd.DataFrame, valid: pd.DataFrame, preprocessor: Pipeline,
+              settings: Settings, overrides: dict[str, Any] | None = None) -> FitResult:
+    """Fit LightGBM on transformed train rows; stop when the valid loss stops improving."""
+    data = settings.data
+    y_train, classes = encode_target(train[data.target], data.task,
+                                     positive_label=data.positive_label)
+    y_valid, _ = encode_target(valid[data.target], data.task, classes=classes or None)
+    X_train_raw = feature_frame(train, data.target)
+    X_train = preprocessor.transform(X_train_raw)
+    X_valid = preprocessor.transform(feature_frame(valid, data.target))
+    estimator = make_estimator(data.task, settings.train, settings.base.seed, overrides)
+    estimator.fit(
+        X_train, y_train, eval_set=[(X_valid, y_valid)],
+        categorical_feature=categorical_outputs(preprocessor) or "auto",
+        callbacks=[lgb.early_stopping(settings.train.early_stopping_rounds, verbose=False)],
+    )
+    metric = VALID_METRICS[data.task]
+    best_score = float(estimator.best_score_["valid_0"][metric])
+    pipeline = Pipeline([("preprocess", preprocessor), ("model", estimator)])
+    model = InferenceModel(
+        pipeline=pipeline, task=data.task, target=data.target,
+        feature_columns=list(X_train_raw.columns),
+        feature_dtypes={c: str(t) for c, t in X_train_raw.dtypes.items()},
+        classes=classes,
+    )
+    best_iteration = int(estimator.best_iteration_ or estimator.n_estimators)
+    return FitResult(model, best_iteration, metric, best_score)
+
+
+@task(name="train")
+def train_stage(settings: Settings, ctx: RunContext) -> Path:
+    paths = ArtifactPaths(settings.root)
+    train, valid = read_parquet(paths.split("train")), read_parquet(paths.split("valid"))
+    preprocessor = load_joblib(paths.preprocessor)
+    result = fit_model(train, valid, preprocessor, settings)
+    dump_joblib(result.model, paths.model)
+    summary = {"best_iteration": result.best_iteration,
+               f"valid_{result.valid_metric}": round(result.valid_score, 6)}
+    write_json(summary, paths.train_metrics)
+    log.info("train: LightGBM stopped at %d trees; valid %s = %.4f", result.best_iteration,
+             result.valid_metric, result.valid_score)
+    log_to_run(ctx, metrics=summary)
+    return paths.model
+
+
+def n_trees(model: InferenceModel) -> int:
+    return int(np.asarray(model.pipeline.named_steps["model"].booster_.num_trees()))
