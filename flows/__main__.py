@@ -69,7 +69,12 @@ def run_flow(params: Path, force: bool) -> int:
     from flows.training import training_flow
     from tasks.config import load_settings
 
+    from flows._runtime import hide_user_error_tracebacks
+    from tasks.config import ConfigError
+    from tasks.errors import PipelineError
+
     settings = load_settings(params)  # fail on bad params before Prefect starts
+    hide_user_error_tracebacks((PipelineError, ConfigError))
     state = training_flow(params_path=str(params), force=force, return_state=True)
     if state.is_failed():
         try:

@@ -39,3 +39,25 @@ def configure_stage_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     for noisy in ("mlflow", "alembic", "urllib3", "git", "prefect", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class _UserErrorFilter(logging.Filter):
+    """Prefect logs a failing task with its traceback; for errors we wrote for the user, the
+    message is the whole story, so drop the traceback (other exceptions keep theirs)."""
+
+    def __init__(self, user_errors: tuple[type[BaseException], ...]) -> None:
+        super().__init__()
+        self.user_errors = user_errors
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], self.user_errors):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def hide_user_error_tracebacks(user_errors: tuple[type[BaseException], ...]) -> None:
+    flt = _UserErrorFilter(user_errors)
+    for name in ("prefect.task_runs", "prefect.flow_runs", "prefect.task_engine",
+                 "prefect.flow_engine"):
+        logging.getLogger(name).addFilter(flt)

@@ -1,0 +1,164 @@
+"""The real Prefect flow and the real `dvc repro` on small data, sharing one state."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.integration.conftest import make_project
+
+pytestmark = pytest.mark.integration
+
+
+def _stages_run(dvc_output: str) -> list[str]:
+    return [line.split("'")[1] for line in dvc_output.splitlines() if line.startswith("Running stage")]
+
+
+def _load_champion(project, name: str = "credit-scoring"):  # type: ignore[no-untyped-def]
+    import mlflow
+
+    mlflow.set_tracking_uri(project.tracking_uri)
+    return mlflow.pyfunc.load_model(f"models:/{name}@champion"), mlflow.MlflowClient()
+
+
+def test_flow_registers_a_champion_that_scores_raw_rows(tmp_path, credit_small) -> None:
+    project = make_project(tmp_path, credit_small)
+    first = project.flow("run")
+    out = first.stdout + first.stderr
+    assert "Traceback" not in out and "CancelledError" not in out
+    assert "version 1 @champion" in first.stdout
+    assert "roc_auc=" in first.stdout
+
+    # Shared state: DVC agrees everything is current, and a second flow run skips every stage.
+    assert "up to date" in project.dvc("status").stdout
+    again = project.flow("run")
+    assert "stages run:     none" in again.stdout
+    assert _stages_run(project.dvc("repro").stdout) == []
+
+    model, client = _load_champion(project)
+    rows = credit_small.drop(columns="Status").head(6).copy()
+    rows.loc[0, "Home"] = "martian"                   # unseen level
+    rows.loc[1, ["Income", "Assets", "Debt"]] = np.nan  # missing values
+    rows.loc[2, "Job"] = None
+    pred = model.predict(rows)
+    assert list(pred.columns) == ["probability", "label"]
+    assert pred["probability"].between(0, 1).all() and len(pred) == 6
+
+    version = client.get_model_version_by_alias("credit-scoring", "champion")
+    tags = version.tags
+    raw = (project.root / "data/raw/raw.parquet").read_bytes()
+    assert tags["data_md5"] == hashlib.md5(raw).hexdigest()
+    assert len(tags["git_commit"]) >= 40 and tags["prefect_flow_run_id"]
+    assert tags["dataset_rows"] == str(len(credit_small))
+    run = client.get_run(version.run_id)
+    assert run.data.metrics["test_roc_auc"] > 0.7
+    assert run.data.params["data.target"] == "Status"
+
+    # Deterministic: rerunning every stage reproduces the metrics exactly.
+    before = json.loads((project.root / "metrics/test.json").read_text())
+    forced = project.flow("run", "--force")
+    assert "version 2 @challenger" in forced.stdout
+    assert json.loads((project.root / "metrics/test.json").read_text()) == before
+
+
+def test_dvc_repro_reruns_only_what_changed(tmp_path, credit_small) -> None:
+    project = make_project(tmp_path, credit_small)
+    first = project.dvc("repro")
+    assert _stages_run(first.stdout) == ["ingest", "validate", "preprocess", "train", "evaluate",
+                                         "register"]
+    assert "Traceback" not in first.stderr
+    assert _stages_run(project.dvc("repro").stdout) == []
+
+    project.set_params(train={"params": {"learning_rate": 0.1}})
+    second = project.dvc("repro")
+    assert _stages_run(second.stdout) == ["train", "evaluate", "register"]
+    registration = json.loads((project.root / "models/registration.json").read_text())
+    assert (registration["version"], registration["alias"]) == (2, "challenger")
+
+    metrics = project.dvc("metrics", "show", "--json")
+    assert "roc_auc" in metrics.stdout
+    plots = project.dvc("plots", "show", "-o", str(tmp_path / "plots"))
+    assert (tmp_path / "plots" / "index.html").stat().st_size > 1000
+    assert "Traceback" not in plots.stderr
+
+    import mlflow
+
+    runs = mlflow.search_runs(experiment_names=["credit-scoring"],
+                              filter_string="tags.`pipeline.entry` = 'dvc'",
+                              order_by=["start_time ASC"]) if _use(project) else None
+    assert runs is not None and len(runs) == 2          # one parent run per `dvc repro`
+    assert set(runs["status"]) == {"FINISHED"}
+    assert runs.iloc[1]["params.train.params.learning_rate"] == "0.1"
+    assert not np.isnan(runs.iloc[1]["metrics.test_roc_auc"])
+
+    # And the flow sees DVC's outputs as current.
+    assert "stages run:     none" in project.flow("run").stdout
+
+
+def _use(project) -> bool:  # type: ignore[no-untyped-def]
+    import mlflow
+
+    mlflow.set_tracking_uri(project.tracking_uri)
+    return True
+
+
+def test_multiclass_from_csv(tmp_path) -> None:
+    from sklearn.datasets import load_wine
+
+    wine = load_wine(as_frame=True)
+    frame = wine.frame.rename(columns={"target": "cultivar"})
+    frame["cultivar"] = frame["cultivar"].map({0: "barolo", 1: "grignolino", 2: "barbera"})
+    project = make_project(tmp_path, frame, data={"target": "cultivar", "task": "multiclass",
+                                                  "positive_label": None},
+                           register={"model_name": "wine"})
+    result = project.flow("run")
+    assert "macro_f1=" in result.stdout and "version 1 @champion" in result.stdout
+    model, _ = _load_champion(project, "wine")
+    pred = model.predict(frame.drop(columns="cultivar").head(5))
+    assert {"proba_barbera", "proba_barolo", "proba_grignolino", "label"} == set(pred.columns)
+    assert np.allclose(pred.filter(like="proba_").sum(axis=1), 1.0)
+    assert (project.root / "plots/confusion.csv").is_file()
+
+
+def test_regression_from_parquet_through_dvc(tmp_path) -> None:
+    from sklearn.datasets import load_diabetes
+
+    frame = load_diabetes(as_frame=True).frame
+    project = make_project(tmp_path, frame, file_name="diabetes.parquet",
+                           data={"target": "target", "task": "regression", "positive_label": None},
+                           register={"model_name": "diabetes"})
+    project.dvc("repro")
+    metrics = json.loads((project.root / "metrics/test.json").read_text())["test"]
+    assert set(metrics) == {"rmse", "mae", "r2"} and metrics["r2"] > 0.2
+    model, _ = _load_champion(project, "diabetes")
+    pred = model.predict(frame.drop(columns="target").head(3))
+    assert list(pred.columns) == ["prediction"]
+    assert (project.root / "plots/residuals.csv").is_file()
+
+
+def test_bad_params_fail_before_anything_runs(tmp_path, credit_small) -> None:
+    project = make_project(tmp_path, credit_small)
+    project.set_params(train={"n_estimators": "many"})
+    result = project.flow("run", check=False)
+    assert result.returncode != 0
+    assert "train.n_estimators" in result.stderr and "Traceback" not in result.stderr
+    assert not (project.root / "data/raw").exists()
+
+
+def test_missing_target_stops_the_run_without_registering(tmp_path, credit_small) -> None:
+    project = make_project(tmp_path, credit_small.drop(columns="Status"))
+    result = project.flow("run", check=False)
+    assert result.returncode != 0
+    assert "target column 'Status'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (project.root / "models/registration.json").exists()
+    stage = project.dvc("repro", check=False)
+    assert stage.returncode != 0 and "target column 'Status'" in stage.stderr
+
+
+def test_frame_fixture_is_untouched(credit_small: pd.DataFrame) -> None:
+    assert "Status" in credit_small.columns
