@@ -75,6 +75,10 @@ def run_flow(params: Path, force: bool) -> int:
 
     settings = load_settings(params)  # fail on bad params before Prefect starts
     hide_user_error_tracebacks((PipelineError, ConfigError))
+    import logging
+
+    for name in ("tasks", "flows"):  # Prefect attaches its handlers; the level is ours to set
+        logging.getLogger(name).setLevel(logging.INFO)
     state = training_flow(params_path=str(params), force=force, return_state=True)
     if state.is_failed():
         try:

@@ -26,6 +26,7 @@ def prepare_environment(root: Path, in_flow: bool) -> None:
         "PREFECT_UI_ENABLED": "false",
         "GIT_PYTHON_REFRESH": "quiet",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        "MLFLOW_LOGGING_LEVEL": "WARNING",
         "DO_NOT_TRACK": "1",
     }
     for key, value in defaults.items():

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import subprocess
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -76,22 +75,32 @@ def current_champion(client: Any, name: str) -> Any | None:
         raise
 
 
-def log_inference_model(model: InferenceModel, example: pd.DataFrame, settings: Settings) -> Any:
-    """Log the pyfunc model (code travels with it) and return its ModelInfo."""
+def log_inference_model(model: InferenceModel, model_file: Path, example: pd.DataFrame) -> Any:
+    """Log the pyfunc model (models-from-code; `tasks/` travels with it); return its ModelInfo."""
     import mlflow
     from mlflow.models import infer_signature
 
-    from tasks.pyfunc import PipelineModel
-
     code_dir = Path(__file__).resolve().parent
     signature = infer_signature(example, model.predict_frame(example))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=UserWarning)
-        return mlflow.pyfunc.log_model(
-            name="model", python_model=PipelineModel(model), signature=signature,
-            input_example=example, code_paths=[str(code_dir)],
-            pip_requirements=_pip_requirements(),
-        )
+    return mlflow.pyfunc.log_model(
+        name="model", python_model=str(code_dir / "pyfunc.py"),
+        artifacts={"inference_model": str(model_file)}, signature=signature,
+        input_example=example, code_paths=[str(code_dir)], pip_requirements=_pip_requirements(),
+    )
+
+
+def create_version(client: Any, name: str, info: Any, run_id: str | None,
+                   tags: dict[str, str]) -> Any:
+    """Register the logged model as a new version of `name` (creating the model if needed)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if "ALREADY_EXISTS" not in str(exc.error_code):
+            raise
+    return client.create_model_version(name, source=info.model_uri, run_id=run_id, tags=tags,
+                                       model_id=info.model_id, await_creation_for=60)
 
 
 def _pip_requirements() -> list[str]:
@@ -114,11 +123,9 @@ def register_stage(settings: Settings, ctx: RunContext) -> Path:
     client = mlflow.MlflowClient()
     try:
         with resumed_run(ctx) as run:
-            info = log_inference_model(model, test[model.feature_columns].head(5), settings)
-            version = mlflow.register_model(info.model_uri, name, await_registration_for=60)
+            info = log_inference_model(model, paths.model, test[model.feature_columns].head(5))
             tags = version_tags(settings, ctx, paths.raw, raw_rows)
-            for key, value in tags.items():
-                client.set_model_version_tag(name, version.version, key, value)
+            version = create_version(client, name, info, run.info.run_id if run else None, tags)
             alias = choose_alias(current_champion(client, name) is not None)
             client.set_registered_model_alias(name, alias, version.version)
             mlflow.set_tags({"registered_model": name, "registered_version": version.version,
