@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from prefect import task
-from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.model_selection import train_test_split
@@ -24,33 +23,11 @@ from sklearn.preprocessing import MinMaxScaler, OrdinalEncoder, StandardScaler
 from tasks.config import PreprocessSettings, Settings
 from tasks.io import ArtifactPaths, dump_joblib, read_parquet, write_json, write_parquet
 from tasks.tracking import RunContext, log_to_run
+from tasks.transformers import SentinelMapper
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
-
-
-class SentinelMapper(TransformerMixin, BaseEstimator):
-    """Replace declared sentinel codes (e.g. 99999999 = unknown) with missing values."""
-
-    def __init__(self, sentinels: Mapping[str, Sequence[object]] | None = None) -> None:
-        self.sentinels = sentinels
-
-    def fit(self, X: pd.DataFrame, y: object = None) -> SentinelMapper:
-        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
-        return self
-
-    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
-        if not self.sentinels:
-            return X
-        out = X.copy()
-        for column, codes in self.sentinels.items():
-            if column in out.columns:
-                out[column] = out[column].mask(out[column].isin(list(codes)))
-        return out
-
-    def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
-        return self.feature_names_in_
 
 
 def column_roles(X: pd.DataFrame) -> tuple[list[str], list[str]]:

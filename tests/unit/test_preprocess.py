@@ -2,8 +2,9 @@ import numpy as np
 import pandas as pd
 
 from tasks.config import PreprocessSettings
-from tasks.preprocess import (SentinelMapper, build_preprocessor, column_roles,
+from tasks.preprocess import (build_preprocessor, column_roles,
                               drop_duplicate_rows, feature_frame, split_frame)
+from tasks.transformers import SentinelMapper
 
 
 def test_split_is_stratified_disjoint_and_seeded(credit: pd.DataFrame) -> None:
