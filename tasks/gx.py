@@ -79,7 +79,7 @@ def load_suite(path: Path) -> Any:
     finally:
         gx_log.setLevel(level)
     if len(suite.expectations) != len(d["expectations"]):
-        known = {e.type for e in suite.expectations}
+        known = {e.expectation_type for e in suite.expectations}
         bad = [e.get("type") for e in d["expectations"] if e.get("type") not in known]
         raise DataError(f"{path}: {len(d['expectations']) - len(suite.expectations)} expectation(s) "
                         f"could not be loaded (unknown type or bad arguments): {bad[:5]}")
