@@ -186,16 +186,22 @@ def _outcome(r: Any, examples: int) -> Outcome:
     kwargs = {k: v for k, v in cfg.kwargs.items() if k != "batch_id"}
     res = r.result or {}
     rows = res.get("unexpected_index_list") or res.get("partial_unexpected_index_list") or []
-    values = res.get("partial_unexpected_list")
+    values = res.get("unexpected_list")
     if values is None:
-        values = res.get("unexpected_list", [])
+        values = res.get("partial_unexpected_list", [])
+    distinct: list[Any] = []
+    for v in values:  # a few *different* offending values say more than five copies of one
+        if v not in distinct:
+            distinct.append(v)
+            if len(distinct) == examples:
+                break
     return Outcome(
         type=cfg.type, column=kwargs.get("column"), kwargs=_jsonable(kwargs),
         meta=dict(cfg.meta or {}), success=bool(r.success),
         observed=_jsonable(res.get("observed_value")),
         unexpected_count=res.get("unexpected_count"),
         unexpected_percent=res.get("unexpected_percent"),
-        examples=_jsonable(list(values)[:examples]),
+        examples=_jsonable(distinct),
         rows=[int(v) for v in rows if not isinstance(v, dict)],
         exception=_exception_message(r.exception_info),
     )
