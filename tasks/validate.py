@@ -245,7 +245,8 @@ def validate_raw(df: pd.DataFrame, suite: Any, settings: Settings, source: str,
         "failed_expectations": [dict(o.summary(), rows=len(o.rows)) for o in row_failures],
         "target_levels": target_levels(kept, data),
     }
-    assert report["raw_rows"] == len(kept) + len(quarantined) + duplicates  # nothing silently lost
+    if report["raw_rows"] != len(kept) + len(quarantined) + duplicates:  # nothing silently lost
+        raise RuntimeError(f"validate lost rows: {report}")
     return RawValidation(kept, quarantined, duplicates, run, report)
 
 
