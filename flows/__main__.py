@@ -3,6 +3,9 @@
     python -m flows run              run the training flow (skips stages DVC says are current)
     python -m flows run --force      rerun every stage
     python -m flows stage train      run one stage; this is what dvc.yaml's `cmd` calls
+    python -m flows suggest-expectations [--force] [--only raw|model_input]
+                                     profile data.source and write suggested GX suites
+                                     (validate.raw_suite / validate.model_input_suite) to review
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--force", action="store_true", help="rerun stages even if DVC says current")
     stage = sub.add_parser("stage", help="run one stage (called by dvc repro)")
     stage.add_argument("name")
+    suggest = sub.add_parser("suggest-expectations",
+                             help="write suggested Great Expectations suites for data.source")
+    suggest.add_argument("--force", action="store_true", help="overwrite existing suite files")
+    suggest.add_argument("--only", choices=["raw", "model_input"], help="write one suite only")
     args = parser.parse_args(argv)
 
     params = Path(args.params).resolve()
@@ -33,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "stage":
             return run_stage(args.name, params)
+        if args.command == "suggest-expectations":
+            return run_suggest(params, args.only, args.force)
         return run_flow(params, args.force)
     except (ConfigError, PipelineError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -61,6 +70,17 @@ def run_stage(name: str, params: Path) -> int:
         finish_parent_run(ctx, "FAILED")
         raise
     finish_parent_run(ctx, "FINISHED")
+    return 0
+
+
+def run_suggest(params: Path, only: str | None, force: bool) -> int:
+    from tasks.config import load_settings
+    from tasks.suggest import SUITES, suggest_suites
+
+    settings = load_settings(params)
+    for path in suggest_suites(settings, (only,) if only else SUITES, force):
+        print(f"wrote {path.relative_to(settings.root) if path.is_relative_to(settings.root) else path}")
+    print("Review the suites (ranges, allowed categories, missing-value shares), then commit them.")
     return 0
 
 

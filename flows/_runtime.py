@@ -38,7 +38,7 @@ def prepare_environment(root: Path, in_flow: bool) -> None:
 def configure_stage_logging() -> None:
     """Plain logging for stages run by `dvc repro` (no Prefect run around them)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    for noisy in ("mlflow", "alembic", "urllib3", "git", "prefect", "httpx"):
+    for noisy in ("mlflow", "alembic", "urllib3", "git", "prefect", "httpx", "great_expectations"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

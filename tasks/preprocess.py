@@ -1,7 +1,7 @@
 """preprocess: clean, split, and fit the preprocessing transformers on the train split only.
 
-Cleaning that only makes sense for training (dropping exact duplicate rows) happens here on the
-table. Cleaning that must also happen at inference (sentinel codes -> missing, imputation,
+Exact duplicate rows were already removed and counted by validate (so that raw rows = kept +
+quarantined + duplicates is reported in one place). Cleaning that must also happen at inference (sentinel codes -> missing, imputation,
 encoding, scaling) is a fitted scikit-learn pipeline that travels inside the registered model.
 """
 
@@ -24,6 +24,7 @@ from tasks.config import PreprocessSettings, Settings
 from tasks.io import ArtifactPaths, dump_joblib, read_parquet, write_json, write_parquet
 from tasks.tracking import RunContext, log_to_run
 from tasks.transformers import SentinelMapper
+from tasks.validate import gate_model_input
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +78,6 @@ def categorical_outputs(preprocessor: Pipeline) -> list[str]:
     return []
 
 
-def drop_duplicate_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    deduped = df.drop_duplicates(ignore_index=True)
-    return deduped, len(df) - len(deduped)
-
-
 def split_frame(df: pd.DataFrame, target: str, stratify: bool, test_size: float,
                 valid_size: float, seed: int) -> dict[str, pd.DataFrame]:
     """Train/valid/test split before anything is fitted; stratified for classification."""
@@ -98,26 +94,43 @@ def feature_frame(df: pd.DataFrame, target: str) -> pd.DataFrame:
     return df.drop(columns=[target])
 
 
+def model_input_frames(preprocessor: Pipeline, splits: Mapping[str, pd.DataFrame],
+                       target: str) -> dict[str, pd.DataFrame]:
+    """What the model sees: the fitted preprocessing applied to each split."""
+    return {name: preprocessor.transform(feature_frame(part, target))
+            for name, part in splits.items()}
+
+
+def imputed_outputs(preprocessor: Pipeline) -> list[str]:
+    """Output columns that imputation must have filled (numeric columns when imputing)."""
+    columns: ColumnTransformer = preprocessor.named_steps["columns"]
+    out: list[str] = []
+    for name, trans, cols in columns.transformers_:
+        if name == "num" and isinstance(trans, Pipeline) and "impute" in trans.named_steps:
+            out += list(cols)
+        if name == "cat" and isinstance(trans, Pipeline) and "impute" in trans.named_steps:
+            out += list(cols)
+    return out
+
+
 @task(name="preprocess")
 def preprocess_stage(settings: Settings, ctx: RunContext) -> Path:
     paths = ArtifactPaths(settings.root)
     data = settings.data
     frame = read_parquet(paths.validated)
-    if settings.preprocess.drop_duplicates:
-        frame, n_dupes = drop_duplicate_rows(frame)
-    else:
-        n_dupes = 0
     splits = split_frame(frame, data.target, data.task != "regression", settings.split.test_size,
                          settings.split.valid_size, settings.base.seed)
     preprocessor = build_preprocessor(feature_frame(splits["train"], data.target),
                                       settings.preprocess, data.sentinels)
     preprocessor.fit(feature_frame(splits["train"], data.target))
+    # Model-input gate (moves to the end of `features` once that stage exists). It runs before
+    # anything is written, so a failure leaves the previous outputs untouched.
+    gate_model_input(settings, ctx, model_input_frames(preprocessor, splits, data.target))
     for name, part in splits.items():
         write_parquet(part, paths.split(name))
     dump_joblib(preprocessor, paths.preprocessor)
-    summary = {"duplicates_removed": n_dupes, **{f"{k}_rows": len(v) for k, v in splits.items()}}
+    summary = {f"{k}_rows": len(v) for k, v in splits.items()}
     write_json(summary, paths.split("summary").with_suffix(".json"))
-    log.info("preprocess: removed %d duplicate rows; split %s", n_dupes,
-             ", ".join(f"{k}={len(v)}" for k, v in splits.items()))
+    log.info("preprocess: split %s", ", ".join(f"{k}={len(v)}" for k, v in splits.items()))
     log_to_run(ctx, metrics=summary)
     return paths.preprocessor

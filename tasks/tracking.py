@@ -165,3 +165,15 @@ def join_or_start_dvc_run(tracking_uri: str, experiment: str, artifact_root: Pat
     run_id = start_parent_run(tracking_uri, experiment, artifact_root, entry="dvc", params=params)
     write_json({"key": key, "run_id": run_id, "tracking_uri": tracking_uri}, pointer)
     return RunContext(tracking_uri, run_id, entry="dvc")
+
+
+def log_dir_to_run(ctx: RunContext, folder: Path, artifact_dir: str) -> None:
+    """Log a whole folder (e.g. a Data Docs site) under `artifact_dir` of the parent run."""
+    if not ctx.enabled:
+        return
+    import mlflow
+
+    try:
+        mlflow.MlflowClient(ctx.tracking_uri).log_artifacts(ctx.run_id, str(folder), artifact_dir)
+    except Exception as exc:
+        raise TrackingError(f"could not log {folder} to MLflow at {ctx.tracking_uri}: {exc}") from None

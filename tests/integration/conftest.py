@@ -58,7 +58,10 @@ def _merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 
 def make_project(tmp: Path, frame: pd.DataFrame | None = None, file_name: str = "data.csv",
-                 **sections: dict[str, Any]) -> Project:
+                 suggest_suites: bool = False, **sections: dict[str, Any]) -> Project:
+    """A project copy. The committed suites in expectations/ describe the credit data; for any
+    other dataset pass suggest_suites=True, which runs `python -m flows suggest-expectations`
+    the way a new user would (and commits the result with the project)."""
     root = tmp / "project"
     root.mkdir()
     for name in COPY:
@@ -93,6 +96,8 @@ def make_project(tmp: Path, frame: pd.DataFrame | None = None, file_name: str = 
     project.run("git", "config", "user.name", "ci")
     project.dvc("init", "-q")
     project.dvc("config", "core.analytics", "false")
+    if suggest_suites:
+        project.flow("suggest-expectations", "--force")
     project.run("git", "add", "-A")
     project.run("git", "commit", "-qm", "project under test")
     return project

@@ -112,7 +112,8 @@ def test_multiclass_from_csv(tmp_path) -> None:
     wine = load_wine(as_frame=True)
     frame = wine.frame.rename(columns={"target": "cultivar"})
     frame["cultivar"] = frame["cultivar"].map({0: "barolo", 1: "grignolino", 2: "barbera"})
-    project = make_project(tmp_path, frame, data={"target": "cultivar", "task": "multiclass",
+    project = make_project(tmp_path, frame, suggest_suites=True,
+                           data={"target": "cultivar", "task": "multiclass",
                                                   "positive_label": None},
                            register={"model_name": "wine"})
     result = project.flow("run")
@@ -128,7 +129,7 @@ def test_regression_from_parquet_through_dvc(tmp_path) -> None:
     from sklearn.datasets import load_diabetes
 
     frame = load_diabetes(as_frame=True).frame
-    project = make_project(tmp_path, frame, file_name="diabetes.parquet",
+    project = make_project(tmp_path, frame, file_name="diabetes.parquet", suggest_suites=True,
                            data={"target": "target", "task": "regression", "positive_label": None},
                            register={"model_name": "diabetes"})
     project.dvc("repro")

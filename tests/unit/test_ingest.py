@@ -63,3 +63,44 @@ def test_duplicated_column_names_are_rejected() -> None:
     df = pd.DataFrame([[1, 2, 3]], columns=["a", "a", "y"])
     with pytest.raises(DataError, match="duplicated column names: a"):
         normalise_frame(df, DataSettings(target="y", task="regression"))
+
+
+def test_wrong_delimiter_is_named(tmp_path: Path, credit_sample: pd.DataFrame) -> None:
+    credit_sample.to_csv(tmp_path / "semi.csv", sep=";", index=False)
+    with pytest.raises(DataError, match=r"semicolon \(';'\).*data.csv_separator: ';'"):
+        read_source("semi.csv", tmp_path)
+    assert read_source("semi.csv", tmp_path, csv_separator=";").shape == credit_sample.shape
+
+
+def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "locked.csv").write_text("a,b\n1,2\n")
+
+    def deny(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(pd, "read_csv", deny)  # root ignores chmod, so simulate the OS refusing
+    with pytest.raises(DataError, match=r"locked\.csv: cannot be opened \(permission denied\)"):
+        read_source("locked.csv", tmp_path)
+
+
+def test_folder_instead_of_file(tmp_path: Path) -> None:
+    (tmp_path / "data.csv").mkdir()
+    with pytest.raises(DataError, match="is not a file"):
+        read_source("data.csv", tmp_path)
+
+
+def test_header_only_file_reads_as_no_rows(tmp_path: Path) -> None:
+    (tmp_path / "header.csv").write_text("a,b,Status\n")
+    assert read_source("header.csv", tmp_path).shape == (0, 3)  # validate says "no rows"
+
+
+def test_duplicated_column_names(tmp_path: Path) -> None:
+    df = pd.DataFrame([[1, 2, "a"]], columns=["x", "x", "y"])
+    with pytest.raises(DataError, match="duplicated column names: x"):
+        normalise_frame(df, DataSettings(target="y", task="regression"))
+
+
+def test_duplicated_column_names_in_csv(tmp_path: Path) -> None:
+    (tmp_path / "dup.csv").write_text("x,x,y\n1,2,a\n3,4,b\n")  # pandas would call them x, x.1
+    with pytest.raises(DataError, match=r"dup\.csv: duplicated column names: x"):
+        read_source("dup.csv", tmp_path)

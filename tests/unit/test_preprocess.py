@@ -2,8 +2,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.config import PreprocessSettings
-from tasks.preprocess import (build_preprocessor, column_roles,
-                              drop_duplicate_rows, feature_frame, split_frame)
+from tasks.preprocess import build_preprocessor, column_roles, feature_frame, split_frame
 from tasks.transformers import SentinelMapper
 
 
@@ -17,12 +16,6 @@ def test_split_is_stratified_disjoint_and_seeded(credit: pd.DataFrame) -> None:
         pd.testing.assert_frame_equal(part, again[name])
     other = split_frame(credit, "Status", True, 0.2, 0.2, seed=7)
     assert not parts["test"].equals(other["test"])
-
-
-def test_duplicates_are_dropped_and_counted() -> None:
-    df = pd.DataFrame({"a": [1, 1, 2], "b": ["x", "x", "y"]})
-    out, removed = drop_duplicate_rows(df)
-    assert removed == 1 and len(out) == 2 and len(df) == 3
 
 
 def test_sentinels_become_missing_without_mutating_input() -> None:
