@@ -11,7 +11,8 @@ def test_binary_metrics_on_hand_built_scores() -> None:
     assert m["roc_auc"] == pytest.approx(0.75)
     assert m["accuracy"] == pytest.approx(0.5)
     assert m["precision"] == pytest.approx(0.5) and m["recall"] == pytest.approx(0.5)
-    assert set(m) == {"roc_auc", "pr_auc", "log_loss", "accuracy", "precision", "recall", "f1"}
+    assert set(m) == {"roc_auc", "pr_auc", "log_loss", "brier", "accuracy", "precision", "recall", "f1"}
+    assert m["brier"] == pytest.approx((0.01 + 0.36 + 0.36 + 0.01) / 4)
 
 
 def test_threshold_changes_labels_not_ranking() -> None:
@@ -27,7 +28,7 @@ def test_multiclass_metrics() -> None:
     proba = np.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7], [0.5, 0.2, 0.3]])
     m = score_predictions("multiclass", y, proba)
     assert m["accuracy"] == pytest.approx(0.75)
-    assert set(m) == {"accuracy", "macro_f1", "log_loss"}
+    assert set(m) == {"accuracy", "macro_f1", "weighted_f1", "log_loss"}
 
 
 def test_regression_metrics() -> None:
