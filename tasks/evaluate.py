@@ -230,6 +230,7 @@ def evaluate_stage(settings: Settings, ctx: RunContext) -> Path:
 
     paths.plots_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".plots.", dir=paths.plots_dir.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; the plots folder is an ordinary output
     try:
         facts = write_plots(model, y, scores, test, result, settings, staging)
         replace_dir(staging, paths.plots_dir)
