@@ -3,6 +3,8 @@
     python -m flows run              run the training flow (skips stages DVC says are current)
     python -m flows run --force      rerun every stage
     python -m flows stage train      run one stage; this is what dvc.yaml's `cmd` calls
+    python -m flows compare 3 2      paired comparison of two registered versions (3 vs 2)
+                                     on the current test split, with the gate's metric and rule
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--force", action="store_true", help="rerun stages even if DVC says current")
     stage = sub.add_parser("stage", help="run one stage (called by dvc repro)")
     stage.add_argument("name")
+    compare = sub.add_parser("compare", help="compare two registered versions on the test split")
+    compare.add_argument("version_a", help="the version playing the candidate")
+    compare.add_argument("version_b", help="the version playing the champion")
     args = parser.parse_args(argv)
 
     params = Path(args.params).resolve()
@@ -33,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "stage":
             return run_stage(args.name, params)
+        if args.command == "compare":
+            return run_compare(params, args.version_a, args.version_b)
         return run_flow(params, args.force)
     except (ConfigError, PipelineError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -61,6 +68,15 @@ def run_stage(name: str, params: Path) -> int:
         finish_parent_run(ctx, "FAILED")
         raise
     finish_parent_run(ctx, "FINISHED")
+    return 0
+
+
+def run_compare(params: Path, version_a: str, version_b: str) -> int:
+    configure_stage_logging()
+    from tasks.config import load_settings
+    from tasks.register import compare_versions
+
+    print("\n".join(compare_versions(load_settings(params), version_a, version_b)))
     return 0
 
 
