@@ -35,3 +35,27 @@ def test_regression_metrics() -> None:
     m = score_predictions("regression", np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 5.0]))
     assert m["rmse"] == pytest.approx(np.sqrt(4 / 3), rel=1e-5)
     assert m["mae"] == pytest.approx(2 / 3, rel=1e-5)
+
+
+def test_write_plots_draws_every_image_of_the_task(credit, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tasks.evaluate import write_plots
+    from tasks.model import encode_target
+    from tasks.preprocess import build_preprocessor, feature_frame, split_frame
+    from tasks.train import fit_model
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path, evaluate={"shap_sample": 50})
+    parts = split_frame(credit.sample(600, random_state=4).reset_index(drop=True), "Status", True,
+                        0.2, 0.2, 42)
+    X = feature_frame(parts["train"], "Status")
+    pre = build_preprocessor(X, settings.preprocess, {}).fit(X)
+    model = fit_model(parts["train"], parts["valid"], pre, settings).model
+    test = parts["test"]
+    y, _ = encode_target(test["Status"], "binary", classes=model.classes)
+    scores = model.predict_scores(test)
+    facts = write_plots(model, y, scores, test, score_predictions("binary", y, scores), settings,
+                        tmp_path / "plots")
+    for name in ("roc", "precision_recall", "calibration", "confusion", "importance", "shap_summary"):
+        data = (tmp_path / "plots" / f"{name}.png").read_bytes()
+        assert data[:4] == b"\x89PNG" and len(data) > 5000, name
+    assert facts["shap_rows"] == 50 and facts["top_features_gain"][0]["gain"] > 0
