@@ -102,6 +102,8 @@ def log_inference_model(model: InferenceModel, example: pd.DataFrame, settings: 
 
     code_dir = Path(__file__).resolve().parent
     signature = infer_signature(example, model.predict_frame(example))
+    pyfunc_log = logging.getLogger("mlflow.pyfunc")
+    pyfunc_log.addFilter(_drop_cloudpickle_advice)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)
         return mlflow.pyfunc.log_model(
@@ -109,6 +111,11 @@ def log_inference_model(model: InferenceModel, example: pd.DataFrame, settings: 
             input_example=example, code_paths=[str(code_dir)],
             pip_requirements=_pip_requirements(),
         )
+
+
+def _drop_cloudpickle_advice(record: logging.LogRecord) -> bool:
+    """MLflow warns that a Python-object model is pickled; that is this design, not a problem."""
+    return not record.getMessage().startswith("Passing a Python object as `python_model`")
 
 
 def _pip_requirements() -> list[str]:

@@ -96,7 +96,8 @@ def test_regression_plots_replace_classification_plots(tmp_path, credit_small) -
     frame = load_diabetes(as_frame=True).frame
     frame.to_csv(project.root / "data/source/data.csv", index=False)
     project.set_params(data={"target": "target", "task": "regression", "positive_label": None},
-                       gate={"criteria": {"max_rmse": 500.0}})
+                       gate={"criteria": {}})                # replace the binary criteria
+    project.set_params(gate={"criteria": {"max_rmse": 500.0}})
     project.dvc("repro", "evaluate")
     names = sorted(p.name for p in (project.root / "plots").iterdir())
     assert "roc.png" not in names and "roc.csv" not in names      # no stale binary plots
