@@ -6,6 +6,8 @@
     python -m flows suggest-expectations [--force] [--only raw|model_input]
                                      profile data.source and write suggested GX suites
                                      (validate.raw_suite / validate.model_input_suite) to review
+    python -m flows compare 3 2      paired comparison of two registered versions (3 vs 2)
+                                     on the current test split, with the gate's metric and rule
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
                              help="write suggested Great Expectations suites for data.source")
     suggest.add_argument("--force", action="store_true", help="overwrite existing suite files")
     suggest.add_argument("--only", choices=["raw", "model_input"], help="write one suite only")
+    compare = sub.add_parser("compare", help="compare two registered versions on the test split")
+    compare.add_argument("version_a", help="the version playing the candidate")
+    compare.add_argument("version_b", help="the version playing the champion")
     args = parser.parse_args(argv)
 
     params = Path(args.params).resolve()
@@ -42,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_stage(args.name, params)
         if args.command == "suggest-expectations":
             return run_suggest(params, args.only, args.force)
+        if args.command == "compare":
+            return run_compare(params, args.version_a, args.version_b)
         return run_flow(params, args.force)
     except (ConfigError, PipelineError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -81,6 +88,15 @@ def run_suggest(params: Path, only: str | None, force: bool) -> int:
     for path in suggest_suites(settings, (only,) if only else SUITES, force):
         print(f"wrote {path.relative_to(settings.root) if path.is_relative_to(settings.root) else path}")
     print("Review the suites (ranges, allowed categories, missing-value shares), then commit them.")
+    return 0
+
+
+def run_compare(params: Path, version_a: str, version_b: str) -> int:
+    configure_stage_logging()
+    from tasks.config import load_settings
+    from tasks.register import compare_versions
+
+    print("\n".join(compare_versions(load_settings(params), version_a, version_b)))
     return 0
 
 

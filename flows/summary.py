@@ -26,12 +26,41 @@ def summary_lines(settings: Settings, result: dict[str, Any]) -> list[str]:
             lines.append(f"  data docs:      {v['data_docs']}, "
                          f"{rel(paths.data_docs('model_input'))}/index.html")
     if paths.test_metrics.is_file():
-        test = read_json(paths.test_metrics)["test"]
-        lines.append("  test metrics:   " + ", ".join(f"{k}={v:.4f}" for k, v in test.items()))
+        doc = read_json(paths.test_metrics)
+        ci = doc.get("ci", {})
+        level = doc.get("ci_level", 0.95)
+        lines.append(f"  test metrics:   ({doc.get('test_rows', '?')} rows; {level:.0%} bootstrap "
+                     f"intervals, {doc.get('n_boot', '?')} resamples)")
+        for k, v in doc["test"].items():
+            iv = ci.get(k)
+            lines.append(f"    {k}={v:.4f}" + (f"  [{iv['low']:.4f}, {iv['high']:.4f}]" if iv else ""))
+        if "threshold" in doc:
+            lines.append(f"  threshold:      {doc['threshold']:.4f} (chosen on the valid split)")
+        if "cv" in doc:
+            lines.append(f"  cv (train):     mean {doc['cv']['mean']:.4f}, std {doc['cv']['std']:.4f}")
     if paths.registration.is_file():
         reg = read_json(paths.registration)
-        lines.append(f"  registered:     {reg['model_name']} version {reg['version']} "
-                     f"@{reg['alias']}  (models:/{reg['model_name']}@{reg['alias']})")
+        gate = reg.get("gate") or {}
+        if reg.get("version") is None:
+            lines.append(f"  registered:     nothing -- {reg['model_name']} candidate rejected "
+                         "by the gate")
+        else:
+            lines.append(f"  registered:     {reg['model_name']} version {reg['version']} "
+                         f"@{reg['alias']}  (models:/{reg['model_name']}@{reg['alias']})")
+        if gate:
+            cmp = gate.get("comparison")
+            target = f" -> @{gate['alias']}" if gate.get("alias") else " (not registered)"
+            verdict = (("clears" if cmp["clears"] else "does not clear") + " the rule") if cmp \
+                else gate["reason"]
+            lines.append(f"  gate decision:  {gate['action']}{target}: {verdict}")
+            lines.append(f"  gate rule:      {gate['rule']}")
+            if cmp:
+                lines.append(f"  gate scores:    {cmp['metric']} candidate {cmp['candidate']:.4f}, "
+                             f"champion v{gate['champion_version']} {cmp['reference']:.4f}, "
+                             f"improvement {cmp['diff']:+.4f} [{cmp['level']:.0%} CI "
+                             f"{cmp['low']:+.4f}, {cmp['high']:+.4f}]")
+        if paths.model_card.is_file():
+            lines.append(f"  model card:     {rel(paths.model_card)}")
     lines.append(f"  tracking:       {settings.tracking_uri}  (make ui)")
     if result.get("mlflow_run_id"):
         lines.append(f"  mlflow run:     {result['mlflow_run_id']}")

@@ -101,6 +101,63 @@ class TrainSettings(_Section):
     params: LgbmParams = Field(default_factory=LgbmParams)
 
 
+# Metrics evaluate computes per task, and which of them improve downwards. The gate's criteria
+# and comparison metric must name one of these (checked when params.yaml is loaded).
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "binary": ("roc_auc", "pr_auc", "log_loss", "brier", "accuracy", "precision", "recall", "f1"),
+    "multiclass": ("accuracy", "macro_f1", "weighted_f1", "log_loss"),
+    "regression": ("rmse", "mae", "r2"),
+}
+LOWER_IS_BETTER = frozenset({"log_loss", "brier", "rmse", "mae"})
+DEFAULT_GATE_METRIC = {"binary": "roc_auc", "multiclass": "macro_f1", "regression": "rmse"}
+
+
+class ThresholdSettings(_Section):
+    """Binary decision threshold, chosen on the valid split (never the test split)."""
+
+    # f1: the threshold with the best F1 on valid; cost: the lowest expected cost per row.
+    objective: Literal["f1", "cost"] = "f1"
+    # Cost matrix (objective: cost): what a false positive / false negative costs; true
+    # positives and true negatives may carry a cost (or, negative, a gain) too.
+    cost_fp: float = 1.0
+    cost_fn: float = 1.0
+    cost_tp: float = 0.0
+    cost_tn: float = 0.0
+
+
+class EvaluateSettings(_Section):
+    n_boot: int = Field(default=1000, ge=50)          # bootstrap resamples for the intervals
+    ci_level: float = Field(default=0.95, gt=0.5, lt=1)
+    shap_sample: int = Field(default=500, ge=10)      # rows explained for the SHAP summary
+    top_features: int = Field(default=10, ge=1)       # shown in the plots and the model card
+    threshold: ThresholdSettings = Field(default_factory=ThresholdSettings)
+
+
+class GateSettings(_Section):
+    """When a trained candidate is registered, and when it replaces @champion."""
+
+    # Absolute floor/ceiling per metric: min_<metric> / max_<metric>, e.g. min_roc_auc: 0.7.
+    criteria: dict[str, float] = Field(default_factory=dict)
+    # Metric compared with the champion on the same test rows; auto: roc_auc (binary),
+    # macro_f1 (multiclass), rmse (regression).
+    metric: str = "auto"
+    # superior: the interval of (candidate - champion) lies above 0; non_inferior: above -margin.
+    rule: Literal["superior", "non_inferior"] = "superior"
+    margin: float = Field(default=0.0, ge=0)
+    # Exit non-zero when the candidate fails the absolute criteria (else: log and carry on).
+    fail_on_gate: bool = False
+    # Registry lock that serialises alias moves between concurrent runs.
+    lock_timeout_s: float = Field(default=300.0, gt=0)
+    lock_ttl_s: float = Field(default=900.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_criteria_keys(self) -> GateSettings:
+        bad = [k for k in self.criteria if not k.startswith(("min_", "max_"))]
+        if bad:
+            raise ValueError(f"gate.criteria keys must be min_<metric> or max_<metric>, got {bad}")
+        return self
+
+
 class RegisterSettings(_Section):
     model_name: str = "credit-scoring"
     experiment: str = "credit-scoring"
@@ -116,11 +173,31 @@ class Settings(_Section):
     split: SplitSettings = Field(default_factory=SplitSettings)
     preprocess: PreprocessSettings = Field(default_factory=PreprocessSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
+    evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
+    gate: GateSettings = Field(default_factory=GateSettings)
     register_: RegisterSettings = Field(default_factory=RegisterSettings, alias="register")
     # Folder holding params.yaml; every relative path is resolved against it.
     root: Path = Field(default=Path("."), exclude=True)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _check_gate_metrics(self) -> Settings:
+        known = TASK_METRICS[self.data.task]
+        named = {k: k[4:] for k in self.gate.criteria}
+        if self.gate.metric != "auto":
+            named["metric"] = self.gate.metric
+        bad = {k: m for k, m in named.items() if m not in known}
+        if bad:
+            raise ValueError(
+                f"gate: {', '.join(f'{k!r} names metric {m!r}' for k, m in bad.items())}, which "
+                f"is not computed for data.task {self.data.task!r} (one of: {', '.join(known)})")
+        return self
+
+    @property
+    def gate_metric(self) -> str:
+        """The metric the gate compares with the champion."""
+        return DEFAULT_GATE_METRIC[self.data.task] if self.gate.metric == "auto" else self.gate.metric
 
     @property
     def tracking_uri(self) -> str:

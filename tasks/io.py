@@ -84,6 +84,20 @@ class ArtifactPaths:
         return self._p("plots")
 
     @property
+    def evaluation_report(self) -> Path:
+        """Non-numeric evaluation facts (top features, class balance) for the model card."""
+        return self._p("reports/evaluation.json")
+
+    @property
+    def model_card(self) -> Path:
+        return self._p("reports/model_card.md")
+
+    @property
+    def tuning_metrics(self) -> Path:
+        """Written by the tune stage (CV mean/std); optional for evaluate."""
+        return self._p("metrics/tuning.json")
+
+    @property
     def registration(self) -> Path:
         return self._p("models/registration.json")
 

@@ -58,7 +58,13 @@ def ensure_experiment(name: str, artifact_root: Path) -> str:
         if exp is not None:
             return exp.experiment_id
         artifact_root.mkdir(parents=True, exist_ok=True)
-        return mlflow.create_experiment(name, artifact_location=(artifact_root / name).as_uri())
+        try:
+            return mlflow.create_experiment(name, artifact_location=(artifact_root / name).as_uri())
+        except mlflow.exceptions.MlflowException:
+            exp = mlflow.get_experiment_by_name(name)  # a concurrent run created it first
+            if exp is None:
+                raise
+            return exp.experiment_id
     except Exception as exc:
         raise TrackingError(
             f"MLflow tracking store {mlflow.get_tracking_uri()} is not usable: {exc}"

@@ -17,6 +17,7 @@ from tasks.config import Settings, TrainSettings
 from tasks.io import ArtifactPaths, dump_joblib, load_joblib, read_parquet, write_json
 from tasks.model import InferenceModel, encode_target
 from tasks.preprocess import categorical_outputs, feature_frame
+from tasks.threshold import tune_model_threshold
 from tasks.tracking import RunContext, log_to_run
 
 log = logging.getLogger(__name__)
@@ -80,9 +81,13 @@ def train_stage(settings: Settings, ctx: RunContext) -> Path:
     train, valid = read_parquet(paths.split("train")), read_parquet(paths.split("valid"))
     preprocessor = load_joblib(paths.preprocessor)
     result = fit_model(train, valid, preprocessor, settings)
+    # Decision threshold (issue 5): chosen on valid, stored in the model before it is written.
+    threshold = tune_model_threshold(result.model, valid, settings)
     dump_joblib(result.model, paths.model)
     summary = {"best_iteration": result.best_iteration,
                f"valid_{result.valid_metric}": round(result.valid_score, 6)}
+    if threshold is not None:
+        summary["threshold"] = round(threshold, 6)
     write_json(summary, paths.train_metrics)
     log.info("train: LightGBM stopped at %d trees; valid %s = %.4f", result.best_iteration,
              result.valid_metric, result.valid_score)

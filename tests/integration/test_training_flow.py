@@ -60,8 +60,10 @@ def test_flow_registers_a_champion_that_scores_raw_rows(tmp_path, credit_small) 
 
     # Deterministic: rerunning every stage reproduces the metrics exactly.
     before = json.loads((project.root / "metrics/test.json").read_text())
+    # The gate (params.yaml: non_inferior) promotes an identical retrain: difference exactly 0.
     forced = project.flow("run", "--force")
-    assert "version 2 @challenger" in forced.stdout
+    assert "version 2 @champion" in forced.stdout
+    assert "improvement +0.0000 [95% CI +0.0000, +0.0000]" in forced.stdout
     assert json.loads((project.root / "metrics/test.json").read_text()) == before
 
 
@@ -77,7 +79,9 @@ def test_dvc_repro_reruns_only_what_changed(tmp_path, credit_small) -> None:
     second = project.dvc("repro")
     assert _stages_run(second.stdout) == ["train", "evaluate", "register"]
     registration = json.loads((project.root / "models/registration.json").read_text())
-    assert (registration["version"], registration["alias"]) == (2, "challenger")
+    assert registration["version"] == 2
+    assert registration["alias"] == {"promote": "champion", "keep": "challenger"}[
+        registration["gate"]["action"]]
 
     metrics = project.dvc("metrics", "show", "--json")
     assert "roc_auc" in metrics.stdout
@@ -115,7 +119,7 @@ def test_multiclass_from_csv(tmp_path) -> None:
     project = make_project(tmp_path, frame, suggest_suites=True,
                            data={"target": "cultivar", "task": "multiclass",
                                                   "positive_label": None},
-                           register={"model_name": "wine"})
+                           register={"model_name": "wine"}, gate={"criteria": {}})
     result = project.flow("run")
     assert "macro_f1=" in result.stdout and "version 1 @champion" in result.stdout
     model, _ = _load_champion(project, "wine")
@@ -131,10 +135,11 @@ def test_regression_from_parquet_through_dvc(tmp_path) -> None:
     frame = load_diabetes(as_frame=True).frame
     project = make_project(tmp_path, frame, file_name="diabetes.parquet", suggest_suites=True,
                            data={"target": "target", "task": "regression", "positive_label": None},
-                           register={"model_name": "diabetes"})
+                           register={"model_name": "diabetes"}, gate={"criteria": {}})
     project.dvc("repro")
     metrics = json.loads((project.root / "metrics/test.json").read_text())["test"]
     assert set(metrics) == {"rmse", "mae", "r2"} and metrics["r2"] > 0.2
+    assert (project.root / "plots/residuals.png").stat().st_size > 5000
     model, _ = _load_champion(project, "diabetes")
     pred = model.predict(frame.drop(columns="target").head(3))
     assert list(pred.columns) == ["prediction"]
