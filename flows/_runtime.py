@@ -27,6 +27,8 @@ def prepare_environment(root: Path, in_flow: bool) -> None:
         "GIT_PYTHON_REFRESH": "quiet",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "MLFLOW_LOGGING_LEVEL": "WARNING",
+        "MLFLOW_DISABLE_TELEMETRY": "true",   # MLflow 3 telemetry would try the network
+        "DVC_NO_ANALYTICS": "1",
         "DO_NOT_TRACK": "1",
     }
     for key, value in defaults.items():

@@ -98,6 +98,7 @@ def test_regression_plots_replace_classification_plots(tmp_path, credit_small) -
     project.set_params(data={"target": "target", "task": "regression", "positive_label": None},
                        gate={"criteria": {}})                # replace the binary criteria
     project.set_params(gate={"criteria": {"max_rmse": 500.0}})
+    project.flow("suggest-expectations", "--force")          # a new dataset gets its own suites
     project.dvc("repro", "evaluate")
     names = sorted(p.name for p in (project.root / "plots").iterdir())
     assert "roc.png" not in names and "roc.csv" not in names      # no stale binary plots
