@@ -18,6 +18,59 @@ from tests.conftest import ROOT
 
 COPY = ["tasks", "flows", "expectations", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"]
 
+# One real Prefect server (127.0.0.1, temp home) shared by the projects of a test session, so
+# each flow run does not pay for starting and migrating a temporary server of its own.
+_PREFECT_API: dict[str, str] = {}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_server(tmp_path_factory):  # type: ignore[no-untyped-def]
+    import signal
+    import time
+    import urllib.request
+
+    home = tmp_path_factory.mktemp("prefect-server-home")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update({"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "PREFECT_UI_ENABLED": "false", "DO_NOT_TRACK": "1",
+                "PREFECT_SERVER_LOGGING_LEVEL": "WARNING"})
+    log = (home / "server.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host",
+                             "127.0.0.1", "--port", str(port)], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 240
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"prefect server did not start: {(home / 'server.log').read_text()}")
+            time.sleep(0.5)
+        _PREFECT_API["url"] = url
+        yield url
+    finally:
+        _PREFECT_API.clear()
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
 
 @dataclass
 class Project:
@@ -58,10 +111,13 @@ def _merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 
 def make_project(tmp: Path, frame: pd.DataFrame | None = None, file_name: str = "data.csv",
-                 suggest_suites: bool = False, **sections: dict[str, Any]) -> Project:
+                 suggest_suites: bool = False, shared_prefect: bool = True,
+                 **sections: dict[str, Any]) -> Project:
     """A project copy. The committed suites in expectations/ describe the credit data; for any
     other dataset pass suggest_suites=True, which runs `python -m flows suggest-expectations`
-    the way a new user would (and commits the result with the project)."""
+    the way a new user would (and commits the result with the project).
+    shared_prefect=False leaves PREFECT_API_URL unset: flows start a temporary server, as
+    `make run` does for a user."""
     root = tmp / "project"
     root.mkdir()
     for name in COPY:
@@ -86,6 +142,7 @@ def make_project(tmp: Path, frame: pd.DataFrame | None = None, file_name: str = 
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "GIT_PYTHON_REFRESH": "quiet",
         "DVC_NO_ANALYTICS": "1",
+        **({"PREFECT_API_URL": _PREFECT_API["url"]} if _PREFECT_API and shared_prefect else {}),
     })
     project = Project(root, env)
     # Small and quick: few trees, one thread, tiny splits still stratified.

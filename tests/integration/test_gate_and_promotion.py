@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Project, make_project
+from tests.integration.conftest import Project, _free_port, make_project
 
 pytestmark = pytest.mark.integration
 
@@ -109,11 +108,6 @@ def test_regression_plots_replace_classification_plots(tmp_path, credit_small) -
 
 
 # ------------------------------------------------------------------ concurrent promotion
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

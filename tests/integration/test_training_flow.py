@@ -26,7 +26,7 @@ def _load_champion(project, name: str = "credit-scoring"):  # type: ignore[no-un
 
 
 def test_flow_registers_a_champion_that_scores_raw_rows(tmp_path, credit_small) -> None:
-    project = make_project(tmp_path, credit_small)
+    project = make_project(tmp_path, credit_small, shared_prefect=False)  # as `make run` does
     first = project.flow("run")
     out = first.stdout + first.stderr
     assert "Traceback" not in out and "CancelledError" not in out
