@@ -24,6 +24,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -435,7 +436,8 @@ def tell_outcome(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome
 
 def run_study(study: optuna.Study, tune: TuneSettings, threads: int, workers: int,
               run_batch: BatchRunner, metric: str,
-              on_batch: Callable[[list[TrialOutcome]], None] | None = None) -> StudyResult:
+              on_batch: Callable[[list[TrialOutcome], dict[int, dict[str, Any]]], None] | None = None,
+              ) -> StudyResult:
     """Ask a batch (one trial per worker), run it, tell it back; until the budget is spent."""
     started = time.perf_counter()
     interrupted = recover_interrupted(study)
@@ -464,7 +466,7 @@ def run_study(study: optuna.Study, tune: TuneSettings, threads: int, workers: in
             if outcome.state == "failed":
                 log.warning("tune: trial %d failed: %s", outcome.number, outcome.error)
         if on_batch is not None:
-            on_batch(outcomes)
+            on_batch(outcomes, {s.number: dict(s.params) for s in specs})
         done += size
         batch_no += 1
         log.info("tune: %s", progress_line(study, tune, done, done_before,
@@ -625,7 +627,7 @@ def plot_importances(importances: dict[str, float], dest: Path) -> None:
 
 
 def log_trial_runs(ctx: RunContext, outcomes: Sequence[TrialOutcome],
-                   study: optuna.Study, metric: str) -> None:
+                   params: dict[int, dict[str, Any]], study_name: str, metric: str) -> None:
     """One nested MLflow child run per trial (params, CV score, state) under the parent run."""
     if not ctx.enabled:
         return
@@ -634,13 +636,11 @@ def log_trial_runs(ctx: RunContext, outcomes: Sequence[TrialOutcome],
 
     client = mlflow.MlflowClient(ctx.tracking_uri)
     experiment_id = client.get_run(ctx.run_id).info.experiment_id
-    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     now = int(time.time() * 1000)
     for outcome in outcomes:
-        trial = trials[outcome.number]
         run = client.create_run(experiment_id, run_name=f"trial-{outcome.number}",
                                 tags={"mlflow.parentRunId": ctx.run_id, "tune.state": outcome.state,
-                                      "tune.study": study.study_name})
+                                      "tune.study": study_name})
         metrics = [Metric(f"cv_{metric}_step", v, now, step) for step, v in
                    sorted(outcome.intermediate.items())]
         if outcome.value is not None:
@@ -651,7 +651,7 @@ def log_trial_runs(ctx: RunContext, outcomes: Sequence[TrialOutcome],
         metrics.append(Metric("seconds", outcome.seconds, now, 0))
         tags = [RunTag("tune.error", outcome.error[:5000])] if outcome.error else []
         client.log_batch(run.info.run_id, metrics=metrics, tags=tags,
-                         params=[Param(k, str(v)) for k, v in trial.params.items()]
+                         params=[Param(k, str(v)) for k, v in params[outcome.number].items()]
                          + [Param("trial_number", str(outcome.number))])
         client.set_terminated(run.info.run_id, "FAILED" if outcome.state == "failed" else "FINISHED")
 
@@ -716,9 +716,14 @@ def tune_stage(settings: Settings, ctx: RunContext) -> Path:
              metric, fidelity.rows, fidelity.level,
              f"dask ({runner.address})" if runner.kind == "dask" and runner.address else runner.kind,
              runner.workers, threads)
-    with prefect_batches(runner, data) as run_batch:
+    # Child runs are logged from a background thread while the next batch runs.
+    with ThreadPoolExecutor(max_workers=1) as logger, prefect_batches(runner, data) as run_batch:
+        pending = []
         result = run_study(study, tune, threads, runner.workers, run_batch, metric,
-                           on_batch=lambda outs: log_trial_runs(ctx, outs, study, metric))
+                           on_batch=lambda outs, trials: pending.append(logger.submit(
+                               log_trial_runs, ctx, outs, trials, study.study_name, metric)))
+        for job in pending:
+            job.result()
     best = result.best
     base = baselines(data, tune, max(1, min(os.cpu_count() or 1, settings.train.n_jobs))) \
         if tune.baselines else {}
