@@ -449,13 +449,14 @@ def run_study(study: optuna.Study, tune: TuneSettings, threads: int, workers: in
         log.info("tune: resuming study %s: %d of %d trials already done", study.study_name,
                  done_before, tune.n_trials)
     done = done_before
-    batch_no = 0
+    batch_seconds: list[float] = []
     while done < tune.n_trials:
         elapsed = time.perf_counter() - started
         if tune.timeout_s is not None and elapsed >= tune.timeout_s:
             log.info("tune: time budget of %.0f s spent after %d trials", tune.timeout_s, done)
             break
         size = min(workers, tune.n_trials - done)
+        batch_started = time.perf_counter()
         asked = [study.ask() for _ in range(size)]
         specs = [TrialSpec(t.number, suggest_params(t, tune), study.study_name,
                            study.direction.name.lower(), tune, threads, history_for(study, t.number))
@@ -468,8 +469,8 @@ def run_study(study: optuna.Study, tune: TuneSettings, threads: int, workers: in
         if on_batch is not None:
             on_batch(outcomes, {s.number: dict(s.params) for s in specs})
         done += size
-        batch_no += 1
-        log.info("tune: %s", progress_line(study, tune, done, done_before,
+        batch_seconds.append(time.perf_counter() - batch_started)
+        log.info("tune: %s", progress_line(study, tune, done, workers, batch_seconds,
                                            time.perf_counter() - started, metric))
     trials = study.get_trials(deepcopy=True)
     best = select_best_trial(trials, study.direction.name.lower())
@@ -493,13 +494,14 @@ def describe_states(trials: Sequence[optuna.trial.FrozenTrial]) -> str:
     return ", ".join(f"{n} {k}" for k, n in counts.items() if k != "running" or n)
 
 
-def progress_line(study: optuna.Study, tune: TuneSettings, done: int, done_before: int,
-                  elapsed: float, metric: str) -> str:
+def progress_line(study: optuna.Study, tune: TuneSettings, done: int, workers: int,
+                  batch_seconds: list[float], elapsed: float, metric: str) -> str:
     trials = study.get_trials(deepcopy=False)
     best = select_best_trial(trials, study.direction.name.lower())
     best_txt = f"best {metric} {best.value:.4f} (trial {best.number})" if best else "no best yet"
-    ran = done - done_before
-    left = (tune.n_trials - done) * elapsed / ran if ran else float("nan")
+    # The first batch also starts the workers: estimate from the later ones when there are some.
+    typical = float(np.median(batch_seconds[1:] or batch_seconds))
+    left = math.ceil((tune.n_trials - done) / workers) * typical
     if tune.timeout_s is not None:
         left = min(left, max(0.0, tune.timeout_s - elapsed))
     return (f"{done}/{tune.n_trials} trials ({describe_states(trials)}), {best_txt}, "
@@ -711,6 +713,7 @@ def tune_stage(settings: Settings, ctx: RunContext) -> Path:
     name = f"tune-{study_fingerprint(data, settings, fidelity)}"
     study = open_study(paths.study_journal, name, direction, settings.base.seed)
     runner = tune.runner
+    stage_started = time.perf_counter()
     log.info("tune: study %s, %d trials, %d-fold CV (%s) on %d rows, %s fidelity; %s runner "
              "with %d worker(s) x %d LightGBM thread(s)", name, tune.n_trials, fidelity.n_folds,
              metric, fidelity.rows, fidelity.level,
@@ -725,8 +728,10 @@ def tune_stage(settings: Settings, ctx: RunContext) -> Path:
         for job in pending:
             job.result()
     best = result.best
-    base = baselines(data, tune, max(1, min(os.cpu_count() or 1, settings.train.n_jobs))) \
-        if tune.baselines else {}
+    timings = {"study": round(time.perf_counter() - stage_started, 2)}
+    # One LightGBM thread, like a trial: on a busy machine more threads than free cores spin.
+    base = baselines(data, tune, threads) if tune.baselines else {}
+    timings["baselines"] = round(time.perf_counter() - stage_started - timings["study"], 2)
     best_params = {k: v for k, v in best.params.items()}
     if "subsample" in best_params:
         best_params["subsample_freq"] = 1
@@ -742,7 +747,7 @@ def tune_stage(settings: Settings, ctx: RunContext) -> Path:
         "n_trials": tune.n_trials, "study": name, "baselines": base,
         "fidelity": asdict(fidelity),
         "runner": {"kind": runner.kind, "workers": runner.workers, "threads_per_trial": threads},
-        "seconds": round(result.seconds, 2),
+        "seconds": timings,
     }
     staging = paths.tuning_reports.with_name(".tuning.staging")
     import shutil
@@ -760,6 +765,7 @@ def tune_stage(settings: Settings, ctx: RunContext) -> Path:
     replace_dir(staging, paths.tuning_reports)
     write_json({"study": name, "trials_done": result.done, "journal": paths.study_journal.name},
                paths.tuning_dir / "state.json")
+    timings["total"] = round(time.perf_counter() - stage_started, 2)
     write_json(summary, paths.tuning_metrics)
     base_txt = "; ".join(f"{k} {v['mean']:.4f}" for k, v in base.items())
     log.info("tune: best trial %d: CV %s %.4f +- %.4f%s (%s fidelity)", best.number, metric,

@@ -26,7 +26,8 @@ def _load_champion(project, name: str = "credit-scoring"):  # type: ignore[no-un
 
 
 def test_flow_registers_a_champion_that_scores_raw_rows(tmp_path, credit_small) -> None:
-    project = make_project(tmp_path, credit_small)
+    # Trials in worker processes (the default runner): still deterministic across reruns.
+    project = make_project(tmp_path, credit_small, tune={"runner": {"kind": "process"}})
     first = project.flow("run")
     out = first.stdout + first.stderr
     assert "Traceback" not in out and "CancelledError" not in out
@@ -70,8 +71,8 @@ def test_flow_registers_a_champion_that_scores_raw_rows(tmp_path, credit_small) 
 def test_dvc_repro_reruns_only_what_changed(tmp_path, credit_small) -> None:
     project = make_project(tmp_path, credit_small)
     first = project.dvc("repro")
-    assert _stages_run(first.stdout) == ["ingest", "validate", "preprocess", "train", "evaluate",
-                                         "register"]
+    assert _stages_run(first.stdout) == ["ingest", "validate", "preprocess", "features", "tune",
+                                         "train", "evaluate", "register"]
     assert "Traceback" not in first.stderr
     assert _stages_run(project.dvc("repro").stdout) == []
 
