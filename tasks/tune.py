@@ -260,6 +260,8 @@ def _pruning_study(spec: TrialSpec) -> tuple[optuna.Study, optuna.Trial]:
                                 pruner=make_pruner(spec.tune),
                                 sampler=optuna.samplers.RandomSampler(seed=0))
     study.add_trials(spec.history)
+    gap = spec.number - len(spec.history)  # trials the snapshot does not carry: placeholders
+    study.add_trials([optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL)] * max(0, gap))
     trial = study.ask()
     if trial.number != spec.number:
         raise RuntimeError(f"trial numbering mismatch: {trial.number} != {spec.number}")
