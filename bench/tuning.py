@@ -79,14 +79,21 @@ def parallel_efficiency(settings, X, y, cats, n_trials: int) -> dict:  # type: i
             run_batch(warm)                                   # starts the worker processes
             startup = time.perf_counter() - started
             t0 = time.perf_counter()
+            load = os.getloadavg()[0]
+            inside = []
             for i in range(0, n_trials, workers):
                 specs = [TrialSpec(j, params[j], "bench", "maximize", tune, 1)
                          for j in range(i, min(i + workers, n_trials))]
                 outcomes = run_batch(specs)
                 assert all(o.state == "complete" for o in outcomes), outcomes
+                inside += [o.seconds for o in outcomes]
             seconds = time.perf_counter() - t0
+        # Mean time a trial spent computing inside its worker: if it grows with 2 workers, the
+        # second core was not there to be had (other processes), whatever the runner does.
         out[workers] = {"trials_per_min": round(n_trials * 60 / seconds, 2),
-                        "seconds": round(seconds, 2), "first_batch_seconds": round(startup, 2)}
+                        "seconds": round(seconds, 2), "first_batch_seconds": round(startup, 2),
+                        "trial_compute_seconds_mean": round(statistics.mean(inside), 3),
+                        "load_average_1min_at_start": round(load, 2)}
     ratio = out[2]["trials_per_min"] / out[1]["trials_per_min"]
     return {"trials": n_trials, "workers_1": out[1], "workers_2": out[2],
             "speedup_2_over_1": round(ratio, 3), "efficiency": round(ratio / 2, 3),
@@ -160,6 +167,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--trials", type=int, default=24)
     parser.add_argument("--parallel-trials", type=int, default=12)
+    parser.add_argument("--only-parallel", action="store_true", help="skip the search part")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-tuning-"))
     os.environ.setdefault("PREFECT_HOME", str(tmp / "prefect"))
@@ -175,6 +183,9 @@ def main() -> None:
     cores = os.cpu_count()
     with shared_prefect_api():  # started once, outside every timing
         parallel = parallel_efficiency(settings, X, y, cats, args.parallel_trials)
+        if args.only_parallel:
+            print(json.dumps({"cores": cores, "train_rows": int(len(y)), "parallel": parallel}))
+            return
         seeds = []
         tuned_params = None
         for k in range(args.seeds):

@@ -161,3 +161,16 @@ def test_study_is_deterministic_for_a_worker_count(tmp_path: Path) -> None:
                            settings.tune, 1, 2, run_batch, "roc_auc")
         values.append([(t.state, t.value, t.params) for t in result.trials])
     assert values[0] == values[1]
+
+
+def test_train_reads_tuned_params_only_when_tuning_ran(tmp_path: Path) -> None:
+    import json
+
+    from tasks.train import read_tuned_params
+
+    path = tmp_path / "tuning.json"
+    assert read_tuned_params(path) is None
+    path.write_text(json.dumps({"enabled": False}))
+    assert read_tuned_params(path) is None
+    path.write_text(json.dumps({"enabled": True, "best_params": {"num_leaves": 7}}))
+    assert read_tuned_params(path) == {"num_leaves": 7}
