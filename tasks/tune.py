@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -41,8 +42,8 @@ from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from tasks.config import LgbmParams, Settings, TuneRunnerSettings, TuneSettings, is_int_param
 from tasks.errors import PipelineError
 from tasks.features import model_input_categoricals, oversample_indices, transform_splits
-from tasks.io import (ArtifactPaths, atomic_path, load_joblib, read_parquet, write_csv,
-                      write_json)
+from tasks.io import (ArtifactPaths, atomic_path, load_joblib, read_parquet, replace_dir,
+                      write_csv, write_json, write_text)
 from tasks.model import encode_target
 from tasks.tracking import RunContext, log_to_run
 
@@ -698,6 +699,13 @@ def tune_stage(settings: Settings, ctx: RunContext) -> Path:
     tune = settings.tune
     paths.tuning_dir.mkdir(parents=True, exist_ok=True)
     if not tune.enabled:
+        # The declared outputs still exist (DVC requires them); no stale plots survive.
+        staging = paths.tuning_reports.with_name(".tuning.staging")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        write_text("Tuning is off (tune.enabled: false in params.yaml); train uses train.params.\n",
+                   staging / "README.txt")
+        replace_dir(staging, paths.tuning_reports)
         write_json({"enabled": False}, paths.tuning_metrics)
         write_json({"enabled": False}, paths.tuning_dir / "state.json")
         log.info("tune: disabled (tune.enabled: false); train uses train.params")
@@ -752,8 +760,6 @@ def tune_stage(settings: Settings, ctx: RunContext) -> Path:
         "seconds": timings,
     }
     staging = paths.tuning_reports.with_name(".tuning.staging")
-    import shutil
-
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     write_csv(trials_table(result.trials), staging / "trials.csv")
@@ -762,8 +768,6 @@ def tune_stage(settings: Settings, ctx: RunContext) -> Path:
     summary["param_importance"] = {k: round(v, 4) for k, v in importances.items()}
     if importances:
         plot_importances(importances, staging / "param_importance.png")
-    from tasks.io import replace_dir
-
     replace_dir(staging, paths.tuning_reports)
     write_json({"study": name, "trials_done": result.done, "journal": paths.study_journal.name},
                paths.tuning_dir / "state.json")

@@ -174,3 +174,20 @@ def test_train_reads_tuned_params_only_when_tuning_ran(tmp_path: Path) -> None:
     assert read_tuned_params(path) is None
     path.write_text(json.dumps({"enabled": True, "best_params": {"num_leaves": 7}}))
     assert read_tuned_params(path) == {"num_leaves": 7}
+
+
+def test_tuning_off_still_writes_the_declared_outputs(tmp_path: Path) -> None:
+    import json
+
+    from tasks.io import ArtifactPaths
+    from tasks.tracking import NO_RUN
+    from tasks.tune import tune_stage
+
+    settings = make_settings(tmp_path, tune={"enabled": False})
+    paths = ArtifactPaths(tmp_path)
+    paths.tuning_reports.mkdir(parents=True)
+    (paths.tuning_reports / "optimization_history.png").write_bytes(b"stale")
+    tune_stage.fn(settings, NO_RUN)
+    assert json.loads(paths.tuning_metrics.read_text()) == {"enabled": False}
+    assert paths.tuning_dir.is_dir()  # the persisted output exists (DVC requires it)
+    assert [p.name for p in paths.tuning_reports.iterdir()] == ["README.txt"]  # nothing stale
