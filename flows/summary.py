@@ -38,6 +38,17 @@ def summary_lines(settings: Settings, result: dict[str, Any]) -> list[str]:
             lines.append(f"  threshold:      {doc['threshold']:.4f} (chosen on the valid split)")
         if "cv" in doc:
             lines.append(f"  cv (train):     mean {doc['cv']['mean']:.4f}, std {doc['cv']['std']:.4f}")
+    if paths.tuning_metrics.is_file():
+        tune = read_json(paths.tuning_metrics)
+        if tune.get("enabled") and "cv_mean" in tune:
+            counts = ", ".join(f"{n} {k}" for k, n in tune.get("trials", {}).items())
+            base = "; ".join(f"{k} {v['mean']:.4f}" for k, v in tune.get("baselines", {}).items())
+            lines.append(f"  tuning:         best CV {tune['cv_metric']} {tune['cv_mean']:.4f} "
+                         f"(trial {tune['best_trial']}; {counts}; "
+                         f"{tune['fidelity']['level']} fidelity)"
+                         + (f"; baselines: {base}" if base else ""))
+        elif tune.get("enabled") is False:
+            lines.append("  tuning:         off (tune.enabled: false; train.params used)")
     if paths.registration.is_file():
         reg = read_json(paths.registration)
         gate = reg.get("gate") or {}

@@ -1,4 +1,5 @@
-"""The training flow: ingest -> validate -> preprocess -> train -> evaluate -> register.
+"""The training flow: ingest -> validate -> preprocess -> features -> tune -> train -> evaluate ->
+register.
 
 Composition only: each stage's logic is the Prefect task in its `tasks/` module, the same
 function `dvc repro` runs through `python -m flows stage NAME`.
@@ -16,11 +17,13 @@ from prefect import flow, runtime
 from flows.dvc_state import DvcState
 from tasks.config import Settings, load_settings
 from tasks.evaluate import evaluate_stage
+from tasks.features import features_stage
 from tasks.ingest import ingest_stage
 from tasks.preprocess import preprocess_stage
 from tasks.register import register_stage, registration_in_store
 from tasks.tracking import RunContext, finish_parent_run, start_parent_run
 from tasks.train import train_stage
+from tasks.tune import tune_stage
 from tasks.validate import validate_stage
 
 log = logging.getLogger("flows.training")
@@ -33,6 +36,8 @@ STAGES: dict[str, Callable[..., Any]] = {
     "ingest": ingest_stage,
     "validate": validate_stage,
     "preprocess": preprocess_stage,
+    "features": features_stage,
+    "tune": tune_stage,
     "train": train_stage,
     "evaluate": evaluate_stage,
     "register": register_stage,

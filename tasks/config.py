@@ -176,6 +176,8 @@ class Settings(_Section):
     evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
     gate: GateSettings = Field(default_factory=GateSettings)
     register_: RegisterSettings = Field(default_factory=RegisterSettings, alias="register")
+    features: FeaturesSettings = Field(default_factory=lambda: FeaturesSettings())
+    tune: TuneSettings = Field(default_factory=lambda: TuneSettings())
     # Folder holding params.yaml; every relative path is resolved against it.
     root: Path = Field(default=Path("."), exclude=True)
 
@@ -270,3 +272,150 @@ def load_settings(path: str | Path = "params.yaml") -> Settings:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     return parse_settings(raw, path.resolve().parent, source=str(path))
+
+
+# ------------------------------------------------------------------------------------------------
+# features and tune (issue 4)
+# ------------------------------------------------------------------------------------------------
+DERIVED_OPS = ("ratio", "difference", "sum", "product")
+
+
+class DerivedFeature(_Section):
+    """A declared feature from two numeric columns: `left <op> right` (no code strings)."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    left: str = Field(min_length=1)
+    right: str = Field(min_length=1)
+    op: Literal["ratio", "difference", "sum", "product"]
+
+    @model_validator(mode="after")
+    def _check_columns(self) -> DerivedFeature:
+        if self.left == self.right:
+            raise ValueError(f"features.derived {self.name!r}: left and right are the same "
+                             f"column ({self.left!r})")
+        return self
+
+
+class FeaturesSettings(_Section):
+    # native: LightGBM splits categorical codes as categories; ordinal: codes are plain numbers.
+    categorical: Literal["native", "ordinal"] = "native"
+    # Missing-value indicators from preprocess: keep all, none, or only the informative ones
+    # (target mean differs between rows with and without the value by >= missing_min_effect std).
+    missing_indicators: Literal["informative", "all", "none"] = "informative"
+    missing_min_effect: float = Field(default=0.1, ge=0)
+    derived: tuple[DerivedFeature, ...] = ()
+    # Outlier clipping of numeric columns, bounds fitted on train: IQR (q1 - k*iqr, q3 + k*iqr)
+    # or z-score (mean +- z*std).
+    clip: Literal["none", "iqr", "zscore"] = "none"
+    clip_iqr_k: float = Field(default=1.5, gt=0)
+    clip_z: float = Field(default=3.0, gt=0)
+    # Drop features whose most frequent value covers at least this share of train rows (1: off).
+    near_constant_share: float = Field(default=1.0, gt=0.5, le=1)
+    # Drop features whose share of total gain in a quick LightGBM fit is below this (0: off).
+    importance_threshold: float = Field(default=0.0, ge=0, lt=1)
+    # Class imbalance (classification): class weights, or random oversampling of the train split.
+    imbalance: Literal["none", "class_weight", "oversample"] = "none"
+
+    @model_validator(mode="after")
+    def _check_derived(self) -> FeaturesSettings:
+        names = [d.name for d in self.derived]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"features.derived: duplicate feature name(s) {dup}")
+        return self
+
+
+class SearchRange(_Section):
+    low: float
+    high: float
+    log: bool = False
+
+
+def _default_space() -> dict[str, SearchRange]:
+    return {
+        "learning_rate": SearchRange(low=0.01, high=0.3, log=True),
+        "num_leaves": SearchRange(low=4, high=64, log=True),
+        "max_depth": SearchRange(low=2, high=10),
+        "min_child_samples": SearchRange(low=5, high=100, log=True),
+        "reg_alpha": SearchRange(low=1e-3, high=10.0, log=True),
+        "reg_lambda": SearchRange(low=1e-3, high=10.0, log=True),
+        "colsample_bytree": SearchRange(low=0.4, high=1.0),
+        "subsample": SearchRange(low=0.5, high=1.0),
+    }
+
+
+class TuneRunnerSettings(_Section):
+    # process: Prefect ProcessPoolTaskRunner; thread: ThreadPoolTaskRunner; dask: prefect-dask's
+    # DaskTaskRunner on a local cluster of `workers` processes, or on `address` when given.
+    kind: Literal["process", "thread", "dask"] = "process"
+    workers: int = Field(default=2, ge=1)
+    # LightGBM threads per trial; 0 = cores // workers (never oversubscribe).
+    threads_per_trial: int = Field(default=0, ge=0)
+    address: str | None = None        # dask only: tcp://host:8786 of an existing scheduler
+
+
+class LargeDataSettings(_Section):
+    """Cheaper fidelity used automatically when the train split has more than `rows` rows."""
+
+    rows: int = Field(default=200_000, ge=100)
+    subsample_rows: int = Field(default=100_000, ge=100)
+    n_folds: int = Field(default=3, ge=2)
+
+
+class TuneSettings(_Section):
+    enabled: bool = True
+    n_trials: int = Field(default=24, ge=1)
+    timeout_s: float | None = Field(default=None, gt=0)    # wall-clock budget (None: trials only)
+    n_folds: int = Field(default=4, ge=2)
+    max_rounds: int = Field(default=1000, ge=10)            # boosting rounds per fold (upper bound)
+    early_stopping_rounds: int = Field(default=30, ge=1)
+    pruner: Literal["hyperband", "successive_halving", "none"] = "hyperband"
+    report_every: int = Field(default=10, ge=1)             # rounds between pruning checks
+    min_resource: int = Field(default=20, ge=1)             # rounds before the first pruning rung
+    reduction_factor: int = Field(default=3, ge=2)
+    baselines: bool = True                                   # LightGBM defaults + linear model
+    runner: TuneRunnerSettings = Field(default_factory=TuneRunnerSettings)
+    large_data: LargeDataSettings = Field(default_factory=LargeDataSettings)
+    search_space: dict[str, SearchRange] = Field(default_factory=_default_space)
+
+    @model_validator(mode="after")
+    def _check_space(self) -> TuneSettings:
+        problems = check_search_space(self.search_space)
+        if problems:
+            raise ValueError("; ".join(problems))
+        if self.min_resource >= self.max_rounds:
+            raise ValueError("tune.min_resource must be smaller than tune.max_rounds")
+        return self
+
+
+def check_search_space(space: dict[str, SearchRange]) -> list[str]:
+    """Problems with a search space, each naming its key (empty: fine)."""
+    known = LgbmParams.model_fields
+    problems = []
+    for name, rng in space.items():
+        key = f"tune.search_space.{name}"
+        if name not in known or name == "subsample_freq":
+            tunable = ", ".join(k for k in known if k != "subsample_freq")
+            problems.append(f"{key}: unknown parameter (tunable: {tunable})")
+            continue
+        if rng.low > rng.high:
+            problems.append(f"{key}: low ({rng.low}) is greater than high ({rng.high})")
+            continue
+        if rng.log and rng.low <= 0:
+            problems.append(f"{key}: log scale needs a positive range (low is {rng.low})")
+            continue
+        for bound in (rng.low, rng.high):
+            try:
+                LgbmParams(**{name: int(bound) if is_int_param(name) else bound})
+            except ValidationError as exc:
+                problems.append(f"{key}: {bound} is not a valid value "
+                                f"({exc.errors()[0]['msg'].lower()})")
+                break
+    return problems
+
+
+def is_int_param(name: str) -> bool:
+    return LgbmParams.model_fields[name].annotation is int
+
+
+Settings.model_rebuild()

@@ -106,6 +106,29 @@ class ArtifactPaths:
         """Which MLflow parent run the current `dvc repro` belongs to (not versioned)."""
         return self._p(".pipeline/mlflow_run.json")
 
+    @property
+    def features_model(self) -> Path:
+        """Fitted preprocessing + feature builder: raw rows in, model input out."""
+        return self._p("models/features.joblib")
+
+    @property
+    def features_report(self) -> Path:
+        return self._p("reports/features.json")
+
+    @property
+    def tuning_dir(self) -> Path:
+        """The tune stage's persisted state (declared `persist: true`): the Optuna journal."""
+        return self._p("models/tuning")
+
+    @property
+    def study_journal(self) -> Path:
+        return self._p("models/tuning/study.journal")
+
+    @property
+    def tuning_reports(self) -> Path:
+        """Optimization history / parameter importance plots and the trials table."""
+        return self._p("reports/tuning")
+
 
 @contextlib.contextmanager
 def atomic_path(dest: Path) -> Iterator[Path]:

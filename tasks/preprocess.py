@@ -24,7 +24,6 @@ from tasks.config import PreprocessSettings, Settings
 from tasks.io import ArtifactPaths, dump_joblib, read_parquet, write_json, write_parquet
 from tasks.tracking import RunContext, log_to_run
 from tasks.transformers import SentinelMapper
-from tasks.validate import gate_model_input
 
 log = logging.getLogger(__name__)
 
@@ -123,9 +122,8 @@ def preprocess_stage(settings: Settings, ctx: RunContext) -> Path:
     preprocessor = build_preprocessor(feature_frame(splits["train"], data.target),
                                       settings.preprocess, data.sentinels)
     preprocessor.fit(feature_frame(splits["train"], data.target))
-    # Model-input gate (moves to the end of `features` once that stage exists). It runs before
-    # anything is written, so a failure leaves the previous outputs untouched.
-    gate_model_input(settings, ctx, model_input_frames(preprocessor, splits, data.target))
+    # The model-input gate runs at the end of `features` (tasks/features.py), on what the model
+    # actually sees.
     for name, part in splits.items():
         write_parquet(part, paths.split(name))
     dump_joblib(preprocessor, paths.preprocessor)

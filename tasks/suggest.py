@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from tasks.config import Settings
 from tasks.errors import DataError
 from tasks.gx import save_suite, suggest_model_input_suite, suggest_raw_suite
 from tasks.ingest import normalise_frame, read_source
 from tasks.io import ArtifactPaths
-from tasks.preprocess import (build_preprocessor, feature_frame, imputed_outputs,
-                              model_input_frames)
+from tasks.features import fit_model_input, transform_splits
+from tasks.preprocess import build_preprocessor, feature_frame, imputed_outputs, split_frame
 from tasks.validate import check_structure, drop_duplicate_rows
 
 SUITES = ("raw", "model_input")
@@ -41,10 +43,17 @@ def suggest_suites(settings: Settings, only: tuple[str, ...] = SUITES,
                                   id_columns=data.id_columns)
         written.append(save_suite(suite, targets["raw"]))
     if "model_input" in only:
+        # The model input exactly as the pipeline builds it: the same split, preprocessing and
+        # features fitted on the train split, then every split transformed.
         usable, _ = drop_duplicate_rows(frame[frame[data.target].notna()])
-        X = feature_frame(usable, data.target)
+        splits = split_frame(usable, data.target, data.task != "regression",
+                             settings.split.test_size, settings.split.valid_size,
+                             settings.base.seed)
+        X = feature_frame(splits["train"], data.target)
         pre = build_preprocessor(X, settings.preprocess, data.sentinels).fit(X)
-        out = model_input_frames(pre, {"all": usable}, data.target)["all"]
+        model_input = fit_model_input(pre, splits["train"], settings)
+        out = pd.concat(list(transform_splits(model_input, splits, data.target).values()),
+                        ignore_index=True)
         written.append(save_suite(suggest_model_input_suite(out, imputed_outputs(pre)),
                                   targets["model_input"]))
     return written

@@ -14,9 +14,11 @@ from prefect import task
 from sklearn.pipeline import Pipeline
 
 from tasks.config import Settings, TrainSettings
-from tasks.io import ArtifactPaths, dump_joblib, load_joblib, read_parquet, write_json
+from tasks.io import (ArtifactPaths, dump_joblib, load_joblib, read_json, read_parquet,
+                      write_json)
 from tasks.model import InferenceModel, encode_target
-from tasks.preprocess import categorical_outputs, feature_frame
+from tasks.features import balanced_weights, model_input_categoricals, oversample_indices
+from tasks.preprocess import feature_frame
 from tasks.threshold import tune_model_threshold
 from tasks.tracking import RunContext, log_to_run
 
@@ -57,9 +59,16 @@ def fit_model(train: pd.DataFrame, valid: pd.DataFrame, preprocessor: Pipeline,
     X_train = preprocessor.transform(X_train_raw)
     X_valid = preprocessor.transform(feature_frame(valid, data.target))
     estimator = make_estimator(data.task, settings.train, settings.base.seed, overrides)
+    fit_kwargs: dict[str, Any] = {}
+    if data.task != "regression":  # class imbalance (features.imbalance), train split only
+        if settings.features.imbalance == "class_weight":
+            fit_kwargs["sample_weight"] = balanced_weights(y_train)
+        elif settings.features.imbalance == "oversample":
+            rows = oversample_indices(y_train, settings.base.seed)
+            X_train, y_train = X_train.iloc[rows].reset_index(drop=True), y_train[rows]
     estimator.fit(
-        X_train, y_train, eval_set=[(X_valid, y_valid)],
-        categorical_feature=categorical_outputs(preprocessor) or "auto",
+        X_train, y_train, eval_set=[(X_valid, y_valid)], **fit_kwargs,
+        categorical_feature=model_input_categoricals(preprocessor) or "auto",
         callbacks=[lgb.early_stopping(settings.train.early_stopping_rounds, verbose=False)],
     )
     metric = VALID_METRICS[data.task]
@@ -79,8 +88,12 @@ def fit_model(train: pd.DataFrame, valid: pd.DataFrame, preprocessor: Pipeline,
 def train_stage(settings: Settings, ctx: RunContext) -> Path:
     paths = ArtifactPaths(settings.root)
     train, valid = read_parquet(paths.split("train")), read_parquet(paths.split("valid"))
-    preprocessor = load_joblib(paths.preprocessor)
-    result = fit_model(train, valid, preprocessor, settings)
+    model_input = load_joblib(paths.features_model)  # preprocessing + features (raw rows in)
+    tuned = read_tuned_params(paths.tuning_metrics) if settings.tune.enabled else None
+    if tuned:
+        log.info("train: tuned params from %s: %s", paths.tuning_metrics.name,
+                 ", ".join(f"{k}={v:.4g}" for k, v in tuned.items()))
+    result = fit_model(train, valid, model_input, settings, overrides=tuned)
     # Decision threshold (issue 5): chosen on valid, stored in the model before it is written.
     threshold = tune_model_threshold(result.model, valid, settings)
     dump_joblib(result.model, paths.model)
@@ -93,6 +106,14 @@ def train_stage(settings: Settings, ctx: RunContext) -> Path:
              result.valid_metric, result.valid_score)
     log_to_run(ctx, metrics=summary)
     return paths.model
+
+
+def read_tuned_params(path: Path) -> dict[str, Any] | None:
+    """The best LightGBM params the tune stage wrote (None when it did not tune)."""
+    if not path.is_file():
+        return None
+    best = read_json(path).get("best_params")
+    return dict(best) if best else None
 
 
 def n_trees(model: InferenceModel) -> int:

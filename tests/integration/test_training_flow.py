@@ -26,7 +26,10 @@ def _load_champion(project, name: str = "credit-scoring"):  # type: ignore[no-un
 
 
 def test_flow_registers_a_champion_that_scores_raw_rows(tmp_path, credit_small) -> None:
-    project = make_project(tmp_path, credit_small, shared_prefect=False)  # as `make run` does
+    # As `make run` does: a temporary Prefect server; trials in worker processes (the default
+    # runner), still deterministic across reruns.
+    project = make_project(tmp_path, credit_small, shared_prefect=False,
+                           tune={"runner": {"kind": "process"}})
     first = project.flow("run")
     out = first.stdout + first.stderr
     assert "Traceback" not in out and "CancelledError" not in out
@@ -70,10 +73,12 @@ def test_flow_registers_a_champion_that_scores_raw_rows(tmp_path, credit_small) 
 
 
 def test_dvc_repro_reruns_only_what_changed(tmp_path, credit_small) -> None:
-    project = make_project(tmp_path, credit_small)
+    # Tuning off: train uses train.params, so changing one of them changes the model (with
+    # tuning on, tuned params override it and DVC rightly stops after an identical train).
+    project = make_project(tmp_path, credit_small, tune={"enabled": False})
     first = project.dvc("repro")
-    assert _stages_run(first.stdout) == ["ingest", "validate", "preprocess", "train", "evaluate",
-                                         "register"]
+    assert _stages_run(first.stdout) == ["ingest", "validate", "preprocess", "features", "tune",
+                                         "train", "evaluate", "register"]
     assert "Traceback" not in first.stderr
     assert _stages_run(project.dvc("repro").stdout) == []
 
@@ -102,7 +107,8 @@ def test_dvc_repro_reruns_only_what_changed(tmp_path, credit_small) -> None:
     assert not np.isnan(runs.iloc[1]["metrics.test_roc_auc"])
 
     # And the flow sees DVC's outputs as current.
-    assert "stages run:     none" in project.flow("run").stdout
+    last = project.flow("run").stdout
+    assert "stages run:     none" in last and "tuning:         off" in last
 
 
 def _use(project) -> bool:  # type: ignore[no-untyped-def]

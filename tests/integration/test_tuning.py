@@ -1,0 +1,46 @@
+"""Tuning on a real local Dask cluster (2 worker processes) through the Prefect flow."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.integration.conftest import make_project
+
+pytestmark = pytest.mark.integration
+
+
+def test_flow_tunes_on_a_local_dask_cluster_and_trains_with_the_best_params(tmp_path,
+                                                                         credit_small) -> None:
+    import mlflow
+
+    project = make_project(tmp_path, credit_small,
+                           tune={"n_trials": 4, "runner": {"kind": "dask", "workers": 2}})
+    result = project.flow("run")
+    out = result.stdout + result.stderr
+    assert "Traceback" not in out
+    assert "dask runner with 2 worker(s) x 1 LightGBM thread(s)" in out
+    assert "4/4 trials" in out and "best roc_auc" in out   # the per-batch progress line
+
+    tuning = json.loads((project.root / "metrics/tuning.json").read_text())
+    assert tuning["runner"] == {"kind": "dask", "workers": 2, "threads_per_trial": 1}
+    assert tuning["cv_metric"] == "roc_auc" and 0.5 < tuning["cv_mean"] <= 1
+    assert sum(tuning["trials"].values()) == 4 and tuning["trials"]["failed"] == 0
+    assert tuning["fidelity"]["level"] == "full" and tuning["fidelity"]["n_folds"] == 3
+    assert set(tuning["baselines"]) == {"lightgbm_default", "linear"}
+    assert "tuned params from tuning.json" in out   # train used them
+    test = json.loads((project.root / "metrics/test.json").read_text())
+    assert test["cv"] == {"mean": tuning["cv_mean"], "std": tuning["cv_std"], "metric": "roc_auc"}
+
+    mlflow.set_tracking_uri(project.tracking_uri)
+    client = mlflow.MlflowClient()
+    runs = mlflow.search_runs(experiment_names=["credit-scoring"])
+    parent = runs[runs["tags.mlflow.parentRunId"].isna()].iloc[0]
+    children = runs[runs["tags.mlflow.parentRunId"] == parent["run_id"]]
+    assert len(children) == 4 and set(children["tags.tune.state"]) <= {"complete", "pruned"}
+    assert parent["params.tune.best.learning_rate"]
+    assert parent["metrics.tune_cv_roc_auc_mean"] == tuning["cv_mean"]
+    artifacts = {a.path for a in client.list_artifacts(parent["run_id"], "tuning")}
+    assert {"tuning/optimization_history.png", "tuning/param_importance.png",
+            "tuning/trials.csv"} <= artifacts
