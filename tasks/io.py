@@ -106,6 +106,24 @@ class ArtifactPaths:
         """Which MLflow parent run the current `dvc repro` belongs to (not versioned)."""
         return self._p(".pipeline/mlflow_run.json")
 
+    @property
+    def compact_dir(self) -> Path:
+        """The compact model of `compress`: model.joblib, compact.so, compact.json."""
+        return self._p("models/compact")
+
+    @property
+    def compact_manifest(self) -> Path:
+        return self._p("models/compact/compact.json")
+
+    @property
+    def compress_reports(self) -> Path:
+        """Pareto table (CSV/JSON) and the size-vs-metric plot."""
+        return self._p("reports/compress")
+
+    @property
+    def compress_metrics(self) -> Path:
+        return self._p("metrics/compress.json")
+
 
 @contextlib.contextmanager
 def atomic_path(dest: Path) -> Iterator[Path]:
