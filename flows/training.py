@@ -1,4 +1,4 @@
-"""The training flow: ingest -> validate -> preprocess -> train -> evaluate -> register.
+"""The training flow: ingest -> validate -> preprocess -> train -> evaluate -> compress -> register.
 
 Composition only: each stage's logic is the Prefect task in its `tasks/` module, the same
 function `dvc repro` runs through `python -m flows stage NAME`.
@@ -14,6 +14,7 @@ from typing import Any
 from prefect import flow, runtime
 
 from flows.dvc_state import DvcState
+from tasks.compress import compress_stage
 from tasks.config import Settings, load_settings
 from tasks.evaluate import evaluate_stage
 from tasks.ingest import ingest_stage
@@ -31,6 +32,7 @@ STAGES: dict[str, Callable[..., Any]] = {
     "preprocess": preprocess_stage,
     "train": train_stage,
     "evaluate": evaluate_stage,
+    "compress": compress_stage,
     "register": register_stage,
 }
 

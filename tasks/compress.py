@@ -219,10 +219,11 @@ def build_candidates(settings: Settings, full: InferenceModel, splits: Splits,
     return scored
 
 
-def measure_latency(scored: list[Scored], rows: pd.DataFrame, n_single: int) -> None:
+def measure_latency(scored: list[Scored], rows: pd.DataFrame, n_single: int,
+                    batch_seconds: float) -> None:
     for s in scored:
         s.p50_ms = single_row_p50_ms(s.model.predict_frame, rows, n_single)
-        s.rows_per_s = batch_rows_per_s(s.model.predict_frame, rows)
+        s.rows_per_s = batch_rows_per_s(s.model.predict_frame, rows, batch_seconds)
 
 
 def full_row(full: InferenceModel, packed: Scored, paths: ArtifactPaths, splits: Splits,
@@ -281,7 +282,7 @@ def compress_stage(settings: Settings, ctx: RunContext) -> Path:
     scored = build_candidates(settings, full, splits, metric)
     reference = full_row(full, scored[0], paths, splits, metric)
     rows = splits.test.drop(columns=[settings.data.target])
-    measure_latency([reference, *scored], rows, cfg.latency_rows)
+    measure_latency([reference, *scored], rows, cfg.latency_rows, cfg.batch_seconds)
     table = pareto_table([reference, *scored], metric, reference.valid_metric,
                          reference.test_metric, None)
     pick = select_candidate(table.to_dict("records"), cfg.max_metric_drop)
@@ -298,7 +299,7 @@ def compress_stage(settings: Settings, ctx: RunContext) -> Path:
         if cfg.compile:
             compiled = compile_chosen(chosen, rows, staging / "compact.so", settings.train.n_jobs)
             if compiled is not None:
-                measure_latency([compiled], rows, cfg.latency_rows)
+                measure_latency([compiled], rows, cfg.latency_rows, cfg.batch_seconds)
                 chosen.model.detach_compiled()  # pickled without it; loaders attach the file
         final = compiled or chosen
         table = pareto_table([reference, *scored, *([compiled] if compiled else [])], metric,
@@ -351,3 +352,142 @@ def compress_stage(settings: Settings, ctx: RunContext) -> Path:
                params={"compress.chosen": chosen.name})
     log_dir_to_run(ctx, paths.compress_reports, "compress")
     return paths.compact_dir
+
+
+# ---------------------------------------------------------------------------------------------
+# Registration (called by tasks/register.py after the full model's version got its alias)
+# ---------------------------------------------------------------------------------------------
+
+
+def compact_model_name(settings: Settings) -> str:
+    return f"{settings.register_.model_name}-compact"
+
+
+def compact_signature(model: CompactModel, rows: pd.DataFrame) -> Any:
+    """All raw feature columns (like the full model), optional where the compact model does not
+    read them: callers may send the full model's rows or only the columns it needs."""
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types.schema import ColSpec, Schema
+
+    inferred = infer_signature(rows, model.predict_frame(rows))
+    needed = set(model.raw_columns)
+    inputs = Schema([ColSpec(c.type, c.name, required=c.name in needed)
+                     for c in inferred.inputs.inputs])
+    return ModelSignature(inputs=inputs, outputs=inferred.outputs)
+
+
+def _alias_version(client: Any, name: str, alias: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def sync_compact_aliases(client: Any, settings: Settings) -> dict[str, str]:
+    """Point `<name>-compact@champion/@challenger` at the compact version made from the full
+    model's @champion/@challenger; remove the alias where that full version has none.
+
+    Runs under the registry lock of the full model, so it never interleaves with a promotion.
+    Returns {compact version: alias}.
+    """
+    from tasks.register import CHALLENGER, CHAMPION
+    from tasks.registry_lock import RegistryLock
+
+    name, compact = settings.register_.model_name, compact_model_name(settings)
+    gate = settings.gate
+    by_full: dict[str, str] = {}
+    for mv in client.search_model_versions(f"name='{compact}'"):
+        full_version = mv.tags.get("full_version")
+        if full_version is not None and int(mv.version) > int(by_full.get(full_version, 0)):
+            by_full[full_version] = str(mv.version)
+    moved: dict[str, str] = {}
+    with RegistryLock(client, name, ttl_s=gate.lock_ttl_s, timeout_s=gate.lock_timeout_s).held():
+        for alias in (CHAMPION, CHALLENGER):
+            full_version = _alias_version(client, name, alias)
+            target = by_full.get(full_version) if full_version else None
+            current = _alias_version(client, compact, alias)
+            if target is not None:
+                if current != target:
+                    client.set_registered_model_alias(compact, alias, target)
+                moved[target] = alias
+            elif current is not None:
+                client.delete_registered_model_alias(compact, alias)
+    return moved
+
+
+def _compact_exists(client: Any, name: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+        return True
+    except MlflowException:
+        return False
+
+
+def register_compact(settings: Settings, client: Any, full_version: str | None,
+                     run_id: str | None, tags: dict[str, str]) -> dict[str, Any] | None:
+    """Log and register models/compact as a version of `<model_name>-compact` (inside the active
+    MLflow run), tagged with the full version it came from, and let its aliases follow the full
+    model's. None when compress is disabled or the full candidate was not registered."""
+    import mlflow
+
+    from tasks.register import _pip_requirements, create_version
+
+    paths = ArtifactPaths(settings.root)
+    name = compact_model_name(settings)
+    manifest = read_json(paths.compact_manifest) if paths.compact_manifest.is_file() else {}
+    if full_version is None:
+        return None
+    if not manifest.get("enabled"):
+        if _compact_exists(client, name):  # the new full version has no compact: aliases follow
+            sync_compact_aliases(client, settings)
+        return None
+    from importlib.metadata import version as installed
+
+    from tasks.register import file_md5
+
+    model: CompactModel = load_joblib(paths.compact_dir / "model.joblib")
+    if model.metadata.get("full_model_md5") != file_md5(paths.model):
+        log.warning("register: %s not registered: models/compact was built from another "
+                    "models/model.joblib (rerun the compress stage)", name)
+        return None
+    example = read_parquet(paths.split("test"))[model.feature_columns].head(5)
+    artifacts = {"compact_model": str(paths.compact_dir / "model.joblib")}
+    if (paths.compact_dir / "compact.so").is_file():
+        artifacts["compiled_lib"] = str(paths.compact_dir / "compact.so")
+    code_dir = Path(__file__).resolve().parent
+    info = mlflow.pyfunc.log_model(
+        name="compact_model", python_model=str(code_dir / "compact_pyfunc.py"),
+        artifacts=artifacts, signature=compact_signature(model, example),
+        input_example=example, code_paths=[str(code_dir)],
+        pip_requirements=_pip_requirements() + [f"{n}=={installed(n)}"
+                                                for n in ("treelite", "tl2cgen")])
+    version_tags = {
+        **tags, "full_model": settings.register_.model_name, "full_version": str(full_version),
+        "candidate": manifest["candidate"], "candidate_kind": manifest["kind"],
+        "metric": manifest["metric"], "valid_metric_drop": str(manifest["valid_drop"]),
+        "test_metric_drop": str(manifest["test_drop"]),
+        "size_ratio": str(manifest["size_ratio"]),
+        "packed_size_ratio": str(manifest["packed_size_ratio"]),
+        "latency_ratio": str(manifest["latency_ratio"]),
+        "throughput_ratio": str(manifest["throughput_ratio"]),
+        "size_bytes": str(manifest["compact_size_bytes"]),
+        "compiled": str(manifest["compiled"]).lower(),
+        "parity_max_abs": str(manifest["parity_max_abs"]),
+        "raw_columns": ",".join(model.raw_columns),
+    }
+    registered = create_version(client, name, info, run_id, version_tags)
+    version = str(registered.version)
+    aliases = sync_compact_aliases(client, settings)
+    mlflow.set_tags({"registered_compact_model": name, "registered_compact_version": version})
+    log.info("register: %s version %s%s (%s from %s v%s; %.1fx smaller, %.1fx faster single-row)",
+             name, version, f" @{aliases[version]}" if version in aliases else "",
+             manifest["candidate"], settings.register_.model_name, full_version,
+             manifest["size_ratio"], manifest["latency_ratio"])
+    return {"model_name": name, "version": int(version), "alias": aliases.get(version),
+            "candidate": manifest["candidate"], "size_ratio": manifest["size_ratio"],
+            "latency_ratio": manifest["latency_ratio"], "test_drop": manifest["test_drop"],
+            "compiled": manifest["compiled"]}

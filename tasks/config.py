@@ -184,6 +184,7 @@ class CompressSettings(_Section):
     quantize: tuple[Literal["f32", "f16", "int8"], ...] = ("f16", "int8")
     compile: bool = True             # treelite + tl2cgen shared library (gcc); else LightGBM
     latency_rows: int = Field(default=100, ge=1)         # single-row predictions timed
+    batch_seconds: float = Field(default=0.3, gt=0)      # time spent per batch-throughput figure
 
     @model_validator(mode="after")
     def _check_fractions(self) -> CompressSettings:

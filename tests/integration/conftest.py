@@ -88,9 +88,14 @@ def make_project(tmp: Path, frame: pd.DataFrame | None = None, file_name: str = 
         "DVC_NO_ANALYTICS": "1",
     })
     project = Project(root, env)
-    # Small and quick: few trees, one thread, tiny splits still stratified.
+    # Small and quick: few trees, one thread, tiny splits still stratified; compress builds few
+    # candidates, times few rows and compiles nothing unless a test asks for it.
     project.set_params(train={"n_estimators": 150, "early_stopping_rounds": 15, "n_jobs": 1},
-                       **sections)
+                       compress={"feature_fractions": [0.5], "student_rounds": 30,
+                                 "synthetic_factor": 0.5, "quantize": ["int8"], "compile": False,
+                                 "latency_rows": 5, "batch_seconds": 0.02})
+    if sections:
+        project.set_params(**sections)
     project.run("git", "init", "-q")
     project.run("git", "config", "user.email", "ci@example.invalid")
     project.run("git", "config", "user.name", "ci")
