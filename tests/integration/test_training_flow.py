@@ -70,7 +70,7 @@ def test_flow_registers_a_champion_that_scores_raw_rows(tmp_path, credit_small) 
     # (the same edge cases) with its compiled library, within the stated bound of its trees.
     compact, _ = _load_champion(project, "credit-scoring-compact")
     cv = client.get_model_version_by_alias("credit-scoring-compact", "champion")
-    assert cv.version == "2" and cv.tags["full_version"] == "2"
+    assert str(cv.version) == "2" and cv.tags["full_version"] == "2"
     assert cv.tags["compiled"] == "true" and float(cv.tags["size_ratio"]) > 1
     assert float(cv.tags["valid_metric_drop"]) <= 0.005
     out = compact.predict(rows)
