@@ -256,10 +256,14 @@ def compile_chosen(chosen: Scored, test: pd.DataFrame, libpath: Path, nthread: i
 
 def _disabled(paths: ArtifactPaths, ctx: RunContext) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=".compact.", dir=paths.root / "models"))
+    staging.chmod(0o755)
     write_json({"enabled": False}, staging / "compact.json")
     replace_dir(staging, paths.compact_dir)
     write_json({"enabled": False}, paths.compress_metrics)
     reports = Path(tempfile.mkdtemp(prefix=".compress.", dir=paths.root / "reports"))
+    reports.chmod(0o755)
+    write_csv(pd.DataFrame(columns=COLUMNS), reports / "pareto.csv")  # empty table, same shape
+    write_json([], reports / "pareto.json")
     replace_dir(reports, paths.compress_reports)
     log.info("compress: disabled (compress.enabled: false); only the full model is registered")
     return paths.compress_metrics

@@ -86,6 +86,8 @@ def test_flow_registers_a_champion_that_scores_raw_rows(tmp_path, credit_small) 
 
 
 def test_dvc_repro_reruns_only_what_changed(tmp_path, credit_small) -> None:
+    import mlflow
+
     project = make_project(tmp_path, credit_small)
     first = project.dvc("repro")
     assert _stages_run(first.stdout) == ["ingest", "validate", "preprocess", "train", "evaluate",
@@ -93,21 +95,28 @@ def test_dvc_repro_reruns_only_what_changed(tmp_path, credit_small) -> None:
     assert "Traceback" not in first.stderr
     assert _stages_run(project.dvc("repro").stdout) == []
 
-    project.set_params(train={"params": {"learning_rate": 0.1}})
+    compact_v1 = json.loads((project.root / "models/registration.json").read_text())["compact"]
+    assert compact_v1["version"] == 1 and compact_v1["alias"] == "champion"
+
+    # compress.enabled: false skips it; the new full version has no compact twin, so the
+    # compact model's alias (which follows the full model's) moves only if v2 becomes champion.
+    project.set_params(train={"params": {"learning_rate": 0.1}}, compress={"enabled": False})
     second = project.dvc("repro")
     assert _stages_run(second.stdout) == ["train", "evaluate", "compress", "register"]
     registration = json.loads((project.root / "models/registration.json").read_text())
-    assert registration["version"] == 2
+    assert registration["version"] == 2 and registration["compact"] is None
     assert registration["alias"] == {"promote": "champion", "keep": "challenger"}[
         registration["gate"]["action"]]
+    _use(project)
+    compact_champion = [mv for mv in mlflow.MlflowClient().search_model_versions(
+        "name='credit-scoring-compact'") if "champion" in mv.aliases]
+    assert len(compact_champion) == (0 if registration["alias"] == "champion" else 1)
 
     metrics = project.dvc("metrics", "show", "--json")
     assert "roc_auc" in metrics.stdout
     plots = project.dvc("plots", "show", "-o", str(tmp_path / "plots"))
     assert (tmp_path / "plots" / "index.html").stat().st_size > 1000
     assert "Traceback" not in plots.stderr
-
-    import mlflow
 
     runs = mlflow.search_runs(experiment_names=["credit-scoring"],
                               filter_string="tags.`pipeline.entry` = 'dvc'",

@@ -225,3 +225,25 @@ def test_compact_model_is_an_inference_model(fitted) -> None:  # type: ignore[no
     assert np.array_equal(out["probability"], full.predict_frame(parts["test"])["probability"])
     # Each candidate's threshold is chosen on the valid split, like the full model's in train.
     assert ((out["probability"] >= model.threshold) == (out["label"] == "bad")).all()
+
+
+def test_disabled_stage_writes_markers_and_registers_nothing(tmp_path: Path) -> None:
+    from mlflow.exceptions import MlflowException
+
+    from tasks.compress import compress_stage, register_compact
+    from tasks.io import ArtifactPaths, read_json
+    from tasks.tracking import NO_RUN
+
+    settings = make_settings(tmp_path, compress={"enabled": False})
+    compress_stage.fn(settings, NO_RUN)
+    paths = ArtifactPaths(tmp_path)
+    assert read_json(paths.compact_manifest) == {"enabled": False}
+    assert read_json(paths.compress_metrics) == {"enabled": False}
+    assert pd.read_csv(paths.compress_reports / "pareto.csv").empty
+
+    class NoCompactModel:
+        def get_registered_model(self, name: str) -> None:
+            raise MlflowException(f"{name} not found")
+
+    assert register_compact(settings, NoCompactModel(), "3", None, {}) is None
+    assert register_compact(settings, NoCompactModel(), None, None, {}) is None
