@@ -8,7 +8,8 @@ its compiled library attached) and times them side by side on the test split:
 - size_ratio: registered artifact bytes, full model.joblib / compact model.joblib
   (packed_size_ratio: the trees alone, both in the same packed format)
 - single_row_p50_ratio: median latency of predict_frame on one raw row, full / compact
-  (rows interleaved, so both see the same machine load)
+  (rows interleaved, so both see the same machine load); single_row_p50_ratio_full_1thread: the
+  same with the full model's LightGBM limited to one thread
 - batch_throughput_ratio: rows per second on the test split repeated to `BATCH_ROWS` rows
 - test_metric_drop: ROC-AUC of the full model minus that of the compact model on the test split
 """
@@ -59,6 +60,7 @@ def measure(root: Path) -> dict[str, object]:
     compact_auc = score_split(compact, rows, y, "roc_auc")
 
     singles = [rows.iloc[[i % len(rows)]] for i in range(SINGLE_ROWS)]
+    n_jobs = full.estimator.get_params()["n_jobs"]
     times: dict[str, list[float]] = {"full": [], "compact": []}
     for model in (full, compact):
         model.predict_frame(singles[0])
@@ -68,6 +70,19 @@ def measure(root: Path) -> dict[str, object]:
             model.predict_frame(row)
             times[key].append(time.perf_counter() - start)
     p50 = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
+    # The full model predicts with LightGBM's n_jobs threads; on a busy machine thread start-up
+    # inflates its single-row time, so also time it with one thread (same rows, interleaved).
+    one_thread: list[float] = []
+    compact_again: list[float] = []
+    full.estimator.set_params(n_jobs=1)
+    for row in singles:
+        for sink, model in ((one_thread, full), (compact_again, compact)):
+            start = time.perf_counter()
+            model.predict_frame(row)
+            sink.append(time.perf_counter() - start)
+    full.estimator.set_params(n_jobs=n_jobs)
+    p50_one = float(np.median(one_thread)) * 1e3
+    p50_again = float(np.median(compact_again)) * 1e3
 
     batch = pd.concat([rows] * (BATCH_ROWS // len(rows) + 1), ignore_index=True).head(BATCH_ROWS)
     rate = {}
@@ -88,6 +103,8 @@ def measure(root: Path) -> dict[str, object]:
         "packed_size_ratio": manifest["packed_size_ratio"],
         "full_p50_ms": round(p50["full"], 3), "compact_p50_ms": round(p50["compact"], 3),
         "single_row_p50_ratio": round(p50["full"] / p50["compact"], 2),
+        "full_1thread_p50_ms": round(p50_one, 3),
+        "single_row_p50_ratio_full_1thread": round(p50_one / p50_again, 2),
         "full_rows_per_s": round(rate["full"]), "compact_rows_per_s": round(rate["compact"]),
         "batch_throughput_ratio": round(rate["compact"] / rate["full"], 2),
         "full_test_roc_auc": round(full_auc, 4), "compact_test_roc_auc": round(compact_auc, 4),
