@@ -115,7 +115,14 @@ def run_flow(params: Path, force: bool) -> int:
 
     for name in ("tasks", "flows"):  # Prefect attaches its handlers; the level is ours to set
         logging.getLogger(name).setLevel(logging.INFO)
-    state = training_flow(params_path=str(params), force=force, return_state=True)
+    try:
+        state = training_flow(params_path=str(params), force=force, return_state=True)
+    except RuntimeError as exc:  # Prefect itself could not start (stage errors come back as state)
+        print(f"error: Prefect could not start the flow run: {exc}\n"
+              "hint: a busy machine can slow the temporary server's start; raise "
+              "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS or point PREFECT_API_URL at a "
+              "running server (`make serve`).", file=sys.stderr)
+        return 1
     if state.is_failed():
         try:
             state.result()

@@ -20,6 +20,9 @@ def prepare_environment(root: Path, in_flow: bool) -> None:
            {"PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore"}),
         "PREFECT_HOME": str(root / ".prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # The temporary server migrates its database on first use; 20 s is too short on a
+        # loaded 2-core machine.
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
         "PREFECT_LOGGING_LEVEL": "INFO",
         "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
         "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5",

@@ -93,13 +93,26 @@ def current_champion(client: Any, name: str) -> Any | None:
         raise
 
 
+def input_signature(example: pd.DataFrame, output: pd.DataFrame) -> Any:
+    """The signature with integer columns as `Any`: a missing value turns a pandas int column
+    into float64, which MLflow refuses for a `long` column (and `double` refuses real ints).
+    The model's own preprocessing coerces numbers, so both int and float rows are served."""
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
+
+    inferred = infer_signature(example, output)
+    cols = [ColSpec(AnyType(), c.name, required=c.required)
+            if c.type in (DataType.long, DataType.integer) else c
+            for c in inferred.inputs.inputs]
+    return ModelSignature(inputs=Schema(cols), outputs=inferred.outputs)
+
+
 def log_inference_model(model: InferenceModel, model_file: Path, example: pd.DataFrame) -> Any:
     """Log the pyfunc model (models-from-code; `tasks/` travels with it); return its ModelInfo."""
     import mlflow
-    from mlflow.models import infer_signature
 
     code_dir = Path(__file__).resolve().parent
-    signature = infer_signature(example, model.predict_frame(example))
+    signature = input_signature(example, model.predict_frame(example))
     return mlflow.pyfunc.log_model(
         name="model", python_model=str(code_dir / "pyfunc.py"),
         artifacts={"inference_model": str(model_file)}, signature=signature,
@@ -344,6 +357,30 @@ def register_stage(settings: Settings, ctx: RunContext) -> Path:
         log.info("register: %s version %s is @%s (%s)", name, version, decision.alias,
                  decision.reason)
     return paths.registration
+
+
+def registration_in_store(settings: Settings) -> bool:
+    """Whether the version models/registration.json records exists in the tracking store now.
+
+    DVC sees only files: on a fresh clone, or after the store was deleted or switched
+    (MLFLOW_TRACKING_URI), `register` looks current to DVC while the registry lacks the model.
+    """
+    import mlflow
+
+    path = ArtifactPaths(settings.root).registration
+    if not path.is_file():
+        return False
+    record = read_json(path)
+    if record.get("tracking_uri") != settings.tracking_uri:
+        return False
+    if record.get("version") is None:  # the gate kept the candidate out; nothing to find
+        return True
+    configure_mlflow(settings.tracking_uri)
+    try:
+        found = mlflow.MlflowClient().get_model_version(record["model_name"], str(record["version"]))
+    except Exception:
+        return False
+    return found.run_id == record.get("run_id")
 
 
 def compare_versions(settings: Settings, version_a: str, version_b: str) -> list[str]:

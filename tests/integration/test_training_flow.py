@@ -44,6 +44,8 @@ def test_flow_registers_a_champion_that_scores_raw_rows(tmp_path, credit_small) 
     rows.loc[0, "Home"] = "martian"                   # unseen level
     rows.loc[1, ["Income", "Assets", "Debt"]] = np.nan  # missing values
     rows.loc[2, "Job"] = None
+    rows["Seniority"] = rows["Seniority"].astype("float64")
+    rows.loc[3, "Seniority"] = np.nan                 # missing in an integer column
     pred = model.predict(rows)
     assert list(pred.columns) == ["probability", "label"]
     assert pred["probability"].between(0, 1).all() and len(pred) == 6
