@@ -370,14 +370,16 @@ def compact_model_name(settings: Settings) -> str:
 def compact_signature(model: CompactModel, rows: pd.DataFrame) -> Any:
     """All raw feature columns (like the full model), optional where the compact model does not
     read them: callers may send the full model's rows or only the columns it needs."""
-    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.models import ModelSignature
     from mlflow.types.schema import ColSpec, Schema
 
-    inferred = infer_signature(rows, model.predict_frame(rows))
+    from tasks.register import input_signature
+
+    full = input_signature(rows, model.predict_frame(rows))  # the full model's column types
     needed = set(model.raw_columns)
     inputs = Schema([ColSpec(c.type, c.name, required=c.name in needed)
-                     for c in inferred.inputs.inputs])
-    return ModelSignature(inputs=inputs, outputs=inferred.outputs)
+                     for c in full.inputs.inputs])
+    return ModelSignature(inputs=inputs, outputs=full.outputs)
 
 
 def _alias_version(client: Any, name: str, alias: str) -> str | None:

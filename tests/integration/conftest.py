@@ -84,8 +84,6 @@ def make_project(tmp: Path, frame: pd.DataFrame | None = None, file_name: str = 
         "PYTHONPATH": str(root),
         "PREFECT_HOME": str(tmp / "prefect-home"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        # The machine may be busy: give the ephemeral Prefect server time to come up.
-        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
         "GIT_PYTHON_REFRESH": "quiet",
         "DVC_NO_ANALYTICS": "1",
     })
