@@ -9,10 +9,12 @@ checked against that same method before it is used.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -304,17 +306,25 @@ def quantize(ctx: BuildContext, base: Built, precision: str, test: pd.DataFrame)
 
 @contextlib.contextmanager
 def captured_native_stderr() -> Iterator[Path]:
-    """Send file descriptor 2 to a temp file: the compiler toolchain chats on the C level."""
+    """Send the compiler toolchain's chatter to a temp file: file descriptor 2 (C level),
+    Python prints (tl2cgen's log callback) and warnings (its build-time notices)."""
     with tempfile.NamedTemporaryFile(prefix="tl2cgen-", suffix=".log", delete=False) as fh:
         path = Path(fh.name)
     saved = os.dup(2)
+    printed = io.StringIO()
     try:
         with path.open("wb") as sink:
             os.dup2(sink.fileno(), 2)
             try:
-                yield path
+                with contextlib.redirect_stdout(printed), warnings.catch_warnings(record=True) \
+                        as caught:
+                    warnings.simplefilter("always")
+                    yield path
             finally:
                 os.dup2(saved, 2)
+                with path.open("a", encoding="utf-8") as text:
+                    text.write(printed.getvalue())
+                    text.writelines(f"{w.message}\n" for w in caught)
     finally:
         os.close(saved)
 
