@@ -58,6 +58,12 @@ def summary_lines(settings: Settings, result: dict[str, Any]) -> list[str]:
         else:
             lines.append(f"  registered:     {reg['model_name']} version {reg['version']} "
                          f"@{reg['alias']}  (models:/{reg['model_name']}@{reg['alias']})")
+        if reg.get("compact"):
+            c = reg["compact"]
+            lines.append(f"  compact model:  {c['model_name']} version {c['version']} "
+                         f"@{c['alias'] or 'none'} ({c['candidate']}: {c['size_ratio']}x smaller, "
+                         f"{c['latency_ratio']}x faster single-row, test drop "
+                         f"{c['test_drop']:+.4f}; reports/compress/pareto.csv)")
         if gate:
             cmp = gate.get("comparison")
             target = f" -> @{gate['alias']}" if gate.get("alias") else " (not registered)"

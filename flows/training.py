@@ -1,5 +1,5 @@
 """The training flow: ingest -> validate -> preprocess -> features -> tune -> train -> evaluate ->
-register.
+compress -> register.
 
 Composition only: each stage's logic is the Prefect task in its `tasks/` module, the same
 function `dvc repro` runs through `python -m flows stage NAME`.
@@ -15,6 +15,7 @@ from typing import Any
 from prefect import flow, runtime
 
 from flows.dvc_state import DvcState
+from tasks.compress import compress_stage
 from tasks.config import Settings, load_settings
 from tasks.evaluate import evaluate_stage
 from tasks.features import features_stage
@@ -40,6 +41,7 @@ STAGES: dict[str, Callable[..., Any]] = {
     "tune": tune_stage,
     "train": train_stage,
     "evaluate": evaluate_stage,
+    "compress": compress_stage,
     "register": register_stage,
 }
 

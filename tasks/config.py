@@ -166,6 +166,35 @@ class RegisterSettings(_Section):
     artifact_root: str = "mlartifacts"
 
 
+class CompressSettings(_Section):
+    """The compress stage: candidates, the tolerance that picks one, compiled inference."""
+
+    enabled: bool = True
+    # Largest allowed drop of the gate metric (roc_auc / macro_f1 / rmse) on the valid split,
+    # in the metric's own units; the smallest candidate within it is chosen.
+    max_metric_drop: float = Field(default=0.005, ge=0)
+    # Feature pruning: retrain on the top round(f * n) model-input columns by gain, per f.
+    feature_fractions: tuple[float, ...] = (0.75, 0.5, 0.35, 0.25)
+    # Distillation student (and the same model on hard labels, for comparison).
+    student_leaves: int = Field(default=4, ge=2)
+    student_rounds: int = Field(default=100, ge=1)
+    student_learning_rate: float = Field(default=0.2, gt=0, le=1)
+    synthetic_factor: float = Field(default=2.0, ge=0)   # synthetic rows per train row
+    synthetic_noise: float = Field(default=0.1, ge=0)    # jitter, as a share of a column's std
+    quantize: tuple[Literal["f32", "f16", "int8"], ...] = ("f16", "int8")
+    compile: bool = True             # treelite + tl2cgen shared library (gcc); else LightGBM
+    latency_rows: int = Field(default=100, ge=1)         # single-row predictions timed
+    batch_seconds: float = Field(default=0.3, gt=0)      # time spent per batch-throughput figure
+
+    @model_validator(mode="after")
+    def _check_fractions(self) -> CompressSettings:
+        bad = [f for f in self.feature_fractions if not 0 < f < 1]
+        if bad:
+            raise ValueError(f"compress.feature_fractions must lie strictly between 0 and 1, "
+                             f"got {bad}")
+        return self
+
+
 class Settings(_Section):
     base: BaseSettings = Field(default_factory=BaseSettings)
     data: DataSettings = Field(default_factory=DataSettings)
@@ -178,6 +207,7 @@ class Settings(_Section):
     register_: RegisterSettings = Field(default_factory=RegisterSettings, alias="register")
     features: FeaturesSettings = Field(default_factory=lambda: FeaturesSettings())
     tune: TuneSettings = Field(default_factory=lambda: TuneSettings())
+    compress: CompressSettings = Field(default_factory=CompressSettings)
     # Folder holding params.yaml; every relative path is resolved against it.
     root: Path = Field(default=Path("."), exclude=True)
 

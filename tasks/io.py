@@ -129,6 +129,24 @@ class ArtifactPaths:
         """Optimization history / parameter importance plots and the trials table."""
         return self._p("reports/tuning")
 
+    @property
+    def compact_dir(self) -> Path:
+        """The compact model of `compress`: model.joblib, compact.so, compact.json."""
+        return self._p("models/compact")
+
+    @property
+    def compact_manifest(self) -> Path:
+        return self._p("models/compact/compact.json")
+
+    @property
+    def compress_reports(self) -> Path:
+        """Pareto table (CSV/JSON) and the size-vs-metric plot."""
+        return self._p("reports/compress")
+
+    @property
+    def compress_metrics(self) -> Path:
+        return self._p("metrics/compress.json")
+
 
 @contextlib.contextmanager
 def atomic_path(dest: Path) -> Iterator[Path]:

@@ -35,6 +35,18 @@ class InferenceModel:
             raise DataError(f"input is missing required column(s): {preview(missing, 10)}")
         return rows[self.feature_columns]
 
+    def input_transformer(self) -> Any:
+        """The fitted steps between raw feature columns and the estimator."""
+        return self.pipeline[:-1]
+
+    @property
+    def estimator(self) -> Any:
+        return self.pipeline.steps[-1][1]
+
+    def model_input(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """What the estimator sees for these raw rows (named model-input columns)."""
+        return self.input_transformer().transform(self._features(rows))
+
     def predict_scores(self, rows: pd.DataFrame) -> np.ndarray:
         """Binary: P(positive) per row; multiclass: (n, k) probabilities; regression: values."""
         X = self._features(rows)

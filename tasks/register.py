@@ -25,6 +25,7 @@ import pandas as pd
 from prefect import task
 
 from tasks.bootstrap import paired_differences, predicted_codes, weighted_metrics
+from tasks.compress import register_compact
 from tasks.config import LgbmParams, Settings
 from tasks.errors import PipelineError, TrackingError
 from tasks.gate import Comparison, Decision, check_absolute, compare_paired, decide
@@ -316,6 +317,7 @@ def register_stage(settings: Settings, ctx: RunContext) -> Path:
     client = mlflow.MlflowClient()
     tags = version_tags(settings, ctx, paths.raw, raw_rows)
     version: str | None = None
+    compact: dict[str, Any] | None = None
     try:
         with resumed_run(ctx) as run:
             info = log_inference_model(model, paths.model, test[model.feature_columns].head(5))
@@ -326,6 +328,8 @@ def register_stage(settings: Settings, ctx: RunContext) -> Path:
                                             tags)
                 version = str(registered.version)
                 decision = promote(client, settings, version, model, test)
+                compact = register_compact(settings, client, version,
+                                           run.info.run_id if run else None, tags)
             card = build_card(settings, model, version, decision, tags, paths)
             write_text(card, paths.model_card)
             if version is not None:
@@ -342,7 +346,7 @@ def register_stage(settings: Settings, ctx: RunContext) -> Path:
     record = {"model_name": name, "version": int(version) if version else None,
               "alias": decision.alias, "model_uri": f"models:/{name}/{version}" if version else None,
               "run_id": run_id, "tracking_uri": settings.tracking_uri,
-              "gate": decision.as_dict()}
+              "gate": decision.as_dict(), "compact": compact}
     write_json(record, paths.registration)
     if version is None:
         log.warning("register: %s candidate NOT registered: %s", name, decision.reason)

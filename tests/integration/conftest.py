@@ -147,13 +147,19 @@ def make_project(tmp: Path, frame: pd.DataFrame | None = None, file_name: str = 
     project = Project(root, env)
     # Small and quick: few trees, one thread, tiny splits still stratified.
     # Tuning: a handful of trials on small folds, on threads (tests that exercise the process
-    # or Dask runner ask for it).
+    # or Dask runner ask for it). Compress builds few candidates, times few rows and compiles
+    # nothing unless a test asks for it.
     tune = _merge({"n_trials": 4, "n_folds": 3, "max_rounds": 150, "early_stopping_rounds": 10,
                    "min_resource": 10, "report_every": 5,
                    "runner": {"kind": "thread", "workers": 2, "threads_per_trial": 1}},
                   sections.pop("tune", {}))
     project.set_params(train={"n_estimators": 150, "early_stopping_rounds": 15, "n_jobs": 1},
-                       tune=tune, **sections)
+                       tune=tune,
+                       compress={"feature_fractions": [0.5], "student_rounds": 30,
+                                 "synthetic_factor": 0.5, "quantize": ["int8"], "compile": False,
+                                 "latency_rows": 5, "batch_seconds": 0.02})
+    if sections:
+        project.set_params(**sections)
     project.run("git", "init", "-q")
     project.run("git", "config", "user.email", "ci@example.invalid")
     project.run("git", "config", "user.name", "ci")

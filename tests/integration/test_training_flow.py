@@ -27,9 +27,9 @@ def _load_champion(project, name: str = "credit-scoring"):  # type: ignore[no-un
 
 def test_flow_registers_a_champion_that_scores_raw_rows(tmp_path, credit_small) -> None:
     # As `make run` does: a temporary Prefect server; trials in worker processes (the default
-    # runner), still deterministic across reruns.
+    # runner), still deterministic across reruns; the compact model compiled.
     project = make_project(tmp_path, credit_small, shared_prefect=False,
-                           tune={"runner": {"kind": "process"}})
+                           tune={"runner": {"kind": "process"}}, compress={"compile": True})
     first = project.flow("run")
     out = first.stdout + first.stderr
     assert "Traceback" not in out and "CancelledError" not in out
@@ -71,32 +71,59 @@ def test_flow_registers_a_champion_that_scores_raw_rows(tmp_path, credit_small) 
     assert "improvement +0.0000 [95% CI +0.0000, +0.0000]" in forced.stdout
     assert json.loads((project.root / "metrics/test.json").read_text()) == before
 
+    # The compact model follows the full one: v2 of both are @champion; it scores raw rows
+    # (the same edge cases) with its compiled library, within the stated bound of its trees.
+    compact, _ = _load_champion(project, "credit-scoring-compact")
+    cv = client.get_model_version_by_alias("credit-scoring-compact", "champion")
+    assert str(cv.version) == "2" and cv.tags["full_version"] == "2"
+    assert cv.tags["compiled"] == "true" and float(cv.tags["size_ratio"]) > 1
+    assert float(cv.tags["valid_metric_drop"]) <= 0.005
+    out = compact.predict(rows)
+    assert list(out.columns) == ["probability", "label"] and len(out) == 6
+    assert out["probability"].between(0, 1).all()
+    assert np.corrcoef(out["probability"], pred["probability"])[0, 1] > 0.8
+    needed = cv.tags["raw_columns"].split(",")
+    only_needed = compact.predict(rows[needed])
+    assert np.allclose(only_needed["probability"], out["probability"])
+    assert "compact model:  credit-scoring-compact version 2 @champion" in forced.stdout
+    pareto = pd.read_csv(project.root / "reports/compress/pareto.csv")
+    assert pareto["chosen"].sum() == 1 and (pareto["kind"] == "compiled").any()
+
 
 def test_dvc_repro_reruns_only_what_changed(tmp_path, credit_small) -> None:
+    import mlflow
+
     # Tuning off: train uses train.params, so changing one of them changes the model (with
     # tuning on, tuned params override it and DVC rightly stops after an identical train).
     project = make_project(tmp_path, credit_small, tune={"enabled": False})
     first = project.dvc("repro")
     assert _stages_run(first.stdout) == ["ingest", "validate", "preprocess", "features", "tune",
-                                         "train", "evaluate", "register"]
+                                         "train", "evaluate", "compress", "register"]
     assert "Traceback" not in first.stderr
     assert _stages_run(project.dvc("repro").stdout) == []
 
-    project.set_params(train={"params": {"learning_rate": 0.1}})
+    compact_v1 = json.loads((project.root / "models/registration.json").read_text())["compact"]
+    assert compact_v1["version"] == 1 and compact_v1["alias"] == "champion"
+
+    # compress.enabled: false skips it; the new full version has no compact twin, so the
+    # compact model's alias (which follows the full model's) moves only if v2 becomes champion.
+    project.set_params(train={"params": {"learning_rate": 0.1}}, compress={"enabled": False})
     second = project.dvc("repro")
-    assert _stages_run(second.stdout) == ["train", "evaluate", "register"]
+    assert _stages_run(second.stdout) == ["train", "evaluate", "compress", "register"]
     registration = json.loads((project.root / "models/registration.json").read_text())
-    assert registration["version"] == 2
+    assert registration["version"] == 2 and registration["compact"] is None
     assert registration["alias"] == {"promote": "champion", "keep": "challenger"}[
         registration["gate"]["action"]]
+    _use(project)
+    compact_champion = [mv for mv in mlflow.MlflowClient().search_model_versions(
+        "name='credit-scoring-compact'") if "champion" in mv.aliases]
+    assert len(compact_champion) == (0 if registration["alias"] == "champion" else 1)
 
     metrics = project.dvc("metrics", "show", "--json")
     assert "roc_auc" in metrics.stdout
     plots = project.dvc("plots", "show", "-o", str(tmp_path / "plots"))
     assert (tmp_path / "plots" / "index.html").stat().st_size > 1000
     assert "Traceback" not in plots.stderr
-
-    import mlflow
 
     runs = mlflow.search_runs(experiment_names=["credit-scoring"],
                               filter_string="tags.`pipeline.entry` = 'dvc'",

