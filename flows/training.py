@@ -1,4 +1,4 @@
-"""The training flow: ingest -> validate -> preprocess -> train -> evaluate -> register.
+"""The training flow: ingest -> validate -> preprocess -> train -> evaluate -> register -> drift.
 
 Composition only: each stage's logic is the Prefect task in its `tasks/` module, the same
 function `dvc repro` runs through `python -m flows stage NAME`.
@@ -15,8 +15,10 @@ from prefect import flow, runtime
 
 from flows.dvc_state import DvcState
 from tasks.config import Settings, load_settings
+from tasks.drift import drift_stage
 from tasks.evaluate import evaluate_stage
 from tasks.ingest import ingest_stage
+from tasks.preflight import preflight
 from tasks.preprocess import preprocess_stage
 from tasks.register import register_stage
 from tasks.tracking import RunContext, finish_parent_run, start_parent_run
@@ -32,6 +34,7 @@ STAGES: dict[str, Callable[..., Any]] = {
     "train": train_stage,
     "evaluate": evaluate_stage,
     "register": register_stage,
+    "drift": drift_stage,
 }
 
 
@@ -48,6 +51,7 @@ def open_flow_run(settings: Settings) -> RunContext:
 def training_flow(params_path: str = "params.yaml", force: bool = False) -> dict[str, Any]:
     """Run every stage that is not current according to DVC; return what ran and was skipped."""
     settings = load_settings(params_path)
+    preflight(settings)  # unusable tracking store: fail before any stage; clean up after a crash
     dvc = DvcState(settings.root)
     ctx: RunContext | None = None
     ran: list[str] = []

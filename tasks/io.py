@@ -106,6 +106,15 @@ class ArtifactPaths:
         """Which MLflow parent run the current `dvc repro` belongs to (not versioned)."""
         return self._p(".pipeline/mlflow_run.json")
 
+    @property
+    def labelled_dir(self) -> Path:
+        """Default folder of newly labelled files for retraining (retrain.incoming)."""
+        return self._p("data/labelled")
+
+    @property
+    def drift_report(self) -> Path:
+        return self._p("reports/drift.json")
+
 
 @contextlib.contextmanager
 def atomic_path(dest: Path) -> Iterator[Path]:

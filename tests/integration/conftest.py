@@ -16,7 +16,8 @@ import yaml
 
 from tests.conftest import ROOT
 
-COPY = ["tasks", "flows", "expectations", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"]
+COPY = ["tasks", "flows", "expectations", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore",
+        "data/labelled"]
 
 
 @dataclass
