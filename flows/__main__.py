@@ -9,7 +9,7 @@
     python -m flows compare 3 2      paired comparison of two registered versions (3 vs 2)
                                      on the current test split, with the gate's metric and rule
     python -m flows score            score the files waiting in scoring.incoming (batch flow)
-    python -m flows serve [--interval N]
+    python -m flows serve [--interval N] [--only training|scoring]
                                      serve the training and scoring deployments (schedule.*);
                                      --start-server also starts a local Prefect server
     python -m flows reproduce --version N
@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="serve the training and scoring deployments")
     serve.add_argument("--interval", type=float, default=None,
                        help="run both every N seconds instead of their cron schedules")
+    serve.add_argument("--only", choices=["training", "scoring"], help="serve one deployment")
     serve.add_argument("--start-server", action="store_true",
                        help="start a local Prefect server on 127.0.0.1 first (UI included)")
     serve.add_argument("--port", type=int, default=4200, help="port of that server")
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "score":
             return run_score(params)
         if args.command == "serve":
-            return run_serve(params, args.interval, args.start_server, args.port)
+            return run_serve(params, args.interval, args.start_server, args.port, args.only)
         if args.command == "reproduce":
             return run_reproduce(params, args.version, args.keep)
         if args.command in {"push", "pull"}:
@@ -193,7 +194,8 @@ def run_score(params: Path) -> int:
     return 1 if any(r["status"] == "rejected" for r in results) else 0
 
 
-def run_serve(params: Path, interval: float | None, start_server: bool, port: int) -> int:
+def run_serve(params: Path, interval: float | None, start_server: bool, port: int,
+              only: str | None) -> int:
     import os
 
     from flows.deploy import serve_deployments, start_server as start_prefect, stop_process_group
@@ -207,7 +209,7 @@ def run_serve(params: Path, interval: float | None, start_server: bool, port: in
         print(f"Prefect server on {api.removesuffix('/api')} (PREFECT_HOME "
               f"{os.environ['PREFECT_HOME']}); Ctrl-C stops both", flush=True)
     try:
-        serve_deployments(settings, params, interval)
+        serve_deployments(settings, params, interval, only)
     except KeyboardInterrupt:
         pass
     finally:

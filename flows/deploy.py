@@ -25,9 +25,10 @@ TRAINING_DEPLOYMENT = "scheduled-training"
 SCORING_DEPLOYMENT = "batch-scoring"
 
 
-def build_deployments(settings: Settings, params_path: Path,
-                      interval_s: float | None = None) -> list[Any]:
-    """The two runner deployments; `interval_s` replaces both crons (for trying it out)."""
+def build_deployments(settings: Settings, params_path: Path, interval_s: float | None = None,
+                      only: str | None = None) -> list[Any]:
+    """The runner deployments (both, or `only` "training" / "scoring"); `interval_s` replaces
+    the crons (for trying it out)."""
     from prefect.deployments.runner import EntrypointType
     from prefect.schedules import Cron, Interval
 
@@ -41,18 +42,22 @@ def build_deployments(settings: Settings, params_path: Path,
 
     common = {"parameters": {"params_path": str(params_path)},
               "entrypoint_type": EntrypointType.MODULE_PATH, "tags": [settings.base.project]}
-    return [
-        training_flow.to_deployment(
+    deployments = {
+        "training": lambda: training_flow.to_deployment(
             name=TRAINING_DEPLOYMENT, schedule=schedule(settings.schedule.training_cron),
             description="Retrain on data.source + retrain.incoming; gate; register", **common),
-        scoring_flow.to_deployment(
+        "scoring": lambda: scoring_flow.to_deployment(
             name=SCORING_DEPLOYMENT, schedule=schedule(settings.schedule.scoring_cron),
             description="Score scoring.incoming with scoring.model_uri", **common),
-    ]
+    }
+    return [make() for kind, make in deployments.items() if only in (None, kind)]
 
 
-def serve_deployments(settings: Settings, params_path: Path, interval_s: float | None) -> None:
-    """Register the deployments with the Prefect API and run their scheduled runs here."""
+def serve_deployments(settings: Settings, params_path: Path, interval_s: float | None,
+                      only: str | None = None) -> None:
+    """Register the deployments with the Prefect API and run their scheduled runs here, one at a
+    time: the runs share one working copy (DVC outputs, incoming folders), so they must not
+    overlap. Ctrl-C pauses the schedules and stops."""
     from prefect import serve
 
     # Scheduled runs execute in subprocesses that import flows/ and tasks/ by module path.
@@ -61,7 +66,7 @@ def serve_deployments(settings: Settings, params_path: Path, interval_s: float |
         [root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
     if root not in sys.path:
         sys.path.insert(0, root)
-    serve(*build_deployments(settings, params_path, interval_s))
+    serve(*build_deployments(settings, params_path, interval_s, only), limit=1)
 
 
 def free_port() -> int:
