@@ -81,6 +81,36 @@ def stages_to_rerun(dvc_yaml: Path) -> list[tuple[str, str]]:
     raise ReproduceError(f"{dvc_yaml}: no stage after {RAW_OUT} writes {TEST_METRICS}")
 
 
+STAGE_CMD = ("python", "-m", "flows", "stage")
+
+
+def batched_commands(stages: list[tuple[str, str]]) -> list[tuple[list[str], list[str]]]:
+    """Commands running the stages in order. Consecutive `python -m flows stage NAME` commands
+    share one Python process (the CLI's `stage` entry called once per name, which also keeps one
+    MLflow run); any other command runs as written."""
+    out: list[tuple[list[str], list[str]]] = []
+    batch: list[str] = []
+
+    def flush() -> None:
+        if batch:
+            code = ("import sys\nfrom flows.__main__ import main\n"
+                    f"for name in {batch!r}:\n"
+                    "    code = main(['stage', name])\n"
+                    "    if code:\n        sys.exit(code)\n")
+            out.append((list(batch), [sys.executable, "-c", code]))
+            batch.clear()
+
+    for name, cmd in stages:
+        words = shlex.split(cmd)
+        if tuple(words[:4]) == STAGE_CMD and len(words) == 5:
+            batch.append(words[4])
+            continue
+        flush()
+        out.append(([name], words))
+    flush()
+    return out
+
+
 def cached_file(root: Path, md5: str) -> Path | None:
     for cache in (root / ".dvc" / "cache" / "files" / "md5", root / ".dvc" / "cache"):
         p = cache / md5[:2] / md5[2:]
@@ -162,14 +192,13 @@ def reproduce_version(settings: Settings, version: str, keep: bool = False) -> R
         env.update({"MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
                     "PYTHONPATH": str(tree), "PREFECT_HOME": str(work / "prefect"),
                     "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"})
-        for stage, cmd in stages:
-            log.info("reproduce: %s (%s)", stage, cmd)
-            proc = subprocess.run(shlex.split(cmd), cwd=tree, env=env, capture_output=True,
-                                  text=True)
+        for names, argv in batched_commands(stages):
+            log.info("reproduce: %s", ", ".join(names))
+            proc = subprocess.run(argv, cwd=tree, env=env, capture_output=True, text=True)
             if proc.returncode != 0:
                 tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
-                raise ReproduceError(f"stage {stage} failed while reproducing version {version}:"
-                                     f"\n{tail}")
+                raise ReproduceError(f"stage(s) {', '.join(names)} failed while reproducing "
+                                     f"version {version}:\n{tail}")
         compared, bad = compare_metrics(recorded_metrics(client, mv.run_id),
                                         reproduced_metrics(tree / TEST_METRICS))
         return Reproduction(str(version), commit, [s for s, _ in stages], compared, bad)

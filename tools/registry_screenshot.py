@@ -30,7 +30,7 @@ def chromium(*args: str, timeout: float = 120) -> str:
         cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu",
                "--disable-dev-shm-usage", "--no-first-run", "--hide-scrollbars",
                f"--user-data-dir={profile}", "--window-size=1400,1000",
-               "--virtual-time-budget=25000", *args]
+               "--virtual-time-budget=10000", *args]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         return proc.stdout
 
