@@ -36,3 +36,23 @@ def test_scoring_model_uri_defaults_to_champion_and_accepts_any(tmp_path: Path) 
         parse_settings({"retrain": {"drift_threshold": -1}}, tmp_path)
     with pytest.raises(ConfigError, match="unknown key 'scoring.folder'"):
         parse_settings({"scoring": {"folder": "x"}}, tmp_path)
+
+
+def test_prefect_yaml_parses_and_matches_the_served_deployments() -> None:
+    import yaml
+    from prefect.cli.deploy._models import PrefectYamlModel
+
+    from flows.deploy import SCORING_DEPLOYMENT, TRAINING_DEPLOYMENT
+    from tasks.config import Settings
+    from tests.conftest import ROOT
+
+    raw = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    model = PrefectYamlModel.model_validate(raw)
+    by_name = {d.name: d for d in model.deployments}
+    assert set(by_name) == {TRAINING_DEPLOYMENT, SCORING_DEPLOYMENT}
+    defaults = Settings().schedule
+    assert by_name[TRAINING_DEPLOYMENT].schedules[0].cron == defaults.training_cron
+    assert by_name[SCORING_DEPLOYMENT].schedules[0].cron == defaults.scoring_cron
+    for d in model.deployments:
+        path, _, func = d.entrypoint.partition(":")
+        assert func in (ROOT / path).read_text() and d.work_pool.name
