@@ -263,6 +263,9 @@ def test_dvc_push_then_pull_in_a_fresh_clone(trained: Project, tmp_path: Path) -
                 "data/processed/train.parquet", "data/processed/test.parquet",
                 "models/model.joblib", "models/preprocessor.joblib"):
         assert _md5(clone / rel) == _md5(trained.root / rel), rel
+    status = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=clone, env=trained.env,
+                            capture_output=True, text=True, timeout=120)
+    assert "up to date" in status.stdout, status.stdout + status.stderr
 
 
 # ------------------------------------------------------------------------------------------------
