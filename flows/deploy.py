@@ -89,17 +89,27 @@ def start_server(home: Path, port: int | None = None, ui: bool = True,
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     api = f"http://127.0.0.1:{port}/api"
+    try:
+        wait_until_healthy(f"{api}/health", proc, timeout_s, what="prefect server")
+    except RuntimeError:
+        stop_process_group(proc)
+        raise
+    return proc, api
+
+
+def wait_until_healthy(url: str, proc: subprocess.Popen[Any], timeout_s: float = 90.0,
+                       what: str = "server") -> None:
+    """Poll url until it answers 200; fail if proc exits or the time is up."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"prefect server exited with code {proc.returncode} ({' '.join(cmd)})")
+            raise RuntimeError(f"{what} exited with code {proc.returncode}")
         with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"{api}/health", timeout=2) as r:
+            with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status == 200:
-                    return proc, api
+                    return
         time.sleep(0.5)
-    stop_process_group(proc)
-    raise RuntimeError(f"prefect server did not answer on {api} within {timeout_s:.0f}s")
+    raise RuntimeError(f"{what} did not answer on {url} within {timeout_s:.0f}s")
 
 
 def stop_process_group(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM,
