@@ -71,13 +71,13 @@ def test_dvc_repro_reruns_only_what_changed(tmp_path, credit_small) -> None:
     project = make_project(tmp_path, credit_small)
     first = project.dvc("repro")
     assert _stages_run(first.stdout) == ["ingest", "validate", "preprocess", "train", "evaluate",
-                                         "register"]
+                                         "register", "drift"]
     assert "Traceback" not in first.stderr
     assert _stages_run(project.dvc("repro").stdout) == []
 
     project.set_params(train={"params": {"learning_rate": 0.1}})
     second = project.dvc("repro")
-    assert _stages_run(second.stdout) == ["train", "evaluate", "register"]
+    assert _stages_run(second.stdout) == ["train", "evaluate", "register", "drift"]
     registration = json.loads((project.root / "models/registration.json").read_text())
     assert registration["version"] == 2
     assert registration["alias"] == {"promote": "champion", "keep": "challenger"}[
