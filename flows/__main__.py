@@ -184,13 +184,19 @@ def run_score(params: Path) -> int:
     results = state.result()
     if not results:
         print("scoring: no files waiting")
+    import os
+
+    def rel(path: str | None) -> str | None:
+        return os.path.relpath(path, params.parent) if path else path
+
     for r in results:
         if r["status"] == "scored":
             quarantined = r["quarantined_rows"]
-            print(f"scored   {r['source']}: {r['scored_rows']} of {r['rows']} rows -> "
-                  f"{r['output']}" + (f"; {quarantined} row(s) quarantined" if quarantined else ""))
+            print(f"scored   {rel(r['source'])}: {r['scored_rows']} of {r['rows']} rows -> "
+                  f"{rel(r['output'])}" + (f"; {quarantined} row(s) quarantined" if quarantined
+                                           else ""))
         else:
-            print(f"rejected {r['source']} -> {r['moved_to']}:\n  {r['reason']}")
+            print(f"rejected {rel(r['source'])} -> {rel(r['moved_to'])}:\n  {r['reason']}")
     return 1 if any(r["status"] == "rejected" for r in results) else 0
 
 
