@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: setup run repro test ui bench clean
+.PHONY: setup run repro test ui bench clean serve score push pull reproduce registry-screenshot
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (Python 3.11 is required; set PYTHON=...)"; exit 1; }
@@ -28,6 +28,24 @@ test: setup  ## the whole test suite (what CI runs)
 
 ui: setup  ## MLflow UI on http://127.0.0.1:5000 for the project's tracking store
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+serve: setup  ## local Prefect server (http://127.0.0.1:4200) + the training and scoring deployments
+	$(BIN)/python -m flows serve --start-server --port 4200
+
+score: setup  ## batch-score the files waiting in data/incoming/ with @champion
+	$(BIN)/python -m flows score
+
+push: setup  ## dvc push data and models to the default remote (remote.url in params.yaml)
+	$(BIN)/python -m flows push
+
+pull: setup  ## dvc pull them back (e.g. in a fresh clone)
+	$(BIN)/python -m flows pull
+
+reproduce: setup  ## retrain a registered version and compare metrics: make reproduce VERSION=3
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m flows reproduce --version $(VERSION)
+
+registry-screenshot: setup  ## headless Chromium screenshot of the registry page (reports/registry.png)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python tools/registry_screenshot.py
 
 clean:  ## remove outputs (keeps .venv and the tracking store)
 	rm -rf data/raw data/validated data/processed models metrics plots reports .pipeline

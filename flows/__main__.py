@@ -8,6 +8,14 @@
                                      (validate.raw_suite / validate.model_input_suite) to review
     python -m flows compare 3 2      paired comparison of two registered versions (3 vs 2)
                                      on the current test split, with the gate's metric and rule
+    python -m flows score            score the files waiting in scoring.incoming (batch flow)
+    python -m flows serve [--interval N] [--only training|scoring]
+                                     serve the training and scoring deployments (schedule.*);
+                                     --start-server also starts a local Prefect server
+    python -m flows reproduce --version N
+                                     retrain registered version N from its recorded commit,
+                                     params and data; report whether the metrics match
+    python -m flows push | pull      dvc push / pull to the default remote (remote.url)
 """
 
 from __future__ import annotations
@@ -35,10 +43,23 @@ def main(argv: list[str] | None = None) -> int:
     compare = sub.add_parser("compare", help="compare two registered versions on the test split")
     compare.add_argument("version_a", help="the version playing the candidate")
     compare.add_argument("version_b", help="the version playing the champion")
+    sub.add_parser("score", help="batch-score the files in scoring.incoming")
+    serve = sub.add_parser("serve", help="serve the training and scoring deployments")
+    serve.add_argument("--interval", type=float, default=None,
+                       help="run both every N seconds instead of their cron schedules")
+    serve.add_argument("--only", choices=["training", "scoring"], help="serve one deployment")
+    serve.add_argument("--start-server", action="store_true",
+                       help="start a local Prefect server on 127.0.0.1 first (UI included)")
+    serve.add_argument("--port", type=int, default=4200, help="port of that server")
+    reproduce = sub.add_parser("reproduce", help="retrain a registered version and compare")
+    reproduce.add_argument("--version", required=True, help="registered version number")
+    reproduce.add_argument("--keep", action="store_true", help="keep the temporary worktree")
+    sub.add_parser("push", help="dvc push to the default remote (remote.url)")
+    sub.add_parser("pull", help="dvc pull from the default remote (remote.url)")
     args = parser.parse_args(argv)
 
     params = Path(args.params).resolve()
-    prepare_environment(params.parent, in_flow=args.command == "run")
+    prepare_environment(params.parent, in_flow=args.command in {"run", "score", "serve"})
     from tasks.config import ConfigError
     from tasks.errors import PipelineError
 
@@ -49,6 +70,14 @@ def main(argv: list[str] | None = None) -> int:
             return run_suggest(params, args.only, args.force)
         if args.command == "compare":
             return run_compare(params, args.version_a, args.version_b)
+        if args.command == "score":
+            return run_score(params)
+        if args.command == "serve":
+            return run_serve(params, args.interval, args.start_server, args.port, args.only)
+        if args.command == "reproduce":
+            return run_reproduce(params, args.version, args.keep)
+        if args.command in {"push", "pull"}:
+            return run_transfer(params, args.command)
         return run_flow(params, args.force)
     except (ConfigError, PipelineError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -66,6 +95,9 @@ def run_stage(name: str, params: Path) -> int:
         print(f"error: unknown stage {name!r}; stages are: {', '.join(STAGES)}", file=sys.stderr)
         return 2
     settings = load_settings(params)
+    from tasks.preflight import check_tracking_store
+
+    check_tracking_store(settings.tracking_uri)  # fail fast, naming the URI
     ctx = join_or_start_dvc_run(settings.tracking_uri, settings.register_.experiment,
                                 settings.artifact_root, ArtifactPaths(settings.root).run_pointer,
                                 params=settings.flat())
@@ -110,6 +142,9 @@ def run_flow(params: Path, force: bool) -> int:
     from tasks.errors import PipelineError
 
     settings = load_settings(params)  # fail on bad params before Prefect starts
+    from tasks.preflight import check_tracking_store
+
+    check_tracking_store(settings.tracking_uri)  # and on an unusable tracking store
     hide_user_error_tracebacks((PipelineError, ConfigError))
     import logging
 
@@ -130,6 +165,87 @@ def run_flow(params: Path, force: bool) -> int:
             print(f"error: training flow failed: {exc}", file=sys.stderr)
         return 1
     print_summary(settings, state.result())
+    return 0
+
+
+def run_score(params: Path) -> int:
+    import logging
+
+    from flows._runtime import hide_user_error_tracebacks
+    from flows.scoring import scoring_flow
+    from tasks.config import ConfigError, load_settings
+    from tasks.errors import PipelineError
+    from tasks.preflight import check_tracking_store
+
+    check_tracking_store(load_settings(params).tracking_uri)
+    hide_user_error_tracebacks((PipelineError, ConfigError))
+    for name in ("tasks", "flows"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    state = scoring_flow(params_path=str(params), return_state=True)
+    if state.is_failed():
+        try:
+            state.result()
+        except Exception as exc:
+            print(f"error: scoring flow failed: {exc}", file=sys.stderr)
+        return 1
+    results = state.result()
+    if not results:
+        print("scoring: no files waiting")
+    import os
+
+    def rel(path: str | None) -> str | None:
+        return os.path.relpath(path, params.parent) if path else path
+
+    for r in results:
+        if r["status"] == "scored":
+            quarantined = r["quarantined_rows"]
+            print(f"scored   {rel(r['source'])}: {r['scored_rows']} of {r['rows']} rows -> "
+                  f"{rel(r['output'])}" + (f"; {quarantined} row(s) quarantined" if quarantined
+                                           else ""))
+        else:
+            print(f"rejected {rel(r['source'])} -> {rel(r['moved_to'])}:\n  {r['reason']}")
+    return 1 if any(r["status"] == "rejected" for r in results) else 0
+
+
+def run_serve(params: Path, interval: float | None, start_server: bool, port: int,
+              only: str | None) -> int:
+    import os
+
+    from flows.deploy import serve_deployments, start_server as start_prefect, stop_process_group
+    from tasks.config import load_settings
+
+    settings = load_settings(params)
+    server = None
+    if start_server:
+        server, api = start_prefect(Path(os.environ["PREFECT_HOME"]), port)
+        os.environ["PREFECT_API_URL"] = api
+        print(f"Prefect server on {api.removesuffix('/api')} (PREFECT_HOME "
+              f"{os.environ['PREFECT_HOME']}); Ctrl-C stops both", flush=True)
+    try:
+        serve_deployments(settings, params, interval, only)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if server is not None:
+            stop_process_group(server)
+    return 0
+
+
+def run_reproduce(params: Path, version: str, keep: bool) -> int:
+    configure_stage_logging()
+    from tasks.config import load_settings
+    from tasks.reproduce import reproduce_version
+
+    result = reproduce_version(load_settings(params), version, keep)
+    print("\n".join(result.lines()))
+    return 0 if result.matches else 1
+
+
+def run_transfer(params: Path, action: str) -> int:
+    from tasks.config import load_settings
+    from tasks.remote import transfer
+
+    print(transfer(load_settings(params), action))
     return 0
 
 

@@ -78,6 +78,13 @@ def summary_lines(settings: Settings, result: dict[str, Any]) -> list[str]:
                              f"{cmp['low']:+.4f}, {cmp['high']:+.4f}]")
         if paths.model_card.is_file():
             lines.append(f"  model card:     {rel(paths.model_card)}")
+    if "drift" in result["ran"] and paths.drift_report.is_file():
+        d = read_json(paths.drift_report)
+        score = f", score PSI {d['score']['psi']:.3f}" if d.get("score") else ""
+        lines.append(f"  drift:          {d['new_rows']} labelled rows vs train split: "
+                     f"{', '.join(d['flagged']) or 'no feature'} above PSI {d['threshold']:g}"
+                     f"{score} ({rel(paths.drift_report)})" if d["new_rows"] else
+                     f"  drift:          no labelled files in {settings.retrain.incoming}")
     lines.append(f"  tracking:       {settings.tracking_uri}  (make ui)")
     if result.get("mlflow_run_id"):
         lines.append(f"  mlflow run:     {result['mlflow_run_id']}")

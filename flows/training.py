@@ -1,5 +1,5 @@
 """The training flow: ingest -> validate -> preprocess -> features -> tune -> train -> evaluate ->
-compress -> register.
+compress -> register -> drift.
 
 Composition only: each stage's logic is the Prefect task in its `tasks/` module, the same
 function `dvc repro` runs through `python -m flows stage NAME`.
@@ -17,9 +17,11 @@ from prefect import flow, runtime
 from flows.dvc_state import DvcState
 from tasks.compress import compress_stage
 from tasks.config import Settings, load_settings
+from tasks.drift import drift_stage
 from tasks.evaluate import evaluate_stage
 from tasks.features import features_stage
 from tasks.ingest import ingest_stage
+from tasks.preflight import preflight
 from tasks.preprocess import preprocess_stage
 from tasks.register import register_stage, registration_in_store
 from tasks.tracking import RunContext, finish_parent_run, start_parent_run
@@ -43,6 +45,7 @@ STAGES: dict[str, Callable[..., Any]] = {
     "evaluate": evaluate_stage,
     "compress": compress_stage,
     "register": register_stage,
+    "drift": drift_stage,
 }
 
 
@@ -59,6 +62,7 @@ def open_flow_run(settings: Settings) -> RunContext:
 def training_flow(params_path: str = "params.yaml", force: bool = False) -> dict[str, Any]:
     """Run every stage that is not current according to DVC; return what ran and was skipped."""
     settings = load_settings(params_path)
+    preflight(settings)  # unusable tracking store: fail before any stage; clean up after a crash
     dvc = DvcState(settings.root)
     ctx: RunContext | None = None
     ran: list[str] = []

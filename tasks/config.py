@@ -195,6 +195,40 @@ class CompressSettings(_Section):
         return self
 
 
+class ScheduleSettings(_Section):
+    """Prefect deployments served by `python -m flows serve` (times in `timezone`)."""
+
+    training_cron: str = "0 2 * * *"        # nightly retraining
+    scoring_cron: str = "*/15 * * * *"      # batch scoring of data/incoming/
+    timezone: str = "UTC"
+
+
+class ScoringSettings(_Section):
+    """Batch scoring (`python -m flows score`): incoming files in, predictions out."""
+
+    incoming: str = "data/incoming"          # drop CSV/Parquet files here
+    output: str = "data/predictions"         # <file stem>.predictions.parquet
+    processed: str = "data/incoming/processed"  # scored inputs are moved here
+    rejected: str = "data/incoming/rejected"    # inputs failing table-level checks (+ .reason.txt)
+    # Any models:/ URI; empty = models:/<register.model_name>@champion.
+    model_uri: str = ""
+
+
+class RetrainSettings(_Section):
+    """Labelled files dropped into `incoming` are appended to the raw data at ingest."""
+
+    incoming: str = "data/labelled"          # CSV/Parquet with the same columns as data.source
+    drift_threshold: float = Field(default=0.2, gt=0)  # PSI above this flags a feature
+    drift_bins: int = Field(default=10, ge=2)
+
+
+class RemoteSettings(_Section):
+    """The default DVC remote (`make push` / `make pull`): a local folder outside the repo."""
+
+    name: str = "local"
+    url: str = "~/.cache/tabular-pipeline/dvc-remote"
+
+
 class Settings(_Section):
     base: BaseSettings = Field(default_factory=BaseSettings)
     data: DataSettings = Field(default_factory=DataSettings)
@@ -208,6 +242,10 @@ class Settings(_Section):
     features: FeaturesSettings = Field(default_factory=lambda: FeaturesSettings())
     tune: TuneSettings = Field(default_factory=lambda: TuneSettings())
     compress: CompressSettings = Field(default_factory=CompressSettings)
+    schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
+    scoring: ScoringSettings = Field(default_factory=ScoringSettings)
+    retrain: RetrainSettings = Field(default_factory=RetrainSettings)
+    remote: RemoteSettings = Field(default_factory=RemoteSettings)
     # Folder holding params.yaml; every relative path is resolved against it.
     root: Path = Field(default=Path("."), exclude=True)
 
@@ -236,6 +274,10 @@ class Settings(_Section):
         """MLflow tracking URI; relative SQLite / file paths are anchored at the project root."""
         uri = os.environ.get("MLFLOW_TRACKING_URI") or self.register_.tracking_uri
         return resolve_uri(uri, self.root)
+
+    @property
+    def scoring_model_uri(self) -> str:
+        return self.scoring.model_uri or f"models:/{self.register_.model_name}@champion"
 
     @property
     def artifact_root(self) -> Path:

@@ -109,9 +109,11 @@ def normalise_frame(df: pd.DataFrame, data: DataSettings) -> pd.DataFrame:
 @task(name="ingest")
 def ingest_stage(settings: Settings, ctx: RunContext) -> Path:
     paths = ArtifactPaths(settings.root)
-    frame = normalise_frame(
-        read_source(settings.data.source, settings.root, settings.data.csv_separator), settings.data
-    )
+    from tasks.retrain import append_labelled  # newly labelled files (retrain.incoming)
+
+    frame = normalise_frame(append_labelled(
+        read_source(settings.data.source, settings.root, settings.data.csv_separator), settings
+    ), settings.data)
     out = write_parquet(frame, paths.raw)
     log.info("ingest: %d rows x %d columns from %s -> %s",
              len(frame), frame.shape[1], settings.data.source, out.relative_to(settings.root))

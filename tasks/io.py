@@ -147,6 +147,15 @@ class ArtifactPaths:
     def compress_metrics(self) -> Path:
         return self._p("metrics/compress.json")
 
+    @property
+    def labelled_dir(self) -> Path:
+        """Default folder of newly labelled files for retraining (retrain.incoming)."""
+        return self._p("data/labelled")
+
+    @property
+    def drift_report(self) -> Path:
+        return self._p("reports/drift.json")
+
 
 @contextlib.contextmanager
 def atomic_path(dest: Path) -> Iterator[Path]:

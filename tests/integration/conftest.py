@@ -16,7 +16,8 @@ import yaml
 
 from tests.conftest import ROOT
 
-COPY = ["tasks", "flows", "expectations", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"]
+COPY = ["tasks", "flows", "expectations", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore",
+        "data/labelled"]
 
 # One real Prefect server (127.0.0.1, temp home) shared by the projects of a test session, so
 # each flow run does not pay for starting and migrating a temporary server of its own.

@@ -98,7 +98,7 @@ def test_dvc_repro_reruns_only_what_changed(tmp_path, credit_small) -> None:
     project = make_project(tmp_path, credit_small, tune={"enabled": False})
     first = project.dvc("repro")
     assert _stages_run(first.stdout) == ["ingest", "validate", "preprocess", "features", "tune",
-                                         "train", "evaluate", "compress", "register"]
+                                         "train", "evaluate", "compress", "register", "drift"]
     assert "Traceback" not in first.stderr
     assert _stages_run(project.dvc("repro").stdout) == []
 
@@ -109,7 +109,7 @@ def test_dvc_repro_reruns_only_what_changed(tmp_path, credit_small) -> None:
     # compact model's alias (which follows the full model's) moves only if v2 becomes champion.
     project.set_params(train={"params": {"learning_rate": 0.1}}, compress={"enabled": False})
     second = project.dvc("repro")
-    assert _stages_run(second.stdout) == ["train", "evaluate", "compress", "register"]
+    assert _stages_run(second.stdout) == ["train", "evaluate", "compress", "register", "drift"]
     registration = json.loads((project.root / "models/registration.json").read_text())
     assert registration["version"] == 2 and registration["compact"] is None
     assert registration["alias"] == {"promote": "champion", "keep": "challenger"}[

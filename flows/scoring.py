@@ -1,0 +1,32 @@
+"""The batch scoring flow: score every file waiting in `scoring.incoming` (tasks/score.py)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from prefect import flow, task
+
+from tasks.config import load_settings
+from tasks.preflight import check_tracking_store
+from tasks.score import score_incoming
+
+log = logging.getLogger("flows.scoring")
+
+
+@task(name="score", retries=1, retry_delay_seconds=2)
+def score_task(params_path: str) -> list[dict[str, Any]]:
+    settings = load_settings(params_path)
+    return [{"source": str(r.source), "status": r.status, "rows": r.rows,
+             "scored_rows": r.scored_rows, "quarantined_rows": r.quarantined_rows,
+             "output": str(r.output) if r.output else None,
+             "moved_to": str(r.moved_to) if r.moved_to else None, "reason": r.reason}
+            for r in score_incoming(settings)]
+
+
+@flow(name="scoring", log_prints=True)
+def scoring_flow(params_path: str = "params.yaml") -> list[dict[str, Any]]:
+    """Score new files with scoring.model_uri; write predictions, move inputs aside."""
+    settings = load_settings(params_path)
+    check_tracking_store(settings.tracking_uri)
+    return score_task(params_path)

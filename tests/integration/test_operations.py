@@ -1,0 +1,340 @@
+"""Day-to-day operations on one trained project (trained once for the module): batch scoring,
+REST serving, the Prefect deployments on a real server, the DVC remote, reproduction of a
+registered version, the registry UI in a headless browser, and faults (unusable tracking store,
+a run killed mid-stage)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.integration.conftest import Project, make_project
+
+pytestmark = pytest.mark.integration
+
+MODEL = "credit-scoring"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, credit: pd.DataFrame) -> Project:
+    tmp = tmp_path_factory.mktemp("ops")
+    frame = credit.sample(900, random_state=11).reset_index(drop=True)
+    project = make_project(tmp, frame, remote={"url": str(tmp / "dvc-remote")},
+                           evaluate={"n_boot": 200})
+    project.frame = frame  # type: ignore[attr-defined]
+    project.unused = credit.drop(index=frame.index, errors="ignore")  # type: ignore[attr-defined]
+    project.flow("run")
+    return project
+
+
+def _client(project: Project):  # type: ignore[no-untyped-def]
+    import mlflow
+
+    mlflow.set_tracking_uri(project.tracking_uri)
+    return mlflow.MlflowClient()
+
+
+def _champion_version(project: Project) -> str:
+    return str(_client(project).get_model_version_by_alias(MODEL, "champion").version)
+
+
+def _in_process_predictions(project: Project, rows: pd.DataFrame) -> pd.DataFrame:
+    import mlflow
+
+    mlflow.set_tracking_uri(project.tracking_uri)
+    saved = list(sys.path)
+    try:
+        return mlflow.pyfunc.load_model(f"models:/{MODEL}@champion").predict(rows)
+    finally:
+        sys.path[:] = saved
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def _settings(project: Project):  # type: ignore[no-untyped-def]
+    from tasks.config import load_settings
+
+    return load_settings(project.root / "params.yaml")
+
+
+def _env_with_mlflow(project: Project) -> dict[str, str]:
+    return {**project.env, "MLFLOW_TRACKING_URI": project.tracking_uri}
+
+
+# ------------------------------------------------------------------------------------------------
+# batch scoring
+# ------------------------------------------------------------------------------------------------
+def test_batch_scoring_scores_quarantines_rejects_and_never_rescores(trained: Project) -> None:
+    from tasks.score import score_incoming
+
+    incoming = trained.root / "data" / "incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    good = trained.frame.drop(columns="Status").head(12).copy()  # type: ignore[attr-defined]
+    good.loc[3, "Age"] = -4                                      # row-level: out of range
+    good.to_csv(incoming / "batch1.csv", index=False)
+    good.drop(columns="Income").head(3).to_parquet(incoming / "broken.parquet", index=False)
+
+    results = {r.source.name: r for r in score_incoming(_settings(trained))}
+    assert results["batch1.csv"].status == "scored"
+    assert results["batch1.csv"].scored_rows == 11 and results["batch1.csv"].quarantined_rows == 1
+    out = pd.read_parquet(results["batch1.csv"].output)
+    assert set(out["model_version"]) == {_champion_version(trained)}
+    assert out["scored_at"].str.endswith("+00:00").all()
+    expected = _in_process_predictions(trained, good.drop(index=3))
+    np.testing.assert_allclose(out["probability"].to_numpy(), expected["probability"].to_numpy())
+    assert (out["Age"] >= 0).all()
+    quarantine = next((trained.root / "data/predictions").glob("batch1.*.quarantine.parquet"))
+    q = pd.read_parquet(quarantine)
+    assert q["_source_row"].tolist() == [3] and "Age" in q["_reason"].iloc[0]
+
+    rejected = results["broken.parquet"]
+    assert rejected.status == "rejected" and "Income" in rejected.reason
+    reason = (trained.root / "data/incoming/rejected/broken.parquet.reason.txt").read_text()
+    assert "missing column(s) 'Income'" in reason
+    assert (trained.root / "data/incoming/processed/batch1.csv").is_file()
+    assert not list(incoming.glob("*.csv")) and not list(incoming.glob("*.parquet"))
+    # Nothing waits any more: a second pass scores nothing and writes nothing.
+    before = sorted((trained.root / "data/predictions").iterdir())
+    assert score_incoming(_settings(trained)) == []
+    assert sorted((trained.root / "data/predictions").iterdir()) == before
+
+
+# ------------------------------------------------------------------------------------------------
+# REST serving
+# ------------------------------------------------------------------------------------------------
+def _post(url: str, body: bytes) -> tuple[int, str]:
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_mlflow_models_serve_answers_like_the_in_process_model(trained: Project) -> None:
+    from flows.deploy import free_port, stop_process_group, wait_until_healthy
+
+    port = free_port()
+    mlflow_bin = str(Path(sys.executable).with_name("mlflow"))
+    server = subprocess.Popen(
+        [mlflow_bin, "models", "serve", "-m", f"models:/{MODEL}@champion", "--env-manager",
+         "local", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=trained.root, env=_env_with_mlflow(trained), start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(f"{base}/ping", server, 120, what="mlflow models serve")
+        rows = trained.frame.drop(columns="Status").iloc[20:27].copy()  # type: ignore[attr-defined]
+        rows.loc[rows.index[0], "Income"] = np.nan
+        body = json.dumps({"dataframe_split": json.loads(rows.to_json(orient="split"))}).encode()
+        status, text = _post(f"{base}/invocations", body)
+        assert status == 200, text
+        served = pd.DataFrame(json.loads(text)["predictions"])
+        local = _in_process_predictions(trained, rows)
+        np.testing.assert_allclose(served["probability"].to_numpy(),
+                                   local["probability"].to_numpy(), rtol=0, atol=1e-12)
+        assert served["label"].tolist() == local["label"].tolist()
+
+        status, text = _post(f"{base}/invocations", b'{"dataframe_split": {"columns": ["Age"]')
+        assert 400 <= status < 500 and "Traceback" not in text
+        assert "json" in text.lower() or "parse" in text.lower(), text
+        missing = rows.drop(columns="Income")
+        body = json.dumps({"dataframe_split": json.loads(missing.to_json(orient="split"))}).encode()
+        status, text = _post(f"{base}/invocations", body)
+        assert 400 <= status < 500 and "Income" in text, (status, text)
+    finally:
+        stop_process_group(server)
+    assert server.poll() is not None
+
+
+# ------------------------------------------------------------------------------------------------
+# Prefect deployments on a real server
+# ------------------------------------------------------------------------------------------------
+def _flow_runs(api: str) -> list[dict]:
+    req = urllib.request.Request(f"{api}/flow_runs/filter", data=b"{}",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def _deployments(api: str) -> dict[str, dict]:
+    req = urllib.request.Request(f"{api}/deployments/filter", data=b"{}",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return {d["id"]: d for d in json.loads(r.read())}
+
+
+def test_served_deployments_run_on_schedule(trained: Project, tmp_path: Path) -> None:
+    from flows.deploy import SCORING_DEPLOYMENT, start_server, stop_process_group
+
+    incoming = trained.root / "data" / "incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    trained.frame.drop(columns="Status").iloc[40:45].to_csv(  # type: ignore[attr-defined]
+        incoming / "scheduled.csv", index=False)
+    home = tmp_path / "prefect-home"
+    server, api = start_server(home, ui=False)
+    serve = None
+    try:
+        env = {**trained.env, "PREFECT_HOME": str(home), "PREFECT_API_URL": api}
+        serve = subprocess.Popen([sys.executable, "-m", "flows", "serve", "--interval", "10",
+                                  "--only", "scoring"],
+                                 cwd=trained.root, env=env, start_new_session=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        done: dict[str, dict] = {}
+        deadline = time.monotonic() + 240
+        while not done and time.monotonic() < deadline:
+            time.sleep(2)
+            assert serve.poll() is None, serve.stdout.read().decode()[-3000:]  # type: ignore[union-attr]
+            deployments = _deployments(api)
+            for run in _flow_runs(api):
+                dep = deployments.get(run.get("deployment_id") or "", {})
+                state = run["state"]["type"] if run.get("state") else None
+                assert state not in ("FAILED", "CRASHED"), run
+                if state == "COMPLETED":
+                    done[dep["name"]] = run
+        assert set(done) == {SCORING_DEPLOYMENT}, done
+        schedules = {d["name"]: d["schedules"] for d in _deployments(api).values()}
+        assert schedules[SCORING_DEPLOYMENT][0]["schedule"]["interval"] == 10
+        predictions = list((trained.root / "data/predictions").glob("scheduled.*.predictions.parquet"))
+        assert len(predictions) == 1 and len(pd.read_parquet(predictions[0])) == 5
+        assert (trained.root / "data/incoming/processed/scheduled.csv").is_file()
+    finally:
+        if serve is not None:
+            serve.send_signal(signal.SIGINT)  # pauses the schedule, then stops
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                serve.wait(timeout=30)
+            stop_process_group(serve)
+        stop_process_group(server)
+    assert server.poll() is not None and serve is not None and serve.poll() is not None
+
+
+# ------------------------------------------------------------------------------------------------
+# DVC remote and reproduction
+# ------------------------------------------------------------------------------------------------
+def test_reproduce_a_registered_version(trained: Project) -> None:
+    version = _client(trained).get_model_version(MODEL, "1")
+    assert not version.tags["git_commit"].endswith("-dirty")
+    proc = trained.run(sys.executable, "-m", "flows", "reproduce", "--version", "1")
+    assert "result: MATCH" in proc.stdout, proc.stdout + proc.stderr
+    assert "test_roc_auc" in proc.stdout and "MISMATCH" not in proc.stdout
+    assert "stages validate, preprocess, train, evaluate" in proc.stdout
+    worktrees = trained.run("git", "worktree", "list").stdout.strip().splitlines()
+    assert len(worktrees) == 1  # the temporary worktree is gone
+
+
+def test_dvc_push_then_pull_in_a_fresh_clone(trained: Project, tmp_path: Path) -> None:
+    trained.run("git", "add", "-A")
+    trained.run("git", "commit", "-qm", "outputs of the first run")
+    assert "remote " in trained.flow("push").stdout
+    clone = tmp_path / "clone"
+    trained.run("git", "clone", "-q", str(trained.root), str(clone))
+    assert not (clone / "models/model.joblib").exists()
+    proc = subprocess.run([sys.executable, "-m", "flows", "pull"], cwd=clone,
+                          env={**trained.env, "PYTHONPATH": str(clone)}, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    for rel in ("data/raw/raw.parquet", "data/validated/validated.parquet",
+                "data/processed/train.parquet", "data/processed/test.parquet",
+                "models/model.joblib", "models/preprocessor.joblib"):
+        assert _md5(clone / rel) == _md5(trained.root / rel), rel
+    status = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=clone, env=trained.env,
+                            capture_output=True, text=True, timeout=120)
+    assert "up to date" in status.stdout, status.stdout + status.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# registry UI in a real browser
+# ------------------------------------------------------------------------------------------------
+def test_registry_page_shows_the_champion_in_chromium(trained: Project, tmp_path: Path) -> None:
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("/usr/bin/chromium not installed (Debian package `chromium`)")
+    out = tmp_path / "registry.png"
+    tool = Path(__file__).resolve().parents[2] / "tools" / "registry_screenshot.py"
+    proc = trained.run(sys.executable, str(tool), "--params", str(trained.root / "params.yaml"),
+                       "--out", str(out), check=False, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "champion alias: visible" in proc.stdout
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ------------------------------------------------------------------------------------------------
+# faults
+# ------------------------------------------------------------------------------------------------
+def test_unusable_tracking_store_fails_fast_and_moves_no_alias(trained: Project) -> None:
+    from flows.deploy import free_port
+
+    champion = _champion_version(trained)
+    closed = f"http://127.0.0.1:{free_port()}"
+    versions = len(_client(trained).search_model_versions(f"name='{MODEL}'"))
+
+    env = {**trained.env, "MLFLOW_TRACKING_URI": closed}
+    down = subprocess.run([sys.executable, "-m", "flows", "run", "--force"], cwd=trained.root,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert down.returncode == 1 and closed in down.stderr and "Traceback" not in down.stderr
+
+    conn = sqlite3.connect(trained.root / "mlflow.db")
+    conn.execute("BEGIN EXCLUSIVE")
+    try:
+        locked = trained.run(sys.executable, "-m", "flows", "run", "--force", check=False,
+                             timeout=120)
+    finally:
+        conn.rollback()
+        conn.close()
+    assert locked.returncode == 1 and "mlflow.db" in locked.stderr and "locked" in locked.stderr
+    assert _champion_version(trained) == champion
+    assert len(_client(trained).search_model_versions(f"name='{MODEL}'")) == versions
+
+
+def test_killed_repro_restarts_cleanly_and_retrains_on_new_labelled_data(trained: Project) -> None:
+    """New labelled rows arrive; `dvc repro` is killed during `train`; the rerun skips the
+    finished stages, finishes, appends the rows and reports their drift."""
+    new = trained.unused.sample(120, random_state=5).reset_index(drop=True)  # type: ignore[attr-defined]
+    new["Income"] = new["Income"] * 4          # a shifted population
+    new.to_csv(trained.root / "data/labelled/batch-2026-11.csv", index=False)
+    dvc = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=trained.root,
+                           env=trained.env, start_new_session=True, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    seen = []
+    try:
+        for line in dvc.stdout:  # type: ignore[union-attr]
+            seen.append(line)
+            if line.startswith("Running stage 'train'"):
+                time.sleep(1.5)   # inside the stage's process, before it finishes
+                break
+    finally:
+        os.killpg(dvc.pid, signal.SIGKILL)
+        dvc.wait(timeout=30)
+    assert any("Running stage 'train'" in s for s in seen), "".join(seen)
+
+    again = trained.dvc("repro")
+    out = again.stdout
+    for finished in ("ingest", "validate", "preprocess"):
+        assert f"Stage '{finished}' didn't change, skipping" in out, out
+    assert "Running stage 'train'" in out and "Running stage 'drift'" in out
+    assert not [p for p in trained.root.rglob(".*.tmp") if ".dvc" not in p.parts]
+    assert "up to date" in trained.dvc("status").stdout
+    client = _client(trained)
+    with pytest.raises(Exception):
+        client.get_registered_model(f"{MODEL}.promotion-lock")
+    raw = pd.read_parquet(trained.root / "data/raw/raw.parquet")
+    assert len(raw) == len(trained.frame) + len(new)  # type: ignore[attr-defined]
+    drift = json.loads((trained.root / "reports/drift.json").read_text())
+    assert drift["new_rows"] == len(new) and "Income" in drift["flagged"]
+    assert drift["features"]["Home"]["kind"] == "categorical"
+    assert "score" in drift
