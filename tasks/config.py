@@ -59,6 +59,9 @@ class ValidateSettings(_Section):
     max_quarantine_fraction: float = Field(default=0.05, ge=0, le=1)
     # Build GX Data Docs (HTML) for each validation and log them to the MLflow run.
     data_docs: bool = True
+    # Above this many rows, schema and share (`mostly`) checks run on a seeded sample of this
+    # many rows; row-level checks (quarantine) always see every row.
+    sample_rows: int = Field(default=100_000, ge=1000)
 
 
 class SplitSettings(_Section):
