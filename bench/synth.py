@@ -97,12 +97,12 @@ def make_table(n_rows: int, seed: int = 42, dirty: float = 0.0, duplicates: floa
     has_guarantor = rng.choice(["no", "yes"], n, p=[0.9, 0.1])
 
     # The target: a logistic model of a few features, intercept set for the wanted rate.
-    z = (0.9 * (records == "yes") + 0.6 * (job == "partime") + 0.4 * (job == "freelance")
+    z = 2.0 * (0.9 * (records == "yes") + 0.6 * (job == "partime") + 0.4 * (job == "freelance")
          - 0.03 * seniority + 0.5 * (home == "rent") + 0.3 * (home == "other")
          + 0.8 * (amount / price) - 0.004 * (income - 140) + 0.5 * late_90 + 0.2 * n_inquiries
          - 0.01 * (score_ext - 650) + 1.2 * utilisation - 0.3 * (has_guarantor == "yes")
          + 0.5 * (np.array([int(r[1:]) for r in REGION])[np.searchsorted(REGION, region)] % 7 == 0)
-         + rng.logistic(0, 1, n) * 0.9)
+         ) + rng.logistic(0, 1, n) * 0.9
     cut = np.quantile(z, 1 - positive_rate)
     status = np.where(z > cut, POSITIVE, "good")
 
