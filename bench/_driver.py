@@ -46,8 +46,8 @@ def main() -> None:
                        "peak_mib": round(sampler.peak_bytes / 2**20)}
         print(f"[driver] {key} {stages[key]['s']}s {stages[key]['peak_mib']} MiB",
               file=sys.stderr, flush=True)
+        out.write_text(json.dumps(stages))  # after every stage: a cut-off run still reports
     finish_parent_run(ctx, "FINISHED")
-    out.write_text(json.dumps(stages))
 
 
 if __name__ == "__main__":
