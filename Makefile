@@ -29,5 +29,18 @@ test: setup  ## the whole test suite (what CI runs)
 ui: setup  ## MLflow UI on http://127.0.0.1:5000 for the project's tracking store
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
+# Every bench/*.py except helpers (_*.py) and the data generator; each prints one JSON line,
+# which is also appended to bench/results.jsonl with the script name and the time.
+BENCHES ?= $(filter-out bench/_% bench/synth.py,$(sort $(wildcard bench/*.py)))
+
+bench: setup  ## run the benchmarks (the scale one takes a while at 1M rows)
+	@set -e; for b in $(BENCHES); do \
+		echo "== $$b" >&2; \
+		out=$$(PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python $$b | tail -n 1); echo "$$out"; \
+		printf '{"script": "%s", "utc": "%s", "commit": "%s", "result": %s}\n' "$$b" \
+			"$$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$$(git rev-parse --short HEAD)" "$$out" \
+			>> bench/results.jsonl; \
+	done
+
 clean:  ## remove outputs (keeps .venv and the tracking store)
 	rm -rf data/raw data/validated data/processed models metrics plots reports .pipeline

@@ -24,6 +24,9 @@ def prepare_environment(root: Path, in_flow: bool) -> None:
         "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
         "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5",
         "PREFECT_UI_ENABLED": "false",
+        # The temporary server gets 20 s to come up by default; on a busy 2-core machine that is
+        # not always enough (measured: bench/overhead.py), and the run would fail for nothing.
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
         "GIT_PYTHON_REFRESH": "quiet",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "MLFLOW_LOGGING_LEVEL": "WARNING",
