@@ -27,6 +27,10 @@ def prepare_environment(root: Path, in_flow: bool) -> None:
         # The temporary server gets 20 s to come up by default; on a busy 2-core machine that is
         # not always enough (measured: bench/overhead.py), and the run would fail for nothing.
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+        # OpenMP threads (LightGBM) sleep instead of spinning while they wait: on a machine whose
+        # cores are busy with other work, spinning threads made training 10-15x slower
+        # (measured with 2 threads on 60k rows at load ~11; README "Performance").
+        "OMP_WAIT_POLICY": "PASSIVE",
         "GIT_PYTHON_REFRESH": "quiet",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "MLFLOW_LOGGING_LEVEL": "WARNING",

@@ -33,32 +33,40 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
         return np.where(den > 0, num / np.where(den > 0, den, 1), 0.0)
 
 
-def _binary(W: np.ndarray, y: np.ndarray, p: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:
+def _binary(W: np.ndarray, y: np.ndarray, p: np.ndarray, pred: np.ndarray,
+            only: str | None = None) -> dict[str, np.ndarray]:
+    """Every binary metric per weight row; `only` skips the costly rank metrics not asked for."""
     tot = W.sum(axis=1)
-    order = np.argsort(p, kind="stable")
-    ps, ys = p[order], y[order]
-    starts = np.r_[0, np.flatnonzero(np.diff(ps)) + 1]       # tie groups of equal scores
-    Ws = W[:, order]
-    g_pos = np.add.reduceat(Ws * ys, starts, axis=1)
-    g_neg = np.add.reduceat(Ws * (1 - ys), starts, axis=1)
-    pos, neg = g_pos.sum(axis=1), g_neg.sum(axis=1)
-    below = np.cumsum(g_neg, axis=1) - g_neg
-    with np.errstate(divide="ignore", invalid="ignore"):
-        roc_auc = (g_pos * (below + 0.5 * g_neg)).sum(axis=1) / (pos * neg)
-        tp_desc = np.cumsum(g_pos[:, ::-1], axis=1)
-        fp_desc = np.cumsum(g_neg[:, ::-1], axis=1)
-        pr_auc = (g_pos[:, ::-1] * _ratio(tp_desc, tp_desc + fp_desc)).sum(axis=1) / pos
+    out: dict[str, np.ndarray] = {}
+    if only in (None, "roc_auc", "pr_auc"):
+        order = np.argsort(p, kind="stable")
+        ps, ys = p[order], y[order]
+        starts = np.r_[0, np.flatnonzero(np.diff(ps)) + 1]       # tie groups of equal scores
+        Ws = W[:, order]
+        g_pos = np.add.reduceat(Ws * ys, starts, axis=1)
+        g_neg = np.add.reduceat(Ws * (1 - ys), starts, axis=1)
+        pos, neg = g_pos.sum(axis=1), g_neg.sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if only in (None, "roc_auc"):
+                below = np.cumsum(g_neg, axis=1) - g_neg
+                out["roc_auc"] = (g_pos * (below + 0.5 * g_neg)).sum(axis=1) / (pos * neg)
+            if only in (None, "pr_auc"):
+                tp_desc = np.cumsum(g_pos[:, ::-1], axis=1)
+                fp_desc = np.cumsum(g_neg[:, ::-1], axis=1)
+                out["pr_auc"] = (g_pos[:, ::-1] * _ratio(tp_desc, tp_desc + fp_desc)).sum(axis=1) / pos
+    else:
+        pos = W @ y
     pc = np.clip(p, _EPS, 1 - _EPS)
     loss = -(y * np.log(pc) + (1 - y) * np.log(1 - pc))
     tp, predicted = W @ (pred * y), W @ pred
     fp, fn = predicted - tp, pos - tp
-    return {
-        "roc_auc": roc_auc, "pr_auc": pr_auc,
+    out.update({
         "log_loss": (W @ loss) / tot, "brier": (W @ (p - y) ** 2) / tot,
         "accuracy": (W @ (pred == y).astype(float)) / tot,
         "precision": _ratio(tp, predicted), "recall": _ratio(tp, pos),
         "f1": _ratio(2 * tp, 2 * tp + fp + fn),
-    }
+    })
+    return out
 
 
 def _multiclass(W: np.ndarray, y: np.ndarray, proba: np.ndarray,
@@ -89,12 +97,13 @@ def _regression(W: np.ndarray, y: np.ndarray, pred: np.ndarray) -> dict[str, np.
 
 
 def weighted_metrics(task: str, W: np.ndarray, y: np.ndarray, scores: np.ndarray,
-                     labels: np.ndarray) -> dict[str, np.ndarray]:
-    """All metrics of `task` for each weight row. `labels` are predicted class codes."""
+                     labels: np.ndarray, only: str | None = None) -> dict[str, np.ndarray]:
+    """All metrics of `task` for each weight row (at least `only`, when given). `labels` are
+    predicted class codes."""
     y = np.asarray(y)
     scores = np.asarray(scores, dtype=float)
     if task == "binary":
-        return _binary(W, y.astype(float), scores, np.asarray(labels, dtype=float))
+        return _binary(W, y.astype(float), scores, np.asarray(labels, dtype=float), only)
     if task == "multiclass":
         return _multiclass(W, y.astype(int), scores, np.asarray(labels, dtype=int))
     return _regression(W, y.astype(float), scores)
@@ -164,8 +173,8 @@ def paired_differences(task: str, metric: str, y: np.ndarray,
         return _rescaled(sub, diff_sub, diff_full, len(idx), len(y))
     out = []
     for W in weight_chunks(len(y), n_boot, seed):
-        a = weighted_metrics(task, W, y, *candidate)[metric]
-        b = weighted_metrics(task, W, y, *reference)[metric]
+        a = weighted_metrics(task, W, y, *candidate, only=metric)[metric]
+        b = weighted_metrics(task, W, y, *reference, only=metric)[metric]
         out.append(sign * (a - b))
     return np.concatenate(out)
 

@@ -109,3 +109,13 @@ def test_subsampled_paired_differences_are_centred_on_the_full_difference() -> N
     lo, hi = percentile_interval(d, 0.95)
     lo_f, hi_f = percentile_interval(full, 0.95)
     assert lo < diff < hi and 0.6 < (hi - lo) / (hi_f - lo_f) < 1.5
+
+
+def test_only_one_metric_gives_the_same_values() -> None:
+    y, s = _binary(300)
+    labels = predicted_codes("binary", s, 0.5)
+    W = np.vstack(list(weight_chunks(len(y), 40, seed=2)))
+    every = weighted_metrics("binary", W, y, s, labels)
+    for name, values in every.items():
+        np.testing.assert_array_equal(weighted_metrics("binary", W, y, s, labels, only=name)[name],
+                                      values)
