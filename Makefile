@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: setup run repro test ui bench clean
+.PHONY: setup run repro test ui bench server clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (Python 3.11 is required; set PYTHON=...)"; exit 1; }
@@ -28,6 +28,10 @@ test: setup  ## the whole test suite (what CI runs)
 
 ui: setup  ## MLflow UI on http://127.0.0.1:5000 for the project's tracking store
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+server: setup  ## a long-lived Prefect server on 127.0.0.1:4200; flows reuse it (no start-up per run)
+	@echo "In other shells: export PREFECT_API_URL=http://127.0.0.1:4200/api  (then make run / python -m flows run)"
+	PREFECT_UI_ENABLED=false $(BIN)/prefect server start --host 127.0.0.1 --port 4200 --no-ui
 
 # Every bench/*.py except helpers (_*.py) and the data generator; each prints one JSON line,
 # which is also appended to bench/results.jsonl with the script name and the time.
