@@ -5,7 +5,7 @@ For each model URI: load it with `mlflow.pyfunc.load_model(uri)` (timed apart), 
             training runs it (tasks/validate.py run_raw_suite: row-level checks on every row,
             schema/share checks on a sample), failing rows set aside (quarantine_rows);
   predict   `model.predict(kept_rows)`: the registered pipeline (preprocessing + model + threshold).
-Prints one JSON line with rows/s for validate + predict together and apart.
+Prints one JSON line with rows/s for validate + predict together and apart, and their CPU seconds.
 
     python bench/scoring.py                       # trains a champion on 100k synthetic rows first
     python bench/scoring.py --project DIR         # a project (e.g. bench/scale.py --keep) with a
@@ -80,13 +80,13 @@ def measure(uri: str, frame: Any, suite: Any, sample_rows: int, seed: int) -> di
     model = mlflow.pyfunc.load_model(uri)
     load_s = time.perf_counter() - start
     with TreeSampler(os.getpid()) as sampler:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         run, _ = run_raw_suite(frame, suite, sample_rows, seed)
         failures = [o for o in run.outcomes if not o.success and gate_of(o, "") == "row"]
         kept, quarantined = quarantine_rows(frame, failures)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         out = model.predict(kept)
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), time.process_time()
     sys.path[:] = saved
     n = len(frame)
     return {
@@ -94,6 +94,9 @@ def measure(uri: str, frame: Any, suite: Any, sample_rows: int, seed: int) -> di
         "load_s": round(load_s, 2), "validate_s": round(t1 - t0, 2), "predict_s": round(t2 - t1, 2),
         "rows_per_s": round(n / (t2 - t0)), "predict_rows_per_s": round(len(kept) / (t2 - t1)),
         "validate_rows_per_s": round(n / (t1 - t0)), "peak_mib": round(sampler.peak_bytes / 2**20),
+        # CPU seconds (all threads of this process): less dependent on a shared machine's load
+        "validate_cpu_s": round(c1 - c0, 2), "predict_cpu_s": round(c2 - c1, 2),
+        "rows_per_cpu_s": round(n / (c2 - c0)),
     }
 
 
