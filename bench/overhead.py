@@ -62,6 +62,7 @@ nothing()
 
 
 def timed(project, *args: str, env: dict[str, str] | None = None) -> tuple[float, str]:  # type: ignore[no-untyped-def]
+    print(f"[overhead] {' '.join(args)[-60:]}", file=sys.stderr, flush=True)
     start = time.perf_counter()
     proc = subprocess.run(list(args), cwd=project.root, env=env or project.env, capture_output=True,
                           text=True, timeout=3600)
@@ -112,6 +113,9 @@ def main() -> None:
     py = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
         project = make_project(Path(tmp))
+        # as flows/_runtime.py does for the flow: the bare flows below start the temporary server
+        # too, and its 20 s default start-up timeout is not enough on a busy machine
+        project.env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "90"
         names = stage_names(project.root)
         times: dict[str, list[float]] = {k: [] for k in ("plain", "flow", "flow_api", "dvc")}
         port = free_port()
