@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: setup run repro test ui bench clean serve score push pull reproduce registry-screenshot
+.PHONY: setup run repro test ui bench server clean serve score push pull reproduce registry-screenshot
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (Python 3.11 is required; set PYTHON=...)"; exit 1; }
@@ -46,6 +46,23 @@ reproduce: setup  ## retrain a registered version and compare metrics: make repr
 
 registry-screenshot: setup  ## headless Chromium screenshot of the registry page (reports/registry.png)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python tools/registry_screenshot.py
+
+server: setup  ## a long-lived Prefect server on 127.0.0.1:4200; flows reuse it (no start-up per run)
+	@echo "In other shells: export PREFECT_API_URL=http://127.0.0.1:4200/api  (then make run / python -m flows run)"
+	PREFECT_UI_ENABLED=false $(BIN)/prefect server start --host 127.0.0.1 --port 4200 --no-ui
+
+# Every bench/*.py except helpers (_*.py) and the data generator; each prints one JSON line,
+# which is also appended to bench/results.jsonl with the script name and the time.
+BENCHES ?= $(filter-out bench/_% bench/synth.py,$(sort $(wildcard bench/*.py)))
+
+bench: setup  ## run the benchmarks (the scale one takes a while at 1M rows)
+	@set -e; for b in $(BENCHES); do \
+		echo "== $$b" >&2; \
+		out=$$(PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python $$b | tail -n 1); echo "$$out"; \
+		printf '{"script": "%s", "utc": "%s", "commit": "%s", "result": %s}\n' "$$b" \
+			"$$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$$(git rev-parse --short HEAD)" "$$out" \
+			>> bench/results.jsonl; \
+	done
 
 clean:  ## remove outputs (keeps .venv and the tracking store)
 	rm -rf data/raw data/validated data/processed models metrics plots reports .pipeline

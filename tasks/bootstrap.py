@@ -33,32 +33,40 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
         return np.where(den > 0, num / np.where(den > 0, den, 1), 0.0)
 
 
-def _binary(W: np.ndarray, y: np.ndarray, p: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:
+def _binary(W: np.ndarray, y: np.ndarray, p: np.ndarray, pred: np.ndarray,
+            only: str | None = None) -> dict[str, np.ndarray]:
+    """Every binary metric per weight row; `only` skips the costly rank metrics not asked for."""
     tot = W.sum(axis=1)
-    order = np.argsort(p, kind="stable")
-    ps, ys = p[order], y[order]
-    starts = np.r_[0, np.flatnonzero(np.diff(ps)) + 1]       # tie groups of equal scores
-    Ws = W[:, order]
-    g_pos = np.add.reduceat(Ws * ys, starts, axis=1)
-    g_neg = np.add.reduceat(Ws * (1 - ys), starts, axis=1)
-    pos, neg = g_pos.sum(axis=1), g_neg.sum(axis=1)
-    below = np.cumsum(g_neg, axis=1) - g_neg
-    with np.errstate(divide="ignore", invalid="ignore"):
-        roc_auc = (g_pos * (below + 0.5 * g_neg)).sum(axis=1) / (pos * neg)
-        tp_desc = np.cumsum(g_pos[:, ::-1], axis=1)
-        fp_desc = np.cumsum(g_neg[:, ::-1], axis=1)
-        pr_auc = (g_pos[:, ::-1] * _ratio(tp_desc, tp_desc + fp_desc)).sum(axis=1) / pos
+    out: dict[str, np.ndarray] = {}
+    if only in (None, "roc_auc", "pr_auc"):
+        order = np.argsort(p, kind="stable")
+        ps, ys = p[order], y[order]
+        starts = np.r_[0, np.flatnonzero(np.diff(ps)) + 1]       # tie groups of equal scores
+        Ws = W[:, order]
+        g_pos = np.add.reduceat(Ws * ys, starts, axis=1)
+        g_neg = np.add.reduceat(Ws * (1 - ys), starts, axis=1)
+        pos, neg = g_pos.sum(axis=1), g_neg.sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if only in (None, "roc_auc"):
+                below = np.cumsum(g_neg, axis=1) - g_neg
+                out["roc_auc"] = (g_pos * (below + 0.5 * g_neg)).sum(axis=1) / (pos * neg)
+            if only in (None, "pr_auc"):
+                tp_desc = np.cumsum(g_pos[:, ::-1], axis=1)
+                fp_desc = np.cumsum(g_neg[:, ::-1], axis=1)
+                out["pr_auc"] = (g_pos[:, ::-1] * _ratio(tp_desc, tp_desc + fp_desc)).sum(axis=1) / pos
+    else:
+        pos = W @ y
     pc = np.clip(p, _EPS, 1 - _EPS)
     loss = -(y * np.log(pc) + (1 - y) * np.log(1 - pc))
     tp, predicted = W @ (pred * y), W @ pred
     fp, fn = predicted - tp, pos - tp
-    return {
-        "roc_auc": roc_auc, "pr_auc": pr_auc,
+    out.update({
         "log_loss": (W @ loss) / tot, "brier": (W @ (p - y) ** 2) / tot,
         "accuracy": (W @ (pred == y).astype(float)) / tot,
         "precision": _ratio(tp, predicted), "recall": _ratio(tp, pos),
         "f1": _ratio(2 * tp, 2 * tp + fp + fn),
-    }
+    })
+    return out
 
 
 def _multiclass(W: np.ndarray, y: np.ndarray, proba: np.ndarray,
@@ -89,12 +97,13 @@ def _regression(W: np.ndarray, y: np.ndarray, pred: np.ndarray) -> dict[str, np.
 
 
 def weighted_metrics(task: str, W: np.ndarray, y: np.ndarray, scores: np.ndarray,
-                     labels: np.ndarray) -> dict[str, np.ndarray]:
-    """All metrics of `task` for each weight row. `labels` are predicted class codes."""
+                     labels: np.ndarray, only: str | None = None) -> dict[str, np.ndarray]:
+    """All metrics of `task` for each weight row (at least `only`, when given). `labels` are
+    predicted class codes."""
     y = np.asarray(y)
     scores = np.asarray(scores, dtype=float)
     if task == "binary":
-        return _binary(W, y.astype(float), scores, np.asarray(labels, dtype=float))
+        return _binary(W, y.astype(float), scores, np.asarray(labels, dtype=float), only)
     if task == "multiclass":
         return _multiclass(W, y.astype(int), scores, np.asarray(labels, dtype=int))
     return _regression(W, y.astype(float), scores)
@@ -108,26 +117,64 @@ def predicted_codes(task: str, scores: np.ndarray, threshold: float = 0.5) -> np
     return np.zeros(len(scores), dtype=int)
 
 
+def subsample_rows(n: int, max_rows: int | None, seed: int) -> np.ndarray | None:
+    """Sorted seeded row indices when n > max_rows (None: use every row)."""
+    if max_rows is None or n <= max_rows:
+        return None
+    return np.sort(np.random.default_rng([seed, 1]).choice(n, max_rows, replace=False))
+
+
+def _point(task: str, y: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    return {k: float(v[0]) for k, v in
+            weighted_metrics(task, np.ones((1, len(y))), y, scores, labels).items()}
+
+
+def _rescaled(samples: np.ndarray, sub_point: float, full_point: float, m: int,
+              n: int) -> np.ndarray:
+    """m-out-of-n bootstrap: deviations on m rows shrunk by sqrt(m/n), centred on all n rows."""
+    return full_point + (samples - sub_point) * np.sqrt(m / n)
+
+
 def bootstrap_metrics(task: str, y: np.ndarray, scores: np.ndarray, labels: np.ndarray,
-                      n_boot: int, seed: int) -> dict[str, np.ndarray]:
-    """Each metric's value on `n_boot` seeded resamples of the rows."""
+                      n_boot: int, seed: int, max_rows: int | None = None) -> dict[str, np.ndarray]:
+    """Each metric's value on `n_boot` seeded resamples of the rows.
+
+    The cost is n_boot x rows. Above `max_rows` rows the resamples are drawn from a seeded
+    subsample of `max_rows` rows and their deviations rescaled by sqrt(max_rows / rows) around the
+    metric on all rows (m-out-of-n bootstrap; every metric here is a smooth, root-n statistic),
+    so the interval keeps the width it has on all rows at a fixed cost."""
+    idx = subsample_rows(len(y), max_rows, seed)
+    if idx is not None:
+        sub = bootstrap_metrics(task, y[idx], scores[idx], labels[idx], n_boot, seed)
+        sub_point, full_point = _point(task, y[idx], scores[idx], labels[idx]), \
+            _point(task, y, scores, labels)
+        return {k: _rescaled(v, sub_point[k], full_point[k], len(idx), len(y))
+                for k, v in sub.items()}
     parts = [weighted_metrics(task, W, y, scores, labels) for W in weight_chunks(len(y), n_boot, seed)]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def paired_differences(task: str, metric: str, y: np.ndarray,
                        candidate: tuple[np.ndarray, np.ndarray], reference: tuple[np.ndarray, np.ndarray],
-                       n_boot: int, seed: int) -> np.ndarray:
+                       n_boot: int, seed: int, max_rows: int | None = None) -> np.ndarray:
     """Improvement of candidate over reference per resample (same resamples for both).
 
     Oriented so that positive always means "candidate is better": for metrics that improve
-    downwards (log loss, Brier, RMSE, MAE) it is reference - candidate.
+    downwards (log loss, Brier, RMSE, MAE) it is reference - candidate. Above `max_rows` rows,
+    the m-out-of-n rescaling of `bootstrap_metrics`, on the same subsample for both models.
     """
     sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    idx = subsample_rows(len(y), max_rows, seed)
+    if idx is not None:
+        cand, ref = tuple(a[idx] for a in candidate), tuple(a[idx] for a in reference)
+        sub = paired_differences(task, metric, y[idx], cand, ref, n_boot, seed)  # type: ignore[arg-type]
+        diff_sub = sign * (_point(task, y[idx], *cand)[metric] - _point(task, y[idx], *ref)[metric])
+        diff_full = sign * (_point(task, y, *candidate)[metric] - _point(task, y, *reference)[metric])
+        return _rescaled(sub, diff_sub, diff_full, len(idx), len(y))
     out = []
     for W in weight_chunks(len(y), n_boot, seed):
-        a = weighted_metrics(task, W, y, *candidate)[metric]
-        b = weighted_metrics(task, W, y, *reference)[metric]
+        a = weighted_metrics(task, W, y, *candidate, only=metric)[metric]
+        b = weighted_metrics(task, W, y, *reference, only=metric)[metric]
         out.append(sign * (a - b))
     return np.concatenate(out)
 

@@ -59,6 +59,9 @@ class ValidateSettings(_Section):
     max_quarantine_fraction: float = Field(default=0.05, ge=0, le=1)
     # Build GX Data Docs (HTML) for each validation and log them to the MLflow run.
     data_docs: bool = True
+    # Above this many rows, schema and share (`mostly`) checks run on a seeded sample of this
+    # many rows; row-level checks (quarantine) always see every row.
+    sample_rows: int = Field(default=100_000, ge=1000)
 
 
 class SplitSettings(_Section):
@@ -130,6 +133,9 @@ class EvaluateSettings(_Section):
     ci_level: float = Field(default=0.95, gt=0.5, lt=1)
     shap_sample: int = Field(default=500, ge=10)      # rows explained for the SHAP summary
     top_features: int = Field(default=10, ge=1)       # shown in the plots and the model card
+    # Above this many test rows the bootstrap resamples a seeded subsample of this size and
+    # rescales (m-out-of-n), so interval cost stays flat as the test split grows.
+    max_boot_rows: int = Field(default=20_000, ge=1000)
     threshold: ThresholdSettings = Field(default_factory=ThresholdSettings)
 
 

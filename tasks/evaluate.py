@@ -75,10 +75,11 @@ def score_predictions(task: str, y: np.ndarray, scores: np.ndarray,
 
 
 def metric_intervals(task: str, y: np.ndarray, scores: np.ndarray, threshold: float,
-                     n_boot: int, seed: int, level: float) -> dict[str, dict[str, float]]:
+                     n_boot: int, seed: int, level: float,
+                     max_rows: int | None = None) -> dict[str, dict[str, float]]:
     """Percentile bootstrap interval of every metric, at the model's own threshold."""
     samples = bootstrap_metrics(task, y, scores, predicted_codes(task, scores, threshold),
-                                n_boot, seed)
+                                n_boot, seed, max_rows)
     out = {}
     for name, values in samples.items():
         low, high = percentile_interval(values, level)
@@ -219,9 +220,10 @@ def evaluate_stage(settings: Settings, ctx: RunContext) -> Path:
     scores = model.predict_scores(test)
     result = score_predictions(model.task, y, scores, model.threshold)
     ci = metric_intervals(model.task, y, scores, model.threshold, ev.n_boot, settings.base.seed,
-                          ev.ci_level)
+                          ev.ci_level, ev.max_boot_rows)
     summary: dict[str, Any] = {"test": result, "ci": ci, "ci_level": ev.ci_level,
-                               "n_boot": ev.n_boot, "test_rows": len(test)}
+                               "n_boot": ev.n_boot, "test_rows": len(test),
+                               "boot_rows": min(len(test), ev.max_boot_rows)}
     if model.task == "binary":
         summary["threshold"] = round(model.threshold, 6)
     cv = read_cv_summary(paths.tuning_metrics)

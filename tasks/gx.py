@@ -156,23 +156,32 @@ def _context(docs_dir: Path | None) -> Any:
     return gx.get_context(project_config=cfg, mode="ephemeral")
 
 
+gx_context = _context  # public name: one context shared by several run_suite calls
+
+
 def run_suite(df: pd.DataFrame, suite: Any, docs_dir: Path | None = None,
-              examples: int = 5) -> SuiteRun:
-    """Validate an in-memory frame (unique index required); build Data Docs into docs_dir."""
+              examples: int = 5, result_format: str = "COMPLETE",
+              context: Any = None) -> SuiteRun:
+    """Validate an in-memory frame (unique index required); build Data Docs into docs_dir.
+
+    COMPLETE is the only result format returning every unexpected row index (for quarantine);
+    SUMMARY returns counts and a few examples, which is all a table-level check needs and keeps
+    GX from serialising million-entry index lists. Pass one `context` (`gx_context(docs_dir)`)
+    to several calls to put their results in one Data Docs site.
+    """
     gx = import_gx()
     from great_expectations.checkpoint import UpdateDataDocsAction
 
-    ctx = _context(docs_dir)
-    batch = (ctx.data_sources.add_pandas("pandas").add_dataframe_asset("frame")
-             .add_batch_definition_whole_dataframe("whole"))
+    ctx = context if context is not None else _context(docs_dir)
     bound = ctx.suites.add(gx.ExpectationSuite(**suite_to_dict(suite)))
+    batch = (ctx.data_sources.add_pandas(f"pandas.{bound.name}").add_dataframe_asset("frame")
+             .add_batch_definition_whole_dataframe("whole"))
     vd = ctx.validation_definitions.add(
         gx.ValidationDefinition(name=f"{bound.name}", data=batch, suite=bound))
     actions = [UpdateDataDocsAction(name="docs", site_names=[DOCS_SITE])] if docs_dir else []
     cp = ctx.checkpoints.add(gx.Checkpoint(
         name=f"{bound.name}_checkpoint", validation_definitions=[vd], actions=actions,
-        # COMPLETE is the only level returning every unexpected row index (for quarantine).
-        result_format={"result_format": "COMPLETE", "partial_unexpected_count": examples,
+        result_format={"result_format": result_format, "partial_unexpected_count": examples,
                        "return_unexpected_index_query": False}))
     result = cp.run(batch_parameters={"dataframe": df})
     ((_, vres),) = result.run_results.items()

@@ -210,7 +210,7 @@ def paired_comparison(settings: Settings, y: np.ndarray, candidate: Predictions,
     task, metric, gate = settings.data.task, settings.gate_metric, settings.gate
     diffs = paired_differences(task, metric, y, (candidate.scores, candidate.labels),
                                (reference.scores, reference.labels), settings.evaluate.n_boot,
-                               settings.base.seed)
+                               settings.base.seed, settings.evaluate.max_boot_rows)
     return compare_paired(metric, point_score(task, metric, y, candidate),
                           point_score(task, metric, y, reference), diffs, gate.rule, gate.margin,
                           settings.evaluate.ci_level)

@@ -30,7 +30,7 @@ from prefect import task
 
 from tasks.config import DataSettings, Settings
 from tasks.errors import DataError, preview
-from tasks.gx import Outcome, SuiteRun, load_suite, run_suite
+from tasks.gx import Outcome, SuiteRun, gx_context, load_suite, run_suite, suite_to_dict
 from tasks.io import ArtifactPaths, read_parquet, replace_dir, write_json, write_parquet
 from tasks.tracking import RunContext, log_dir_to_run, log_to_run
 
@@ -49,6 +49,95 @@ ROW_LEVEL_TYPES = frozenset({
     "expect_column_values_to_not_match_regex",
     "expect_column_value_lengths_to_be_between",
 })
+
+
+# Checks that may run on a seeded sample of a large table (validate.sample_rows): the schema
+# (column set, dtypes) and shares (`mostly` thresholds). Everything else -- row-level checks, whose
+# failing rows are quarantined, and counts over the whole table -- always sees every row.
+SAMPLE_SAFE_TYPES = frozenset({
+    "expect_table_columns_to_match_set",
+    "expect_table_columns_to_match_ordered_list",
+    "expect_table_column_count_to_be_between",
+    "expect_table_column_count_to_equal",
+    "expect_column_to_exist",
+    "expect_column_values_to_be_of_type",
+    "expect_column_values_to_be_in_type_list",
+})
+
+
+def sample_safe(expectation: dict[str, Any]) -> bool:
+    """True if the expectation's verdict can be estimated from a sample of rows."""
+    if expectation.get("meta", {}).get("gate") == "row":
+        return False
+    if expectation["type"] in SAMPLE_SAFE_TYPES:
+        return True
+    mostly = expectation.get("kwargs", {}).get("mostly")
+    return expectation["type"] in ROW_LEVEL_TYPES and mostly not in (None, 1, 1.0)
+
+
+def split_suite(suite: Any) -> tuple[Any, Any]:
+    """(checks on every row, checks that may be sampled) as two suites, in suite order."""
+    from tasks.gx import build_suite, import_gx
+
+    d = suite_to_dict(suite)
+    gx = import_gx()
+    exact = [e for e in d["expectations"] if not sample_safe(e)]
+    sampled = [e for e in d["expectations"] if sample_safe(e)]
+    return (gx.ExpectationSuite(**{**d, "expectations": exact}),
+            gx.ExpectationSuite(**{**d, "name": f"{d['name']}.sampled", "expectations": sampled})
+            if sampled else build_suite(f"{d['name']}.sampled", []))
+
+
+def run_raw_suite(frame: pd.DataFrame, suite: Any, sample_rows: int, seed: int,
+                  docs_dir: Path | None = None) -> tuple[SuiteRun, int]:
+    """Run the raw suite: row-level checks on every row (COMPLETE: every failing row index, for
+    an exact quarantine), the sample-safe checks on a seeded sample of `sample_rows` rows when
+    the table is larger (SUMMARY: counts and examples). A sampled check that fails is checked
+    again on every row before anything is decided, so a run never stops on a sample's word.
+    Returns the combined run and the number of rows the sampled checks saw."""
+    exact, sampled = split_suite(suite)
+    context = gx_context(docs_dir)
+    outcomes: list[Outcome] = []
+    success = True
+    seen = len(frame)
+    if exact.expectations:
+        # GX filters the whole frame for each column check; text columns as categoricals make
+        # those copies cheap (codes instead of strings). Values and row labels are unchanged.
+        text = [c for c in frame.columns if pd.api.types.is_string_dtype(frame[c].dtype)]
+        coded = frame.astype(dict.fromkeys(text, "category")) if len(frame) > sample_rows else frame
+        run = run_suite(coded, exact, docs_dir, result_format="COMPLETE", context=context)
+        del coded
+        outcomes += run.outcomes
+        success &= run.success
+    if sampled.expectations:
+        part = frame
+        if len(frame) > sample_rows:
+            part = frame.sample(sample_rows, random_state=seed).sort_index()
+            seen = len(part)
+        run = run_suite(part, sampled, docs_dir, result_format="SUMMARY", context=context)
+        failed = {i for i, o in enumerate(run.outcomes) if not o.success}
+        if failed and part is not frame:
+            d = suite_to_dict(sampled)
+            recheck = type(sampled)(**{**d, "name": f"{d['name']}.confirmed", "expectations": [
+                e for e in d["expectations"]
+                if any(_same(e, run.outcomes[i]) for i in failed)]})
+            confirmed = run_suite(frame, recheck, docs_dir, result_format="SUMMARY",
+                                  context=context).outcomes
+            run.outcomes = [next((c for c in confirmed if _same_outcome(c, o)), o)
+                            if i in failed else o for i, o in enumerate(run.outcomes)]
+        outcomes += run.outcomes
+        success &= all(o.success for o in run.outcomes)
+    return SuiteRun(suite=suite.name, success=success, outcomes=outcomes,
+                    docs_index=(docs_dir / "index.html") if docs_dir else None), seen
+
+
+def _same(expectation: dict[str, Any], o: Outcome) -> bool:
+    kwargs = {k: v for k, v in expectation.get("kwargs", {}).items() if k != "batch_id"}
+    return expectation["type"] == o.type and kwargs == o.kwargs
+
+
+def _same_outcome(a: Outcome, b: Outcome) -> bool:
+    return a.type == b.type and a.kwargs == b.kwargs
 
 
 @dataclass
@@ -216,7 +305,7 @@ def validate_raw(df: pd.DataFrame, suite: Any, settings: Settings, source: str,
     suite_path = cfg.raw_suite
     check_structure(df, data, source)
     frame = df.reset_index(drop=True)
-    run = run_suite(frame, suite, docs_dir)
+    run, sampled_rows = run_raw_suite(frame, suite, cfg.sample_rows, settings.base.seed, docs_dir)
     failed = [o for o in run.outcomes if not o.success]
     table = _relevant([o for o in failed if gate_of(o, data.target) == "table"], frame)
     if table:
@@ -242,6 +331,7 @@ def validate_raw(df: pd.DataFrame, suite: Any, settings: Settings, source: str,
         "duplicate_rows": duplicates, "quarantine_fraction": round(fraction, 6),
         "max_quarantine_fraction": cfg.max_quarantine_fraction,
         "columns": list(frame.columns), "expectations": len(run.outcomes),
+        "sampled_checks_rows": sampled_rows,
         "failed_expectations": [dict(o.summary(), rows=len(o.rows)) for o in row_failures],
         "target_levels": target_levels(kept, data),
     }
@@ -293,7 +383,8 @@ def target_levels(df: pd.DataFrame, data: DataSettings) -> dict[str, int]:
 def validate_model_input(frame: pd.DataFrame, suite: Any, suite_path: str,
                          docs_dir: Path | None = None) -> SuiteRun:
     """Every failure of the model-input suite is a bug upstream (imputation, encoding): stop."""
-    run = run_suite(frame.reset_index(drop=True), suite, docs_dir)
+    # Any failure stops the run, so counts and examples are enough (SUMMARY): no per-row lists.
+    run = run_suite(frame.reset_index(drop=True), suite, docs_dir, result_format="SUMMARY")
     failed = _relevant([o for o in run.outcomes if not o.success], frame)
     if failed:
         raise DataError(format_failures("model input (preprocessed train/valid/test)", suite_path,

@@ -66,3 +66,56 @@ def test_paired_difference_is_oriented_so_positive_is_better() -> None:
     zeros = np.zeros(300, dtype=int)
     diff = paired_differences("regression", "rmse", y, (good, zeros), (bad, zeros), 200, seed=0)
     assert (diff > 0).all()                      # lower RMSE counts as an improvement
+
+
+def test_max_rows_at_or_above_n_changes_nothing() -> None:
+    y, s = _binary(400)
+    labels = predicted_codes("binary", s, 0.5)
+    before = bootstrap_metrics("binary", y, s, labels, 200, 3)
+    for max_rows in (None, 400, 10_000):
+        after = bootstrap_metrics("binary", y, s, labels, 200, 3, max_rows)
+        assert all(np.array_equal(before[k], after[k]) for k in before)
+    ref = np.clip(s + 0.1, 0, 1)
+    pair = ((s, labels), (ref, predicted_codes("binary", ref, 0.5)))
+    assert np.array_equal(paired_differences("binary", "roc_auc", y, *pair, 200, 3),
+                          paired_differences("binary", "roc_auc", y, *pair, 200, 3, 400))
+
+
+def test_subsampled_bootstrap_is_seeded_centred_on_all_rows_and_keeps_the_width() -> None:
+    y, s = _binary(20_000, seed=4)
+    labels = predicted_codes("binary", s, 0.5)
+    full = bootstrap_metrics("binary", y, s, labels, 300, 5)
+    sub = bootstrap_metrics("binary", y, s, labels, 300, 5, max_rows=2_000)
+    again = bootstrap_metrics("binary", y, s, labels, 300, 5, max_rows=2_000)
+    point = weighted_metrics("binary", np.ones((1, len(y))), y, s, labels)
+    for k in ("roc_auc", "log_loss", "accuracy"):
+        assert np.array_equal(sub[k], again[k])
+        lo_f, hi_f = percentile_interval(full[k], 0.95)
+        lo_s, hi_s = percentile_interval(sub[k], 0.95)
+        assert lo_s < point[k][0] < hi_s
+        assert 0.6 < (hi_s - lo_s) / (hi_f - lo_f) < 1.5, k   # m-out-of-n rescaling
+
+
+def test_subsampled_paired_differences_are_centred_on_the_full_difference() -> None:
+    y, s = _binary(20_000, seed=6)
+    ref = np.clip(s + np.random.default_rng(1).normal(0, 0.2, len(s)), 0, 1)
+    cand_pair = (s, predicted_codes("binary", s, 0.5))
+    ref_pair = (ref, predicted_codes("binary", ref, 0.5))
+    d = paired_differences("binary", "roc_auc", y, cand_pair, ref_pair, 300, 2, max_rows=2_000)
+    full = paired_differences("binary", "roc_auc", y, cand_pair, ref_pair, 300, 2)
+    ones = np.ones((1, len(y)))
+    diff = (weighted_metrics("binary", ones, y, *cand_pair)["roc_auc"]
+            - weighted_metrics("binary", ones, y, *ref_pair)["roc_auc"])[0]
+    lo, hi = percentile_interval(d, 0.95)
+    lo_f, hi_f = percentile_interval(full, 0.95)
+    assert lo < diff < hi and 0.6 < (hi - lo) / (hi_f - lo_f) < 1.5
+
+
+def test_only_one_metric_gives_the_same_values() -> None:
+    y, s = _binary(300)
+    labels = predicted_codes("binary", s, 0.5)
+    W = np.vstack(list(weight_chunks(len(y), 40, seed=2)))
+    every = weighted_metrics("binary", W, y, s, labels)
+    for name, values in every.items():
+        np.testing.assert_array_equal(weighted_metrics("binary", W, y, s, labels, only=name)[name],
+                                      values)

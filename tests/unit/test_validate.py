@@ -256,3 +256,71 @@ def test_model_input_suite(credit_sample) -> None:
         validate_model_input(infinite, committed, "m.json")
     with pytest.raises(DataError, match="missing column.*'Age'"):
         validate_model_input(out.drop(columns="Age"), committed, "m.json")
+
+
+def _sampling_suite():  # type: ignore[no-untyped-def]
+    import great_expectations.expectations as gxe
+
+    from tasks.gx import build_suite
+
+    return build_suite("raw", [
+        gxe.ExpectTableColumnsToMatchSet(column_set=["y", "x", "c"]),
+        gxe.ExpectTableRowCountToBeBetween(min_value=10),
+        gxe.ExpectColumnValuesToBeInTypeList(column="x", type_list=["int64", "float64"]),
+        gxe.ExpectColumnValuesToNotBeNull(column="x", mostly=0.85),
+        gxe.ExpectColumnValuesToBeBetween(column="x", min_value=0, max_value=10),
+        gxe.ExpectColumnValuesToBeInSet(column="c", value_set=["a", "b"]),
+        gxe.ExpectColumnValuesToNotBeNull(column="y"),
+    ])
+
+
+def _sampling_frame(n: int = 3000) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({"y": rng.choice(["bad", "good"], n), "x": rng.integers(0, 10, n) * 1.0,
+                         "c": pd.Series(rng.choice(["a", "b"], n), dtype="str")})
+
+
+def test_sampled_validation_splits_the_suite_by_what_a_sample_can_decide() -> None:
+    from tasks.validate import sample_safe, split_suite
+    from tasks.gx import suite_to_dict
+
+    exact, sampled = split_suite(_sampling_suite())
+    names = lambda s: [(e["type"], e["kwargs"].get("column")) for e in suite_to_dict(s)["expectations"]]  # noqa: E731
+    assert names(sampled) == [("expect_table_columns_to_match_set", None),
+                              ("expect_column_values_to_be_in_type_list", "x"),
+                              ("expect_column_values_to_not_be_null", "x")]
+    assert ("expect_table_row_count_to_be_between", None) in names(exact)
+    assert len(names(exact)) + len(names(sampled)) == 7
+    assert not sample_safe({"type": "expect_column_values_to_not_be_null", "kwargs": {"mostly": 0.9},
+                            "meta": {"gate": "row"}})
+
+
+def test_sampled_validation_quarantines_every_failing_row_exactly(tmp_path: Path) -> None:
+    df = _sampling_frame()
+    bad_x = [5, 700, 1500, 2999]                    # spread: most are outside any sample
+    df.loc[bad_x, "x"] = 50.0
+    df.loc[[6, 2000], "c"] = "z"
+    settings = make_settings(tmp_path, data={"target": "y", "positive_label": "bad"},
+                             validate={"sample_rows": 1000, "max_quarantine_fraction": 0.05})
+    result = validate_raw(df, _sampling_suite(), settings, "f.parquet")
+    r = result.report
+    assert r["sampled_checks_rows"] == 1000
+    assert sorted(result.quarantined[SOURCE_ROW]) == sorted(bad_x + [6, 2000])
+    assert r["raw_rows"] == r["kept_rows"] + r["quarantined_rows"] + r["duplicate_rows"]
+    full = validate_raw(df, _sampling_suite(), make_settings(
+        tmp_path, data={"target": "y", "positive_label": "bad"}), "f.parquet")
+    pd.testing.assert_frame_equal(full.quarantined, result.quarantined)
+    assert full.report["sampled_checks_rows"] == 3000
+
+
+def test_a_sampled_failure_is_confirmed_on_every_row(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, data={"target": "y", "positive_label": "bad"},
+                             validate={"sample_rows": 1000})
+    df = _sampling_frame()
+    sampled = df.sample(1000, random_state=settings.base.seed).index
+    df.loc[sampled[:300], "x"] = np.nan             # 30% of the sample, 10% of all rows
+    result = validate_raw(df, _sampling_suite(), settings, "f.parquet")   # passes (mostly 0.85)
+    assert result.report["quarantined_rows"] == 0
+    df.loc[df.index.difference(sampled)[:300], "x"] = np.nan   # now 20% of all rows
+    msg = _fails(df, _sampling_suite(), settings, "expect_column_values_to_not_be_null")
+    assert "600 of 3000 values are missing (20.0%)" in msg
