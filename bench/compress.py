@@ -26,8 +26,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-COPY = ["tasks", "flows", "expectations", "dvc.yaml", "params.yaml", ".dvcignore", "data/source"]
-STAGES = ["ingest", "validate", "preprocess", "train", "compress"]
+COPY = ["tasks", "flows", "expectations", "dvc.yaml", "params.yaml", ".dvcignore", "data/source",
+        "data/labelled"]
+sys.path.insert(0, str(ROOT))
+from flows.training import STAGES as _ALL  # noqa: E402  (the flow's order: features, tune, ...)
+
+STAGES = list(_ALL)[:list(_ALL).index("compress") + 1]
 SINGLE_ROWS = 300
 BATCH_ROWS = 20_000
 BATCH_SECONDS = 2.0

@@ -19,7 +19,7 @@ import logging
 import math
 import pickle
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import lightgbm as lgb
@@ -32,7 +32,7 @@ from sklearn.preprocessing import MinMaxScaler, OrdinalEncoder, StandardScaler
 
 from tasks.errors import DataError, preview
 from tasks.model import InferenceModel
-from tasks.transformers import SentinelMapper
+from tasks.transformers import FeatureBuilder, SentinelMapper
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +209,9 @@ class ColumnRecipe:
     fill: Any = None                        # imputation value for missing
     mapping: dict[Any, float] | None = None  # categorical level -> ordinal code (else NaN)
     affine: tuple[float, float] | None = None  # x * a + b (scaling)
+    # FeatureBuilder: `left <op> right` of two other recipes' values, and clipping bounds.
+    derived: tuple[ColumnRecipe, ColumnRecipe, str] | None = None
+    clip: tuple[float, float] | None = None
 
 
 def _step_list(obj: Any) -> list[Any]:
@@ -291,33 +294,47 @@ class LeanInput:
 
     @property
     def columns(self) -> list[str]:
-        return list(dict.fromkeys(r.source for r in self.recipes))
+        return list(dict.fromkeys(s for r in self.recipes for s in _sources(r)))
 
     def transform(self, rows: pd.DataFrame) -> np.ndarray:
-        n = len(rows)
-        out = np.empty((n, len(self.recipes)), dtype=np.float64)
+        out = np.empty((len(rows), len(self.recipes)), dtype=np.float64)
         cache: dict[str, np.ndarray] = {}
         for j, r in enumerate(self.recipes):
-            values = cache.get(r.source)
-            if values is None:
-                values = cache[r.source] = self._column(rows, r.source)
-            if r.mapping is not None:
-                fill = r.fill
-                mapping = r.mapping
-                col = [mapping.get(fill if _is_missing(v) and fill is not None else v, np.nan)
-                       for v in values.tolist()]
-                out[:, j] = col
-                continue
-            x = values
-            if r.indicator:
-                out[:, j] = np.isnan(x)
-                continue
-            if r.fill is not None:
-                x = np.where(np.isnan(x), float(r.fill), x)
-            if r.affine is not None:
-                x = x * r.affine[0] + r.affine[1]
-            out[:, j] = x
+            x = self._value(rows, r, cache)
+            out[:, j] = x if r.clip is None else np.clip(x, r.clip[0], r.clip[1])
         return out
+
+    def _value(self, rows: pd.DataFrame, r: ColumnRecipe, cache: dict[str, np.ndarray]
+               ) -> np.ndarray:
+        """The preprocessed (unclipped) value of one recipe, as FeatureBuilder sees it."""
+        if r.derived is not None:
+            left, right, op = r.derived
+            a, b = self._value(rows, left, cache), self._value(rows, right, cache)
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                if op == "ratio":
+                    x = a / np.where(b != 0, b, np.nan)
+                elif op == "difference":
+                    x = a - b
+                elif op == "sum":
+                    x = a + b
+                else:
+                    x = a * b
+            return np.where(np.isfinite(x), x, np.nan)
+        values = cache.get(r.source)
+        if values is None:
+            values = cache[r.source] = self._column(rows, r.source)
+        if r.mapping is not None:
+            fill, mapping = r.fill, r.mapping
+            return np.asarray([mapping.get(fill if _is_missing(v) and fill is not None else v,
+                                           np.nan) for v in values.tolist()], dtype=np.float64)
+        x = values
+        if r.indicator:
+            return np.isnan(x).astype(np.float64)
+        if r.fill is not None:
+            x = np.where(np.isnan(x), float(r.fill), x)
+        if r.affine is not None:
+            x = x * r.affine[0] + r.affine[1]
+        return x
 
     def _column(self, rows: pd.DataFrame, name: str) -> np.ndarray:
         try:
@@ -344,6 +361,30 @@ class LeanInput:
         return values
 
 
+def _sources(r: ColumnRecipe) -> list[str]:
+    if r.derived is None:
+        return [r.source]
+    return _sources(r.derived[0]) + _sources(r.derived[1])
+
+
+def _feature_recipes(builder: FeatureBuilder, by_name: dict[str, ColumnRecipe]
+                     ) -> dict[str, ColumnRecipe]:
+    """The fitted FeatureBuilder's outputs (derived columns, clipping) as recipes."""
+    out = dict(by_name)
+    for name, left, right, op in builder.derived:
+        if left not in by_name or right not in by_name:
+            raise NotCompilable(f"derived feature {name!r} reads a column the lean path lacks")
+        out[name] = ColumnRecipe(name, derived=(by_name[left], by_name[right], op))
+    clipped = {}
+    for col, bounds in builder.clip_bounds_.items():
+        if col not in out:
+            raise NotCompilable(f"clipped column {col!r} is not a feature")
+        # a copy: derived features read the unclipped value, as FeatureBuilder.transform does
+        clipped[col] = replace(out[col], clip=(float(bounds[0]), float(bounds[1])))
+    out.update(clipped)
+    return {c: out[c] for c in builder.columns_ if c in out}
+
+
 def _numeric(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -357,13 +398,18 @@ def compile_lean(transformer: Any, input_columns: list[str]) -> LeanInput:
     steps = _step_list(transformer)
     sentinels: dict[str, tuple[Any, ...]] = {}
     columns: ColumnTransformer | None = None
+    builder: FeatureBuilder | None = None
     for step in steps:
+        if builder is not None:
+            raise NotCompilable(f"{type(step).__name__} after the feature builder")
         if isinstance(step, SentinelMapper):
             if columns is not None:
                 raise NotCompilable("sentinel mapping after the column transformer")
             sentinels.update({k: tuple(v) for k, v in (step.sentinels or {}).items()})
         elif isinstance(step, ColumnTransformer) and columns is None:
             columns = step
+        elif isinstance(step, FeatureBuilder) and columns is not None:
+            builder = step
         else:
             raise NotCompilable(f"{type(step).__name__} in the preprocessing")
     if columns is None:
@@ -384,11 +430,13 @@ def compile_lean(transformer: Any, input_columns: list[str]) -> LeanInput:
     if len(names) != len(recipes):
         raise NotCompilable(f"{len(recipes)} recipes for {len(names)} output columns")
     by_name = dict(zip(names, recipes))
+    if builder is not None:
+        by_name = _feature_recipes(builder, by_name)
     missing = [c for c in input_columns if c not in by_name]
     if missing:
         raise NotCompilable(f"model input columns {missing} are not preprocessing outputs")
     chosen = [by_name[c] for c in input_columns]
-    used = {r.source for r in chosen}
+    used = {src for r in chosen for src in _sources(r)}
     return LeanInput(chosen, {k: v for k, v in sentinels.items() if k in used},
                      {k: v for k, v in numeric.items() if k in used})
 

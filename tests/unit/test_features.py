@@ -123,3 +123,27 @@ def test_class_imbalance_helpers() -> None:
     assert np.bincount(y[idx]).tolist() == [8, 8]
     assert set(idx[10:]) <= {8, 9}
     assert np.array_equal(idx, oversample_indices(y, seed=3))
+
+
+def test_lean_input_path_replays_derived_features_and_clipping(credit_sample: pd.DataFrame,
+                                                               tmp_path: Path) -> None:
+    """The compact model's numpy path (tasks/compact.py) gives the fitted pipeline's model input,
+    derived ratios (zero denominators), clipping and unseen levels included."""
+    from tasks.compact import compile_lean
+
+    settings = make_settings(tmp_path, features={"clip": "iqr", "derived": [
+        {"name": "debt_to_income", "left": "Debt", "right": "Income", "op": "ratio"},
+        {"name": "price_times_amount", "left": "Price", "right": "Amount", "op": "product"}]})
+    model_input, parts = _model_input(credit_sample, settings)
+    rows = parts["test"].drop(columns="Status").copy()
+    rows.loc[rows.index[0], "Income"] = 0
+    rows.loc[rows.index[1], "Home"] = "martian"
+    rows.loc[rows.index[2], ["Debt", "Job"]] = [np.nan, None]
+    expected = model_input.transform(rows)
+    assert model_input.named_steps["features"].clip_bounds_  # clipping is really on
+    lean = compile_lean(model_input, list(expected.columns))
+    got = lean.transform(rows)
+    want = expected.to_numpy(dtype=float)
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    assert np.allclose(np.nan_to_num(got), np.nan_to_num(want), rtol=1e-12, atol=1e-9)
+    assert {"Debt", "Income", "Price", "Amount"} <= set(lean.columns)
