@@ -150,13 +150,18 @@ def make_project(tmp: Path, frame: pd.DataFrame | None = None, file_name: str = 
     # Tuning: a handful of trials on small folds, on threads (tests that exercise the process
     # or Dask runner ask for it). Compress builds few candidates, times few rows and compiles
     # nothing unless a test asks for it.
-    tune = _merge({"n_trials": 4, "n_folds": 3, "max_rounds": 150, "early_stopping_rounds": 10,
+    # Tuning and compression are OFF unless a test turns them on (`tune={"enabled": True}`):
+    # their stages still run (and write their outputs) but cost little; tests/unit covers their
+    # logic and a few integration tests run them for real.
+    tune = _merge({"enabled": False, "n_trials": 4, "n_folds": 3, "max_rounds": 150,
+                   "early_stopping_rounds": 10,
                    "min_resource": 10, "report_every": 5,
                    "runner": {"kind": "thread", "workers": 2, "threads_per_trial": 1}},
                   sections.pop("tune", {}))
     project.set_params(train={"n_estimators": 150, "early_stopping_rounds": 15, "n_jobs": 1},
                        tune=tune,
-                       compress={"feature_fractions": [0.5], "student_rounds": 30,
+                       compress={"enabled": False, "feature_fractions": [0.5],
+                                 "student_rounds": 30,
                                  "synthetic_factor": 0.5, "quantize": ["int8"], "compile": False,
                                  "latency_rows": 5, "batch_seconds": 0.02})
     if sections:

@@ -29,7 +29,8 @@ def test_flow_registers_a_champion_that_scores_raw_rows(tmp_path, credit_small) 
     # As `make run` does: a temporary Prefect server; trials in worker processes (the default
     # runner), still deterministic across reruns; the compact model compiled.
     project = make_project(tmp_path, credit_small, shared_prefect=False,
-                           tune={"runner": {"kind": "process"}}, compress={"compile": True})
+                           tune={"enabled": True, "runner": {"kind": "process"}},
+                           compress={"enabled": True, "compile": True})
     first = project.flow("run")
     out = first.stdout + first.stderr
     assert "Traceback" not in out and "CancelledError" not in out
@@ -95,7 +96,8 @@ def test_dvc_repro_reruns_only_what_changed(tmp_path, credit_small) -> None:
 
     # Tuning off: train uses train.params, so changing one of them changes the model (with
     # tuning on, tuned params override it and DVC rightly stops after an identical train).
-    project = make_project(tmp_path, credit_small, tune={"enabled": False})
+    project = make_project(tmp_path, credit_small, tune={"enabled": False},
+                           compress={"enabled": True})
     first = project.dvc("repro")
     assert _stages_run(first.stdout) == ["ingest", "validate", "preprocess", "features", "tune",
                                          "train", "evaluate", "compress", "register", "drift"]
@@ -154,7 +156,8 @@ def test_multiclass_from_csv(tmp_path) -> None:
     project = make_project(tmp_path, frame, suggest_suites=True,
                            data={"target": "cultivar", "task": "multiclass",
                                                   "positive_label": None},
-                           register={"model_name": "wine"}, gate={"criteria": {}})
+                           register={"model_name": "wine"}, gate={"criteria": {}},
+                           compress={"enabled": True})     # multiclass candidates
     result = project.flow("run")
     assert "macro_f1=" in result.stdout and "version 1 @champion" in result.stdout
     model, _ = _load_champion(project, "wine")
@@ -170,7 +173,8 @@ def test_regression_from_parquet_through_dvc(tmp_path) -> None:
     frame = load_diabetes(as_frame=True).frame
     project = make_project(tmp_path, frame, file_name="diabetes.parquet", suggest_suites=True,
                            data={"target": "target", "task": "regression", "positive_label": None},
-                           register={"model_name": "diabetes"}, gate={"criteria": {}})
+                           register={"model_name": "diabetes"}, gate={"criteria": {}},
+                           tune={"enabled": True})         # regression CV (RMSE)
     project.dvc("repro")
     metrics = json.loads((project.root / "metrics/test.json").read_text())["test"]
     assert set(metrics) == {"rmse", "mae", "r2"} and metrics["r2"] > 0.2

@@ -16,7 +16,8 @@ def test_flow_tunes_on_a_local_dask_cluster_and_trains_with_the_best_params(tmp_
     import mlflow
 
     project = make_project(tmp_path, credit_small,
-                           tune={"n_trials": 4, "runner": {"kind": "dask", "workers": 2}})
+                           tune={"enabled": True, "n_trials": 4,
+                                 "runner": {"kind": "dask", "workers": 2}})
     result = project.flow("run")
     out = result.stdout + result.stderr
     assert "Traceback" not in out
