@@ -32,6 +32,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(autouse=True)
+def _no_leaked_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`mlflow.set_tracking_uri` also exports MLFLOW_TRACKING_URI, which Settings honours; a URI
+    left by an earlier test (say, a stopped `mlflow server`) must not leak into the next one."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def prefect_server(tmp_path_factory):  # type: ignore[no-untyped-def]
     import signal
