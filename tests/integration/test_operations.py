@@ -233,7 +233,7 @@ def test_reproduce_a_registered_version(trained: Project) -> None:
     proc = trained.run(sys.executable, "-m", "flows", "reproduce", "--version", "1")
     assert "result: MATCH" in proc.stdout, proc.stdout + proc.stderr
     assert "test_roc_auc" in proc.stdout and "MISMATCH" not in proc.stdout
-    assert "stages validate, preprocess, train, evaluate" in proc.stdout
+    assert "stages validate, preprocess, features, tune, train, evaluate" in proc.stdout
     worktrees = trained.run("git", "worktree", "list").stdout.strip().splitlines()
     assert len(worktrees) == 1  # the temporary worktree is gone
 
