@@ -20,7 +20,10 @@ def test_flow_tunes_on_a_local_dask_cluster_and_trains_with_the_best_params(tmp_
                                  "runner": {"kind": "dask", "workers": 2}})
     result = project.flow("run")
     out = result.stdout + result.stderr
-    assert "Traceback" not in out
+    # Known noise: distributed can log a closed-comm traceback while the local cluster shuts down
+    # (batched.py _background_send); any other traceback fails the test.
+    tracebacks = out.count("Traceback")
+    assert tracebacks == out.count("distributed/batched.py"), out[-3000:]
     assert "dask runner with 2 worker(s) x 1 LightGBM thread(s)" in out
     assert "4/4 trials" in out and "best roc_auc" in out   # the per-batch progress line
 
