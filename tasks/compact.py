@@ -275,13 +275,15 @@ def _compose(first: tuple[float, float] | None, a: float, b: float) -> tuple[flo
     return (first[0] * a, first[1] * a + b)
 
 
-def _is_missing(value: Any) -> bool:
-    if value is None:
-        return True
-    try:
-        return bool(value != value)
-    except (TypeError, ValueError):
-        return bool(pd.isna(value))
+def _lookup_codes(values: np.ndarray, mapping: dict[Any, float], fill: Any) -> np.ndarray:
+    """Ordinal codes of categorical values, vectorised (a hash lookup with dict semantics on
+    an object index): missing values take `fill` when there is one, unknown levels are NaN."""
+    values = np.asarray(values, dtype=object)
+    if fill is not None:
+        values = np.where(pd.isna(values), fill, values)
+    pos = pd.Index(list(mapping), dtype=object).get_indexer(values)
+    codes = np.fromiter(mapping.values(), dtype=np.float64, count=len(mapping))
+    return np.where(pos >= 0, codes[np.maximum(pos, 0)] if len(codes) else np.nan, np.nan)
 
 
 @dataclass
@@ -324,9 +326,7 @@ class LeanInput:
         if values is None:
             values = cache[r.source] = self._column(rows, r.source)
         if r.mapping is not None:
-            fill, mapping = r.fill, r.mapping
-            return np.asarray([mapping.get(fill if _is_missing(v) and fill is not None else v,
-                                           np.nan) for v in values.tolist()], dtype=np.float64)
+            return _lookup_codes(values, r.mapping, r.fill)
         x = values
         if r.indicator:
             return np.isnan(x).astype(np.float64)

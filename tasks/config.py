@@ -187,6 +187,10 @@ class CompressSettings(_Section):
     student_learning_rate: float = Field(default=0.2, gt=0, le=1)
     synthetic_factor: float = Field(default=2.0, ge=0)   # synthetic rows per train row
     synthetic_noise: float = Field(default=0.1, ge=0)    # jitter, as a share of a column's std
+    # Retrained candidates (feature pruning, the students) fit on at most this many train rows,
+    # a seeded (stratified) sample: at 1M rows six retrains on the whole train split dominated the
+    # pipeline. Tree pruning and quantization always use the full model.
+    retrain_rows: int = Field(default=200_000, ge=100)
     quantize: tuple[Literal["f32", "f16", "int8"], ...] = ("f16", "int8")
     compile: bool = True             # treelite + tl2cgen shared library (gcc); else LightGBM
     latency_rows: int = Field(default=100, ge=1)         # single-row predictions timed
@@ -429,7 +433,16 @@ class TuneRunnerSettings(_Section):
     workers: int = Field(default=2, ge=1)
     # LightGBM threads per trial; 0 = cores // workers (never oversubscribe).
     threads_per_trial: int = Field(default=0, ge=0)
+    # Trials submitted beyond `workers`, so a worker that finishes starts the next one at once
+    # instead of waiting for its slowest sibling. The study is deterministic for a given
+    # workers + queued (trial n is sampled knowing trials 0 .. n - workers - queued).
+    queued: int = Field(default=1, ge=0)
     address: str | None = None        # dask only: tcp://host:8786 of an existing scheduler
+
+    @property
+    def window(self) -> int:
+        """Trials in flight at once."""
+        return self.workers + self.queued
 
 
 class LargeDataSettings(_Section):

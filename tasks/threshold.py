@@ -62,10 +62,13 @@ def expected_cost(y: np.ndarray, p: np.ndarray, threshold: float, settings: Thre
                   + settings.cost_tn * tn) / len(y))
 
 
-def tune_model_threshold(model: InferenceModel, valid: pd.DataFrame, settings: Settings) -> float | None:
-    """Set `model.threshold` from the valid split (binary only); returns it, or None."""
+def tune_model_threshold(model: InferenceModel, valid: pd.DataFrame, settings: Settings,
+                         scores: np.ndarray | None = None) -> float | None:
+    """Set `model.threshold` from the valid split (binary only); returns it, or None.
+    `scores`: the model's valid-split scores when the caller already has them."""
     if model.task != "binary":
         return None
     y, _ = encode_target(valid[settings.data.target], model.task, classes=model.classes)
-    model.threshold = choose_threshold(y, model.predict_scores(valid), settings.evaluate.threshold)
+    scores = model.predict_scores(valid) if scores is None else scores
+    model.threshold = choose_threshold(y, scores, settings.evaluate.threshold)
     return model.threshold

@@ -1,18 +1,21 @@
 """tune: Optuna search over LightGBM params with k-fold CV on the train split, trials in parallel.
 
-How a study runs (`run_study`): the parent process asks Optuna's seeded TPE sampler for a batch
-of trials (one per worker), submits each as a Prefect task (`tune-trial`) to the configured task
-runner (processes by default, or threads, or Dask), waits for the batch and tells the results
-back in trial-number order. A trial runs LightGBM's `lgb.cv` (folds in lock-step) and reports the
+How a study runs (`run_study`): the parent process keeps a window of `workers + queued` trials
+in flight. It asks Optuna's seeded TPE sampler for a trial, submits it as a Prefect task
+(`tune-trial`) to the configured task runner (processes by default, or threads, or Dask), and
+when the window is full waits for the *oldest* trial and tells its result back, then asks the
+next. There is no batch barrier: a worker that finishes early takes a queued trial while its
+slow sibling runs on. A trial runs LightGBM's `lgb.cv` (folds in lock-step) and reports the
 mean CV metric every `tune.report_every` rounds to a Hyperband / successive-halving pruner.
 
-Pruning decisions are made inside the worker against a snapshot of the trials of *earlier*
-batches, never against siblings still running, so a study is deterministic for a given worker
-count (no dependence on timing) and a worker needs no access to the study's storage (which
-also makes remote Dask workers work). The study itself lives in an Optuna journal file under
-`models/tuning/` (a DVC `persist: true` output): kill the process, rerun, and the finished trials
-are kept; the trials that were running are recorded failed ("interrupted"), queued again, and the
-study continues to its budget.
+Determinism: trial n is asked when exactly trials 0 .. n - window have been told (the others are
+still running for the sampler, with constant-liar TPE), and its pruning decisions are made
+inside the worker against that same snapshot, never against trials still running. So a study
+depends on the window, not on timing, and a worker needs no access to the study's storage
+(which also makes remote Dask workers work). The study itself lives in an Optuna journal file
+under `models/tuning/` (a DVC `persist: true` output): kill the process, rerun, and the
+finished trials are kept; the trials that were running are recorded failed ("interrupted"),
+queued again, and the study continues to its budget.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import math
 import os
 import shutil
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -236,7 +240,7 @@ class TrialSpec:
     direction: str
     tune: TuneSettings
     threads: int
-    # Finished trials of earlier batches (and placeholders for running siblings) for pruning.
+    # Trials told before this one was asked (placeholders for those still running), for pruning.
     history: list[optuna.trial.FrozenTrial] = field(default_factory=list)
 
 
@@ -341,24 +345,59 @@ def shared_prefect_api() -> Iterator[None]:
         yield
 
 
-BatchRunner = Callable[[list[TrialSpec]], list[TrialOutcome]]
+TrialWaiter = Callable[[], TrialOutcome]   # blocks until the trial ends; never raises
+Submitter = Callable[[TrialSpec], TrialWaiter]
 
 
 @contextmanager
-def prefect_batches(runner_settings: TuneRunnerSettings, data: CVData) -> Iterator[BatchRunner]:
-    """A batch runner that submits each trial as a `tune-trial` task and waits for the batch."""
-    with shared_prefect_api(), make_task_runner(runner_settings) as runner:
-        def run_batch(specs: list[TrialSpec]) -> list[TrialOutcome]:
-            futures = [runner.submit(trial_task, {"spec": s, "data": data}) for s in specs]
-            outcomes = []
-            for spec, future in zip(specs, futures):
-                try:
-                    outcomes.append(future.result())
-                except Exception as exc:  # a trial that raises is recorded failed; go on
-                    outcomes.append(TrialOutcome(spec.number, "failed",
-                                                 error=f"{type(exc).__name__}: {exc}"))
-            return outcomes
-        yield run_batch
+def context_serialized_once() -> Iterator[None]:
+    """Prefect's process runner serialises the whole Prefect context on every submit,
+    every setting through pydantic: measured ~75 ms of the parent's CPU per trial here (prefect
+    3.9.1), competing with the workers for the cores when trials take well under a second.
+    Nothing in that context changes while a study runs (same flow run, same `tune` task run,
+    same settings), so inside this block it is serialised once and reused."""
+    import prefect.context as prefect_context
+
+    original = prefect_context.serialize_context
+    once = original()
+
+    def serialize_context(asset_ctx_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+        return once if asset_ctx_kwargs is None else original(asset_ctx_kwargs)
+
+    prefect_context.serialize_context = serialize_context  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        prefect_context.serialize_context = original
+
+
+@contextmanager
+def trial_runner(runner_settings: TuneRunnerSettings) -> Iterator[Any]:
+    """The started task runner for `tune-trial` tasks (workers start on the first submit)."""
+    with shared_prefect_api(), make_task_runner(runner_settings) as runner, \
+            context_serialized_once():
+        yield runner
+
+
+def submitter(runner: Any, data: CVData) -> Submitter:
+    """Submits each trial as a `tune-trial` task to the runner; the waiter returns its outcome
+    (a trial that raised comes back as a failed outcome carrying the error)."""
+    def submit(spec: TrialSpec) -> TrialWaiter:
+        future = runner.submit(trial_task, {"spec": spec, "data": data})
+
+        def wait() -> TrialOutcome:
+            try:
+                return future.result()
+            except Exception as exc:  # a trial that raises is recorded failed; go on
+                return TrialOutcome(spec.number, "failed", error=f"{type(exc).__name__}: {exc}")
+        return wait
+    return submit
+
+
+@contextmanager
+def prefect_trials(runner_settings: TuneRunnerSettings, data: CVData) -> Iterator[Submitter]:
+    with trial_runner(runner_settings) as runner:
+        yield submitter(runner, data)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -437,11 +476,12 @@ def tell_outcome(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
 
-def run_study(study: optuna.Study, tune: TuneSettings, threads: int, workers: int,
-              run_batch: BatchRunner, metric: str,
-              on_batch: Callable[[list[TrialOutcome], dict[int, dict[str, Any]]], None] | None = None,
-              ) -> StudyResult:
-    """Ask a batch (one trial per worker), run it, tell it back; until the budget is spent."""
+def run_study(study: optuna.Study, tune: TuneSettings, threads: int, window: int,
+              submit: Submitter, metric: str,
+              on_trial: Callable[[TrialOutcome, dict[str, Any]], None] | None = None,
+              progress_every: int = 2) -> StudyResult:
+    """Keep `window` trials in flight until the budget is spent: ask, submit, and when the
+    window is full wait for the oldest trial and tell it (always in trial-number order)."""
     started = time.perf_counter()
     interrupted = recover_interrupted(study)
     if interrupted:
@@ -451,32 +491,41 @@ def run_study(study: optuna.Study, tune: TuneSettings, threads: int, workers: in
     if done_before:
         log.info("tune: resuming study %s: %d of %d trials already done", study.study_name,
                  done_before, tune.n_trials)
-    done = done_before
-    batch_seconds: list[float] = []
-    while done < tune.n_trials:
-        elapsed = time.perf_counter() - started
-        if tune.timeout_s is not None and elapsed >= tune.timeout_s:
-            log.info("tune: time budget of %.0f s spent after %d trials", tune.timeout_s, done)
+    direction = study.direction.name.lower()
+    inflight: deque[tuple[optuna.Trial, dict[str, Any], TrialWaiter]] = deque()
+    done = submitted = done_before
+
+    def settle_oldest() -> None:
+        nonlocal done
+        trial, params, wait = inflight.popleft()
+        outcome = wait()
+        tell_outcome(study, trial, outcome)
+        if outcome.state == "failed":
+            log.warning("tune: trial %d failed: %s", outcome.number, outcome.error)
+        if on_trial is not None:
+            on_trial(outcome, params)
+        done += 1
+        if (done - done_before) % progress_every == 0 or not inflight:
+            log.info("tune: %s", progress_line(study, tune, done, done - done_before,
+                                               time.perf_counter() - started, metric))
+
+    while submitted < tune.n_trials:
+        if tune.timeout_s is not None and time.perf_counter() - started >= tune.timeout_s:
+            log.info("tune: time budget of %.0f s spent after %d trials; finishing the %d "
+                     "running", tune.timeout_s, done, len(inflight))
             break
-        size = min(workers, tune.n_trials - done)
-        batch_started = time.perf_counter()
-        asked = [study.ask() for _ in range(size)]
-        specs = [TrialSpec(t.number, suggest_params(t, tune), study.study_name,
-                           study.direction.name.lower(), tune, threads, history_for(study, t.number))
-                 for t in asked]
-        outcomes = run_batch(specs)
-        for trial, outcome in zip(asked, outcomes):
-            tell_outcome(study, trial, outcome)
-            if outcome.state == "failed":
-                log.warning("tune: trial %d failed: %s", outcome.number, outcome.error)
-        if on_batch is not None:
-            on_batch(outcomes, {s.number: dict(s.params) for s in specs})
-        done += size
-        batch_seconds.append(time.perf_counter() - batch_started)
-        log.info("tune: %s", progress_line(study, tune, done, workers, batch_seconds,
-                                           time.perf_counter() - started, metric))
+        if len(inflight) >= window:
+            settle_oldest()
+            continue
+        trial = study.ask()
+        spec = TrialSpec(trial.number, suggest_params(trial, tune), study.study_name, direction,
+                         tune, threads, history_for(study, trial.number))
+        inflight.append((trial, dict(spec.params), submit(spec)))
+        submitted += 1
+    while inflight:
+        settle_oldest()
     trials = study.get_trials(deepcopy=True)
-    best = select_best_trial(trials, study.direction.name.lower())
+    best = select_best_trial(trials, direction)
     if best is None:
         failed = sorted((t for t in trials if t.state == optuna.trial.TrialState.FAIL),
                         key=lambda t: t.number)
@@ -490,21 +539,21 @@ def run_study(study: optuna.Study, tune: TuneSettings, threads: int, workers: in
 
 
 def describe_states(trials: Sequence[optuna.trial.FrozenTrial]) -> str:
-    names = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running"}
+    names = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running",
+             "WAITING": "queued"}
     counts = {v: 0 for v in names.values()}
     for t in trials:
-        counts[names.get(t.state.name, t.state.name.lower())] += 1
-    return ", ".join(f"{n} {k}" for k, n in counts.items() if k != "running" or n)
+        counts[names[t.state.name]] += 1
+    return ", ".join(f"{n} {k}" for k, n in counts.items() if k not in ("running", "queued") or n)
 
 
-def progress_line(study: optuna.Study, tune: TuneSettings, done: int, workers: int,
-                  batch_seconds: list[float], elapsed: float, metric: str) -> str:
+def progress_line(study: optuna.Study, tune: TuneSettings, done: int, done_now: int,
+                  elapsed: float, metric: str) -> str:
+    """`done` trials count toward the budget, `done_now` of them finished in this run."""
     trials = study.get_trials(deepcopy=False)
     best = select_best_trial(trials, study.direction.name.lower())
     best_txt = f"best {metric} {best.value:.4f} (trial {best.number})" if best else "no best yet"
-    # The first batch also starts the workers: estimate from the later ones when there are some.
-    typical = float(np.median(batch_seconds[1:] or batch_seconds))
-    left = math.ceil((tune.n_trials - done) / workers) * typical
+    left = max(0, tune.n_trials - done) * elapsed / max(1, done_now)
     if tune.timeout_s is not None:
         left = min(left, max(0.0, tune.timeout_s - elapsed))
     return (f"{done}/{tune.n_trials} trials ({describe_states(trials)}), {best_txt}, "
@@ -725,16 +774,18 @@ def tune_stage(settings: Settings, ctx: RunContext) -> Path:
     runner = tune.runner
     stage_started = time.perf_counter()
     log.info("tune: study %s, %d trials, %d-fold CV (%s) on %d rows, %s fidelity; %s runner "
-             "with %d worker(s) x %d LightGBM thread(s)", name, tune.n_trials, fidelity.n_folds,
-             metric, fidelity.rows, fidelity.level,
+             "with %d worker(s) x %d LightGBM thread(s), %d more queued", name, tune.n_trials,
+             fidelity.n_folds, metric, fidelity.rows, fidelity.level,
              f"dask ({runner.address})" if runner.kind == "dask" and runner.address else runner.kind,
-             runner.workers, threads)
-    # Child runs are logged from a background thread while the next batch runs.
-    with ThreadPoolExecutor(max_workers=1) as logger, prefect_batches(runner, data) as run_batch:
+             runner.workers, threads, runner.queued)
+    # Child runs are logged from a background thread while the next trials run.
+    with ThreadPoolExecutor(max_workers=1) as logger, prefect_trials(runner, data) as submit:
         pending = []
-        result = run_study(study, tune, threads, runner.workers, run_batch, metric,
-                           on_batch=lambda outs, trials: pending.append(logger.submit(
-                               log_trial_runs, ctx, outs, trials, study.study_name, metric)))
+        result = run_study(study, tune, threads, runner.window, submit, metric,
+                           on_trial=lambda out, params: pending.append(logger.submit(
+                               log_trial_runs, ctx, [out], {out.number: params},
+                               study.study_name, metric)),
+                           progress_every=runner.workers)
         for job in pending:
             job.result()
     best = result.best
@@ -756,7 +807,8 @@ def tune_stage(settings: Settings, ctx: RunContext) -> Path:
                                         ("FAIL", "failed"))},
         "n_trials": tune.n_trials, "study": name, "baselines": base,
         "fidelity": asdict(fidelity),
-        "runner": {"kind": runner.kind, "workers": runner.workers, "threads_per_trial": threads},
+        "runner": {"kind": runner.kind, "workers": runner.workers, "queued": runner.queued,
+                   "threads_per_trial": threads},
         "seconds": timings,
     }
     staging = paths.tuning_reports.with_name(".tuning.staging")

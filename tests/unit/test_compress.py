@@ -247,3 +247,38 @@ def test_disabled_stage_writes_markers_and_registers_nothing(tmp_path: Path) -> 
 
     assert register_compact(settings, NoCompactModel(), "3", None, {}) is None
     assert register_compact(settings, NoCompactModel(), None, None, {}) is None
+
+
+@pytest.mark.parametrize("task_type", ["binary", "multiclass", "regression"])
+def test_staged_predictions_match_predicting_each_prefix(task_type: str) -> None:
+    """Each tree evaluated once, yet the same predictions as predict(num_iteration=k)."""
+    import lightgbm as lgb
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 4))
+    y = {"binary": (X[:, 0] > 0).astype(int), "multiclass": np.digitize(X[:, 0], [-0.5, 0.5]),
+         "regression": X[:, 0] * 2 + rng.normal(size=300)}[task_type]
+    params = {"objective": task_type, "verbosity": -1, "num_leaves": 4, "seed": 0}
+    if task_type == "multiclass":
+        params["num_class"] = 3
+    booster = lgb.train(params, lgb.Dataset(X, y), num_boost_round=25)
+    grid = [1, 2, 7, 13, 25]
+    staged = list(cb.staged_predictions(booster, X, grid, task_type))
+    assert [k for k, _ in staged] == grid
+    for k, pred in staged:
+        np.testing.assert_allclose(pred, booster.predict(X, num_iteration=k), rtol=1e-9, atol=1e-12)
+
+
+def test_retrained_candidates_fit_on_a_seeded_stratified_sample(fitted) -> None:  # type: ignore[no-untyped-def]
+    settings, full, parts, ctx = fitted
+    small = settings.model_copy(update={"compress": settings.compress.model_copy(
+        update={"retrain_rows": 300})})
+    ys = {k: encode_target(v["Status"], "binary", classes=full.classes)[0] for k, v in parts.items()}
+    sampled = cb.BuildContext.create(full, parts["train"], parts["valid"], ys["train"],
+                                     ys["valid"], small)
+    again = cb.BuildContext.create(full, parts["train"], parts["valid"], ys["train"],
+                                   ys["valid"], small)
+    assert len(ctx.X_train) == len(parts["train"]) > 300 == len(sampled.X_train)
+    assert sampled.X_train.index.equals(again.X_train.index)          # seeded
+    assert abs(sampled.y_train.mean() - ys["train"].mean()) < 0.01    # stratified
+    assert len(sampled.X_valid) == len(ctx.X_valid)                   # valid is never sampled

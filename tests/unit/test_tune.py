@@ -7,7 +7,8 @@ import pytest
 
 from tasks.config import ConfigError, TuneRunnerSettings
 from tasks.tune import (INTERRUPTED, CVData, TrialOutcome, TuningError, choose_fidelity,
-                        cross_validate, make_folds, open_study, run_study, run_trial,
+                        cross_validate, describe_states, make_folds, open_study,
+                        run_study, run_trial,
                         select_best_trial, threads_per_trial)
 from tests.conftest import make_settings
 
@@ -81,20 +82,24 @@ def _study(tmp_path: Path, settings, name: str = "s"):  # type: ignore[no-untype
     return open_study(tmp_path / "study.journal", name, "maximize", settings.base.seed)
 
 
-def _local_batches(data: CVData, fail: set[int] = frozenset()):  # type: ignore[no-untyped-def]
-    """Runs trials in-process (same function the Prefect task wraps); `fail` trials raise."""
+def _local_submitter(data: CVData, fail: set[int] = frozenset()):  # type: ignore[no-untyped-def]
+    """Runs trials in-process (same function the Prefect task wraps) when waited for, i.e. in
+    the order the study settles them; `fail` trials come back failed. `specs` records what was
+    submitted, `seen` what ran."""
     seen: list[int] = []
+    specs: list = []
 
-    def run_batch(specs):  # type: ignore[no-untyped-def]
-        out = []
-        for spec in specs:
+    def submit(spec):  # type: ignore[no-untyped-def]
+        specs.append(spec)
+
+        def wait():  # type: ignore[no-untyped-def]
             seen.append(spec.number)
             if spec.number in fail:
-                out.append(TrialOutcome(spec.number, "failed", error=f"ValueError: boom {spec.number}"))
-            else:
-                out.append(run_trial(spec, data))
-        return out
-    return run_batch, seen
+                return TrialOutcome(spec.number, "failed", error=f"ValueError: boom {spec.number}")
+            return run_trial(spec, data)
+        return wait
+    submit.seen, submit.specs = seen, specs  # type: ignore[attr-defined]
+    return submit, seen
 
 
 def _tune(tmp_path: Path, **kw):  # type: ignore[no-untyped-def]
@@ -106,8 +111,8 @@ def _tune(tmp_path: Path, **kw):  # type: ignore[no-untyped-def]
 def test_failed_trial_is_recorded_and_study_goes_on(tmp_path: Path) -> None:
     settings = _tune(tmp_path)
     study = _study(tmp_path, settings)
-    run_batch, seen = _local_batches(_cv_data(), fail={1})
-    result = run_study(study, settings.tune, 1, 2, run_batch, "roc_auc")
+    submit, seen = _local_submitter(_cv_data(), fail={1})
+    result = run_study(study, settings.tune, 1, 2, submit, "roc_auc")
     assert seen == list(range(6))
     failed = [t for t in result.trials if t.state == State.FAIL]
     assert [t.number for t in failed] == [1]
@@ -117,10 +122,10 @@ def test_failed_trial_is_recorded_and_study_goes_on(tmp_path: Path) -> None:
 
 def test_every_trial_failing_fails_the_stage_with_the_first_error(tmp_path: Path) -> None:
     settings = _tune(tmp_path, n_trials=3)
-    run_batch, _ = _local_batches(_cv_data(), fail={0, 1, 2})
+    submit, _ = _local_submitter(_cv_data(), fail={0, 1, 2})
     with pytest.raises(TuningError, match=r"all 3 trial\(s\) failed; first error \(trial 0\): "
                                           r"ValueError: boom 0"):
-        run_study(_study(tmp_path, settings), settings.tune, 1, 2, run_batch, "roc_auc")
+        run_study(_study(tmp_path, settings), settings.tune, 1, 2, submit, "roc_auc")
 
 
 def test_interrupted_study_resumes_to_its_budget(tmp_path: Path) -> None:
@@ -128,14 +133,14 @@ def test_interrupted_study_resumes_to_its_budget(tmp_path: Path) -> None:
     settings = _tune(tmp_path, n_trials=5)
     data = _cv_data()
     study = _study(tmp_path, settings)
-    run_batch, _ = _local_batches(data)
-    run_study(study, settings.tune.model_copy(update={"n_trials": 2}), 1, 2, run_batch, "roc_auc")
+    submit, _ = _local_submitter(data)
+    run_study(study, settings.tune.model_copy(update={"n_trials": 2}), 1, 2, submit, "roc_auc")
     killed = study.ask()  # a trial that was running when the process died
     killed.suggest_float("learning_rate", 0.01, 0.3, log=True)
 
     resumed = _study(tmp_path, settings)  # a new process opens the same journal
-    run_batch, seen = _local_batches(data)
-    result = run_study(resumed, settings.tune, 1, 2, run_batch, "roc_auc")
+    submit, seen = _local_submitter(data)
+    result = run_study(resumed, settings.tune, 1, 2, submit, "roc_auc")
     assert result.interrupted == 1 and seen == [3, 4, 5]
     trials = result.trials
     assert trials[2].state == State.FAIL and trials[2].user_attrs["error"] == INTERRUPTED
@@ -145,8 +150,8 @@ def test_interrupted_study_resumes_to_its_budget(tmp_path: Path) -> None:
 
 def test_a_journal_of_another_study_is_replaced(tmp_path: Path) -> None:
     settings = _tune(tmp_path, n_trials=2)
-    run_batch, _ = _local_batches(_cv_data())
-    run_study(_study(tmp_path, settings, "old"), settings.tune, 1, 2, run_batch, "roc_auc")
+    submit, _ = _local_submitter(_cv_data())
+    run_study(_study(tmp_path, settings, "old"), settings.tune, 1, 2, submit, "roc_auc")
     fresh = _study(tmp_path, settings, "new")
     assert fresh.trials == [] and optuna.study.get_all_study_names(fresh._storage) == ["new"]
 
@@ -156,11 +161,34 @@ def test_study_is_deterministic_for_a_worker_count(tmp_path: Path) -> None:
     data = _cv_data()
     values = []
     for name in ("a", "b"):
-        run_batch, _ = _local_batches(data)
+        submit, _ = _local_submitter(data)
         result = run_study(open_study(tmp_path / f"{name}.journal", "s", "maximize", 1),
-                           settings.tune, 1, 2, run_batch, "roc_auc")
+                           settings.tune, 1, 2, submit, "roc_auc")
         values.append([(t.state, t.value, t.params) for t in result.trials])
     assert values[0] == values[1]
+
+
+@pytest.mark.parametrize("window", [1, 3])
+def test_trial_n_is_asked_knowing_exactly_the_trials_before_the_window(tmp_path: Path,
+                                                                         window: int) -> None:
+    """No barrier, yet no timing in the result: trial n is sampled (and pruned) knowing trials
+    0 .. n - window, whatever has finished meanwhile; results are told in trial order."""
+    settings = _tune(tmp_path, n_trials=7)
+    submit, seen = _local_submitter(_cv_data())
+    result = run_study(_study(tmp_path, settings), settings.tune, 1, window, submit, "roc_auc")
+    known = [sum(t.state != State.FAIL for t in spec.history) for spec in submit.specs]
+    assert known == [max(0, n - window + 1) for n in range(7)]
+    assert seen == list(range(7)) and result.done == 7
+
+
+def test_progress_counts_running_and_queued_trials() -> None:
+    study = optuna.create_study()
+    study.enqueue_trial({"x": 1.0})
+    study.enqueue_trial({"x": 2.0})
+    study.enqueue_trial({"x": 3.0})
+    study.tell(study.ask(), 0.5)
+    study.ask()                                   # running; one more is still queued
+    assert describe_states(study.trials) == "1 complete, 0 pruned, 0 failed, 1 running, 1 queued"
 
 
 def test_train_reads_tuned_params_only_when_tuning_ran(tmp_path: Path) -> None:
