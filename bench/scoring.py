@@ -4,7 +4,9 @@ For each model URI: load it with `mlflow.pyfunc.load_model(uri)` (timed apart), 
   validate  the raw GX suite without its target expectations (scoring data has no target), run as
             training runs it (tasks/validate.py run_raw_suite: row-level checks on every row,
             schema/share checks on a sample), failing rows set aside (quarantine_rows);
-  predict   `model.predict(kept_rows)`: the registered pipeline (preprocessing + model + threshold).
+  predict   `tasks/score.py predict_validated(model, kept_rows)`, as batch scoring does: the
+            registered pipeline (preprocessing + model + threshold) without MLflow's per-value
+            signature check (the GX suite has checked the rows).
 Prints one JSON line with rows/s for validate + predict together and apart, and their CPU seconds.
 
     python bench/scoring.py                       # trains a champion on 100k synthetic rows first
@@ -73,6 +75,7 @@ def champion_of(root: Path) -> tuple[str, str, str]:
 def measure(uri: str, frame: Any, suite: Any, sample_rows: int, seed: int) -> dict[str, Any]:
     import mlflow
 
+    from tasks.score import predict_validated
     from tasks.validate import gate_of, quarantine_rows, run_raw_suite
 
     start = time.perf_counter()
@@ -85,7 +88,7 @@ def measure(uri: str, frame: Any, suite: Any, sample_rows: int, seed: int) -> di
         failures = [o for o in run.outcomes if not o.success and gate_of(o, "") == "row"]
         kept, quarantined = quarantine_rows(frame, failures)
         t1, c1 = time.perf_counter(), time.process_time()
-        out = model.predict(kept)
+        out = predict_validated(model, kept)
         t2, c2 = time.perf_counter(), time.process_time()
     sys.path[:] = saved
     n = len(frame)

@@ -436,7 +436,7 @@ class TuneRunnerSettings(_Section):
     # Trials submitted beyond `workers`, so a worker that finishes starts the next one at once
     # instead of waiting for its slowest sibling. The study is deterministic for a given
     # workers + queued (trial n is sampled knowing trials 0 .. n - workers - queued).
-    queued: int = Field(default=1, ge=0)
+    queued: int = Field(default=2, ge=0)
     address: str | None = None        # dask only: tcp://host:8786 of an existing scheduler
 
     @property

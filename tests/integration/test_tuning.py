@@ -28,7 +28,7 @@ def test_flow_tunes_on_a_local_dask_cluster_and_trains_with_the_best_params(tmp_
     assert "4/4 trials" in out and "best roc_auc" in out   # the progress line
 
     tuning = json.loads((project.root / "metrics/tuning.json").read_text())
-    assert tuning["runner"] == {"kind": "dask", "workers": 2, "queued": 1, "threads_per_trial": 1}
+    assert tuning["runner"] == {"kind": "dask", "workers": 2, "queued": 2, "threads_per_trial": 1}
     assert tuning["cv_metric"] == "roc_auc" and 0.5 < tuning["cv_mean"] <= 1
     assert sum(tuning["trials"].values()) == 4 and tuning["trials"]["failed"] == 0
     assert tuning["fidelity"]["level"] == "full" and tuning["fidelity"]["n_folds"] == 3

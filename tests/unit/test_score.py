@@ -69,3 +69,33 @@ def test_incoming_files_and_move_aside(tmp_path: Path) -> None:
     second = move_aside(tmp_path / "b.csv", tmp_path / "processed", "T2")
     assert first.name == "b.csv" and second.name == "b.T2.csv"
     assert second.read_text() == "again" and first.read_text() == "x"
+
+
+def test_validated_rows_go_to_the_python_model_without_pyfunc_schema_checks() -> None:
+    import pandas as pd
+
+    from tasks.score import predict_validated
+
+    rows = pd.DataFrame({"a": [1, 2]})
+
+    class Inner:
+        def predict(self, context, model_input):  # type: ignore[no-untyped-def]
+            assert context is None
+            return pd.DataFrame({"p": model_input["a"] * 10})
+
+    class PythonFlavor:
+        def unwrap_python_model(self):  # type: ignore[no-untyped-def]
+            return Inner()
+
+        def predict(self, _rows):  # type: ignore[no-untyped-def]
+            raise AssertionError("pyfunc.predict must not be called for a Python model")
+
+    class OtherFlavor:
+        def unwrap_python_model(self):  # type: ignore[no-untyped-def]
+            raise ValueError("not a PythonModel")
+
+        def predict(self, model_input):  # type: ignore[no-untyped-def]
+            return model_input["a"] * 2
+
+    assert predict_validated(PythonFlavor(), rows)["p"].tolist() == [10, 20]
+    assert predict_validated(OtherFlavor(), rows).iloc[:, 0].tolist() == [2, 4]
