@@ -74,6 +74,7 @@ def make_project(tmp: Path, source_files: dict[str, Path] | None = None, git_dvc
         elif src.exists():
             shutil.copy2(src, root / name)
     shutil.copytree(ROOT / "data" / "source", root / "data" / "source")
+    shutil.copytree(ROOT / "data" / "labelled", root / "data" / "labelled")  # retrain.incoming
     for rel, src in (source_files or {}).items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, root / rel)

@@ -32,6 +32,9 @@ def read_labelled(settings: Settings) -> list[tuple[Path, pd.DataFrame]]:
     from tasks.ingest import read_source
 
     folder = ArtifactPaths(settings.root).resolve(settings.retrain.incoming)
+    # A declared DVC dependency of ingest and drift: if it was deleted (or never cloned, e.g. a
+    # copy without its .gitkeep), DVC could not commit the stage; an empty folder means no files.
+    folder.mkdir(parents=True, exist_ok=True)
     return [(p, read_source(str(p), settings.root, settings.data.csv_separator))
             for p in labelled_files(folder)]
 

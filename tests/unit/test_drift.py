@@ -50,3 +50,13 @@ def test_score_psi_uses_the_model() -> None:
     same = drift_report(ref, pd.DataFrame({"x": rng.normal(size=500)}), ["x"], 0.2, 10, Model())
     moved = drift_report(ref, pd.DataFrame({"x": rng.normal(2, size=500)}), ["x"], 0.2, 10, Model())
     assert not same["score"]["flagged"] and moved["score"]["flagged"]
+
+
+def test_a_missing_labelled_folder_is_recreated_empty(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """retrain.incoming is a DVC dependency of ingest and drift: deleting it must not break a run."""
+    from tasks.retrain import read_labelled
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path, retrain={"incoming": "data/labelled_new"})
+    assert read_labelled(settings) == []
+    assert (settings.root / "data/labelled_new").is_dir()
