@@ -24,10 +24,11 @@ import pandas as pd
 
 from tasks.config import Settings
 from tasks.errors import DataError, TrackingError
-from tasks.gx import import_gx, load_suite, run_suite, suite_to_dict
+from tasks.gx import import_gx, load_suite, suite_to_dict
 from tasks.ingest import read_source
 from tasks.io import ArtifactPaths, write_parquet, write_text
-from tasks.validate import _relevant, format_failures, gate_of, quarantine_rows
+from tasks.validate import (_relevant, format_failures, gate_of, quarantine_rows,
+                            run_raw_suite)
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,10 @@ def check_batch(frame: pd.DataFrame, suite: Any, settings: Settings,
     target = settings.data.target
     features = frame.drop(columns=[c for c in (target, *settings.data.id_columns)
                                    if c in frame.columns])
-    run = run_suite(features, suite)
+    # As the validate stage runs it: row-level checks on every row (exact quarantine), schema
+    # and share checks on a seeded sample of a large batch, a failing sampled check re-run on
+    # every row before the batch is rejected.
+    run, _ = run_raw_suite(features, suite, settings.validate_.sample_rows, settings.base.seed)
     failed = [o for o in run.outcomes if not o.success]
     table = _relevant([o for o in failed if gate_of(o, target) == "table"], features)
     if table:

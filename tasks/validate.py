@@ -101,14 +101,18 @@ def run_raw_suite(frame: pd.DataFrame, suite: Any, sample_rows: int, seed: int,
     success = True
     seen = len(frame)
     if exact.expectations:
-        # GX filters the whole frame for each column check; text columns as categoricals make
-        # those copies cheap (codes instead of strings). Values and row labels are unchanged.
+        # GX filters a copy of the whole frame for each column check. On a large table the text
+        # columns go in as categoricals (codes, not strings) and the column checks run on a few
+        # columns at a time, so each copy is narrow. Values and row labels are unchanged.
+        big = len(frame) > sample_rows
         text = [c for c in frame.columns if pd.api.types.is_string_dtype(frame[c].dtype)]
-        coded = frame.astype(dict.fromkeys(text, "category")) if len(frame) > sample_rows else frame
-        run = run_suite(coded, exact, docs_dir, result_format="COMPLETE", context=context)
+        coded = frame.astype(dict.fromkeys(text, "category")) if big else frame
+        for part, columns in exact_parts(exact, list(frame.columns), big):
+            run = run_suite(coded if columns is None else coded[columns], part, docs_dir,
+                            result_format="COMPLETE", context=context)
+            outcomes += run.outcomes
+            success &= run.success
         del coded
-        outcomes += run.outcomes
-        success &= run.success
     if sampled.expectations:
         part = frame
         if len(frame) > sample_rows:
@@ -129,6 +133,39 @@ def run_raw_suite(frame: pd.DataFrame, suite: Any, sample_rows: int, seed: int,
         success &= all(o.success for o in run.outcomes)
     return SuiteRun(suite=suite.name, success=success, outcomes=outcomes,
                     docs_index=(docs_dir / "index.html") if docs_dir else None), seen
+
+
+COLUMNS_PER_RUN = 6
+
+
+def exact_parts(suite: Any, columns: list[str], split: bool) -> list[tuple[Any, list[str] | None]]:
+    """The every-row checks as (suite, columns to hand GX; None = the whole frame). Split: the
+    single-column checks of each group of COLUMNS_PER_RUN columns (suite order) get only those
+    columns; table-level and multi-column checks, and checks on absent columns, see the frame."""
+    from tasks.gx import import_gx
+
+    if not split:
+        return [(suite, None)]
+    gx = import_gx()
+    d = suite_to_dict(suite)
+    whole: list[dict[str, Any]] = []
+    by_column: dict[str, list[dict[str, Any]]] = {}
+    for e in d["expectations"]:
+        column = e.get("kwargs", {}).get("column")
+        if isinstance(column, str) and column in columns:
+            by_column.setdefault(column, []).append(e)
+        else:
+            whole.append(e)
+    names = list(by_column)
+    parts: list[tuple[Any, list[str] | None]] = []
+    if whole:
+        parts.append((gx.ExpectationSuite(**{**d, "expectations": whole}), None))
+    for i in range(0, len(names), COLUMNS_PER_RUN):
+        group = names[i:i + COLUMNS_PER_RUN]
+        parts.append((gx.ExpectationSuite(**{**d, "name": f"{d['name']}.columns{i // COLUMNS_PER_RUN + 1}",
+                                            "expectations": [e for c in group for e in by_column[c]]}),
+                      group))
+    return parts
 
 
 def _same(expectation: dict[str, Any], o: Outcome) -> bool:

@@ -282,3 +282,16 @@ def test_retrained_candidates_fit_on_a_seeded_stratified_sample(fitted) -> None:
     assert sampled.X_train.index.equals(again.X_train.index)          # seeded
     assert abs(sampled.y_train.mean() - ys["train"].mean()) < 0.01    # stratified
     assert len(sampled.X_valid) == len(ctx.X_valid)                   # valid is never sampled
+
+
+def test_text_columns_give_the_same_codes_arrow_backed_or_object(fitted) -> None:  # type: ignore[no-untyped-def]
+    settings, full, parts, ctx = fitted
+    lean = compile_lean(full.input_transformer(), list(ctx.X_valid.columns))
+    rows = cb.edge_rows(full, parts["valid"].drop(columns=["Status"]), n=60)
+    text = [c for c in rows.columns if not pd.api.types.is_numeric_dtype(rows[c])]
+    as_object = rows.astype(dict.fromkeys(text, object))
+    as_arrow = rows.astype(dict.fromkeys(text, "str"))
+    assert all(str(as_arrow[c].dtype) == "str" for c in text) and text
+    np.testing.assert_array_equal(lean.transform(as_arrow), lean.transform(as_object))
+    want = full.model_input(as_object)[list(ctx.X_valid.columns)].to_numpy(dtype=np.float64)
+    np.testing.assert_allclose(lean.transform(as_arrow), want, rtol=0, atol=1e-9)

@@ -324,3 +324,24 @@ def test_a_sampled_failure_is_confirmed_on_every_row(tmp_path: Path) -> None:
     df.loc[df.index.difference(sampled)[:300], "x"] = np.nan   # now 20% of all rows
     msg = _fails(df, _sampling_suite(), settings, "expect_column_values_to_not_be_null")
     assert "600 of 3000 values are missing (20.0%)" in msg
+
+
+def test_column_checks_run_a_few_columns_at_a_time_with_the_same_verdicts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a large table the every-row checks run per group of columns (narrow frames for GX);
+    outcomes and the quarantine are those of one run over the whole frame."""
+    import tasks.validate as v
+    from tasks.validate import run_raw_suite
+
+    df = _sampling_frame()
+    df.loc[[5, 700, 2999], "x"] = 50.0
+    df.loc[[6, 2000], "c"] = "z"
+    suite = _sampling_suite()
+    monkeypatch.setattr(v, "COLUMNS_PER_RUN", 1)
+    split, _ = run_raw_suite(df, suite, sample_rows=1000, seed=0)
+    whole, _ = run_raw_suite(df, suite, sample_rows=10_000, seed=0)
+    key = lambda o: (o.type, str(sorted(o.kwargs.items())), o.success, tuple(sorted(o.rows)))  # noqa: E731
+    assert sorted(map(key, split.outcomes)) == sorted(map(key, whole.outcomes))
+    assert split.success == whole.success
+    parts = v.exact_parts(v.split_suite(suite)[0], list(df.columns), True)
+    assert [cols for _, cols in parts].count(None) == 1 and len(parts) >= 3
