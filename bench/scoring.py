@@ -10,6 +10,7 @@ For each model URI: load it with `mlflow.pyfunc.load_model(uri)` (timed apart), 
 Prints one JSON line with rows/s for validate + predict together and apart, and their CPU seconds.
 
     python bench/scoring.py                       # trains a champion on 100k synthetic rows first
+                                                  # (and its compact model, measured too)
     python bench/scoring.py --project DIR         # a project (e.g. bench/scale.py --keep) with a
                                                   # registered @champion
     python bench/scoring.py --model-uri URI [--model-uri URI2] --tracking-uri URI [--rows N]
@@ -70,6 +71,18 @@ def champion_of(root: Path) -> tuple[str, str, str]:
     name = params["register"]["model_name"]
     return (f"models:/{name}@champion", f"sqlite:///{root / 'mlflow.db'}",
             params["data"]["target"])
+
+
+def compact_of(champion_uri: str) -> list[str]:
+    """`models:/<name>-compact@champion` when the registry has it (compress was enabled)."""
+    import mlflow
+
+    name = champion_uri[len("models:/"):].split("@", 1)[0]
+    try:
+        mlflow.MlflowClient().get_model_version_by_alias(f"{name}-compact", "champion")
+    except Exception:
+        return []
+    return [f"models:/{name}-compact@champion"]
 
 
 def measure(uri: str, frame: Any, suite: Any, sample_rows: int, seed: int) -> dict[str, Any]:
@@ -137,6 +150,8 @@ def main() -> None:
         from tasks.gx import load_suite
 
         mlflow.set_tracking_uri(tracking)
+        if (args.project or trained_on) and len(uris) == 1:
+            uris += compact_of(uris[0])   # the target is about the compact model: measure it too
         frame = synth.make_table(args.rows, seed=args.seed + 1, dirty=0.001)
         frame = frame.drop(columns=[target]) if target in frame.columns else frame
         suite = scoring_suite(load_suite(args.suite), target)
