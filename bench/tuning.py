@@ -164,7 +164,7 @@ def tpe_study(settings, X, y, cats, seed: int, n_trials: int, tmp: Path, runner)
             best = max(best, outcome.value)
         reached.append((time.perf_counter() - t0, best))
 
-    window = 2 + settings.tune.runner.queued
+    window = settings.tune.runner.model_copy(update={"workers": 2}).window
     result = run_study(study, tune, 1, window, submitter(runner, data), "roc_auc", on_trial=on_trial)
     return result, reached, time.perf_counter() - t0
 

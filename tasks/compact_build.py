@@ -77,12 +77,10 @@ class BuildContext:
                y_train: np.ndarray, y_valid: np.ndarray, settings: Settings) -> BuildContext:
         limit = settings.compress.retrain_rows
         if len(train) > limit:
-            from sklearn.model_selection import train_test_split
+            from tasks.preprocess import sample_positions
 
-            keep, _ = train_test_split(np.arange(len(train)), train_size=limit,
-                                       random_state=settings.base.seed,
-                                       stratify=None if full.task == "regression" else y_train)
-            keep = np.sort(keep)
+            keep = sample_positions(y_train, limit, settings.base.seed,
+                                    stratify=full.task != "regression")
             log.info("compress: retrained candidates fit on a seeded %d-row sample of the %d "
                      "train rows (compress.retrain_rows)", limit, len(train))
             train, y_train = train.iloc[keep], y_train[keep]

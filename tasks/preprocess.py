@@ -89,6 +89,14 @@ def split_frame(df: pd.DataFrame, target: str, stratify: bool, test_size: float,
             "test": test.reset_index(drop=True)}
 
 
+def sample_positions(y: np.ndarray, size: int, seed: int, stratify: bool) -> np.ndarray:
+    """Sorted positions of a seeded sample of `size` rows, stratified on y for classification
+    (the reduced-fidelity CV of `tune`, the retrain sample of `compress`)."""
+    keep, _ = train_test_split(np.arange(len(y)), train_size=size, random_state=seed,
+                               stratify=y if stratify else None)
+    return np.sort(keep)
+
+
 def feature_frame(df: pd.DataFrame, target: str) -> pd.DataFrame:
     return df.drop(columns=[target])
 

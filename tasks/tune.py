@@ -41,7 +41,7 @@ import optuna
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
+from sklearn.model_selection import KFold, StratifiedKFold
 
 from tasks.config import LgbmParams, Settings, TuneRunnerSettings, TuneSettings, is_int_param
 from tasks.errors import PipelineError
@@ -49,6 +49,7 @@ from tasks.features import model_input_categoricals, oversample_indices, transfo
 from tasks.io import (ArtifactPaths, atomic_path, load_joblib, read_parquet, replace_dir,
                       write_csv, write_json, write_text)
 from tasks.model import encode_target
+from tasks.preprocess import sample_positions
 from tasks.tracking import RunContext, log_to_run
 
 log = logging.getLogger(__name__)
@@ -722,10 +723,7 @@ def cv_data(X: pd.DataFrame, y: np.ndarray, categorical: list[str], settings: Se
     seed = settings.base.seed
     task_type = settings.data.task
     if fidelity.rows < len(y):
-        strat = y if task_type != "regression" else None
-        keep, _ = train_test_split(np.arange(len(y)), train_size=fidelity.rows, random_state=seed,
-                                   stratify=strat)
-        keep = np.sort(keep)
+        keep = sample_positions(y, fidelity.rows, seed, stratify=task_type != "regression")
         X, y = X.iloc[keep].reset_index(drop=True), y[keep]
     folds = make_folds(y, task_type, fidelity.n_folds, seed)
     return CVData(X.reset_index(drop=True), y, folds, categorical, task_type, num_class,
