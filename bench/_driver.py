@@ -29,8 +29,8 @@ def main() -> None:
     prepare_environment(Path.cwd(), in_flow=False)
     configure_stage_logging()
     from flows.training import STAGES
-    from tasks.config import load_settings
-    from tasks.tracking import RunContext, finish_parent_run, start_parent_run
+    from core.config import load_settings
+    from adapters.tracking import RunContext, finish_parent_run, start_parent_run
 
     settings = load_settings("params.yaml")
     run_id = start_parent_run(settings.tracking_uri, settings.register_.experiment,

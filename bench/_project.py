@@ -17,8 +17,10 @@ from typing import Any
 import psutil
 import yaml
 
+from core import CODE_PACKAGES
+
 ROOT = Path(__file__).resolve().parents[1]
-COPY = ["tasks", "flows", "expectations", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"]
+COPY = [*CODE_PACKAGES, "expectations", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"]
 
 
 def stage_names(root: Path = ROOT) -> list[str]:

@@ -36,9 +36,9 @@ def measure(root: Path) -> dict[str, object]:
     import numpy as np
     import pandas as pd
 
-    from tasks.compress import score_split
-    from tasks.io import load_joblib, read_json, read_parquet
-    from tasks.model import encode_target
+    from tasks.compress.report import score_split
+    from core.io import load_joblib, read_json, read_parquet
+    from inference.model import encode_target
 
     full = load_joblib(root / "models/model.joblib")
     compact = load_joblib(root / "models/compact/model.joblib")

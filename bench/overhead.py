@@ -41,8 +41,8 @@ from flows._runtime import configure_stage_logging, prepare_environment
 prepare_environment(Path.cwd(), in_flow=False)
 configure_stage_logging()
 from flows.training import STAGES
-from tasks.config import load_settings
-from tasks.tracking import RunContext, finish_parent_run, start_parent_run
+from core.config import load_settings
+from adapters.tracking import RunContext, finish_parent_run, start_parent_run
 settings = load_settings("params.yaml")
 run_id = start_parent_run(settings.tracking_uri, settings.register_.experiment,
                           settings.artifact_root, entry="plain", params=settings.flat())
@@ -128,7 +128,7 @@ def main() -> None:
             # reuses: byte-compiling the project copy's code and the first start of a temporary
             # Prefect server in this PREFECT_HOME (plain calls start one too, for the tune stage's
             # trial tasks).
-            project.python("-m", "compileall", "-q", "tasks", "flows")
+            project.python("-m", "compileall", "-q", *CODE_PACKAGES)
             timed(project, py, "-c", BARE_FLOW)
             for _ in range(args.repeat):
                 times["plain"].append(timed(project, py, "-c", PLAIN, ",".join(names))[0])

@@ -15,8 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from core import CODE_PACKAGES
+
 ROOT = Path(__file__).resolve().parents[1]
-COPY = ["tasks", "flows", "expectations", "dvc.yaml", "params.yaml", ".dvcignore", "data/source"]
+COPY = [*CODE_PACKAGES, "expectations", "dvc.yaml", "params.yaml", ".dvcignore", "data/source"]
 
 
 def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:

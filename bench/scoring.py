@@ -36,7 +36,7 @@ from _project import ROOT, TreeSampler, machine, make_project  # noqa: E402
 
 def scoring_suite(suite: Any, target: str) -> Any:
     """The raw suite for rows without the target: target checks dropped, column set without it."""
-    from tasks.gx import import_gx, suite_to_dict
+    from adapters.gx import import_gx, suite_to_dict
 
     d = suite_to_dict(suite)
     exps = []
@@ -88,7 +88,7 @@ def compact_of(champion_uri: str) -> list[str]:
 def measure(uri: str, frame: Any, suite: Any, sample_rows: int, seed: int) -> dict[str, Any]:
     import mlflow
 
-    from tasks.score import predict_validated
+    from ops.score import predict_validated
     from tasks.validate import gate_of, quarantine_rows, run_raw_suite
 
     start = time.perf_counter()
@@ -147,7 +147,7 @@ def main() -> None:
             uris, trained_on = [uri], args.train_rows
         import mlflow
 
-        from tasks.gx import load_suite
+        from adapters.gx import load_suite
 
         mlflow.set_tracking_uri(tracking)
         if (args.project or trained_on) and len(uris) == 1:

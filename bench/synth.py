@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core import CODE_PACKAGES
+
 ROOT = Path(__file__).resolve().parents[1]
 SUITE_DIR = ROOT / "bench" / "expectations"
 TARGET, POSITIVE = "Status", "bad"
@@ -162,7 +164,7 @@ def regenerate_suites(seed: int = 42) -> list[Path]:
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "project"
-        for name in ("tasks", "flows", "params.yaml"):
+        for name in (*CODE_PACKAGES, "params.yaml"):
             src = ROOT / name
             (shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
              if src.is_dir() else shutil.copy2(src, root / name))

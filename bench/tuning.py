@@ -36,10 +36,10 @@ LIGHTGBM_DEFAULTS = {"learning_rate": 0.1, "num_leaves": 31, "max_depth": -1,
 
 def prepare(tmp: Path):  # type: ignore[no-untyped-def]
     """Default data through ingest/validate-style cleaning, split, preprocessing and features."""
-    from tasks.config import load_settings
+    from core.config import load_settings
     from tasks.features import fit_model_input, model_input_categoricals, transform_splits
     from tasks.ingest import normalise_frame, read_source
-    from tasks.model import encode_target
+    from inference.model import encode_target
     from tasks.preprocess import build_preprocessor, feature_frame, split_frame
     from tasks.validate import drop_duplicate_rows
 
@@ -66,7 +66,8 @@ def parallel_efficiency(settings, X, y, cats, n_trials: int, kind: str, repeat: 
     speedup is reported (single pairs varied by +-0.04 in efficiency on the idle machine)."""
     import optuna
 
-    from tasks.tune import CVData, make_folds, suggest_params
+    from tasks.tune.cv import CVData, make_folds
+    from tasks.tune.search import suggest_params
 
     tune = settings.tune.model_copy(update={"pruner": "none", "n_trials": n_trials})
     sampler = optuna.samplers.RandomSampler(seed=settings.base.seed)
@@ -93,8 +94,8 @@ def parallel_efficiency(settings, X, y, cats, n_trials: int, kind: str, repeat: 
 
 
 def _parallel_once(tune, params, data, kind, fixed_study) -> dict:  # type: ignore[no-untyped-def]
-    from tasks.config import TuneRunnerSettings
-    from tasks.tune import prefect_trials, run_study
+    from core.config import TuneRunnerSettings
+    from tasks.tune.study import prefect_trials, run_study
 
     n_trials = len(params)
     out = {}
@@ -125,7 +126,7 @@ def random_search(settings, X, y, cats, seed: int, n_trials: int) -> tuple[float
     from scipy.stats import loguniform, randint, uniform
     from sklearn.model_selection import RandomizedSearchCV, StratifiedKFold
 
-    from tasks.config import is_int_param
+    from core.config import is_int_param
 
     dists = {}
     for name, rng in settings.tune.search_space.items():
@@ -149,7 +150,8 @@ def random_search(settings, X, y, cats, seed: int, n_trials: int) -> tuple[float
 def tpe_study(settings, X, y, cats, seed: int, n_trials: int, tmp: Path, runner):  # type: ignore[no-untyped-def]
     """The tune stage's study (its loop, TPE + Hyperband, 2 workers) on an already started task
     runner; the time each new best was reached."""
-    from tasks.tune import CVData, make_folds, open_study, run_study, submitter
+    from tasks.tune.cv import CVData, make_folds
+    from tasks.tune.study import open_study, run_study, submitter
 
     tune = settings.tune.model_copy(update={"n_trials": n_trials})
     data = CVData(X, y, make_folds(y, "binary", tune.n_folds, seed), cats, "binary", 2, "none", seed)
@@ -174,8 +176,8 @@ def started_runners(settings, X, y, cats, kind: str, tmp: Path):  # type: ignore
     RandomizedSearchCV keeps between calls anyway) and the tune stage's task runner. Returns the
     runner's context, the runner and the seconds its start took (what a `tune` stage run pays
     once, whatever the search)."""
-    from tasks.config import TuneRunnerSettings
-    from tasks.tune import trial_runner
+    from core.config import TuneRunnerSettings
+    from adapters.prefect import task_runner as trial_runner
 
     random_search(settings, X, y, cats, settings.base.seed, 2)       # loky workers + imports
     context = trial_runner(TuneRunnerSettings(kind=kind, workers=2, threads_per_trial=1))
@@ -188,7 +190,7 @@ def started_runners(settings, X, y, cats, kind: str, tmp: Path):  # type: ignore
 def test_metric(settings, splits, model_input, overrides):  # type: ignore[no-untyped-def]
     from sklearn.metrics import roc_auc_score
 
-    from tasks.model import encode_target
+    from inference.model import encode_target
     from tasks.train import fit_model
 
     fit = fit_model(splits["train"], splits["valid"], model_input, settings, overrides=overrides)
@@ -215,7 +217,7 @@ def main() -> None:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
-    from tasks.tune import shared_prefect_api
+    from adapters.prefect import shared_prefect_api
 
     settings, splits, model_input, X, y, cats, _ = prepare(tmp)
     cores = os.cpu_count()

@@ -27,14 +27,14 @@ def main() -> None:
     args = parser.parse_args()
 
     t0 = time.perf_counter()
-    from tasks.gx import import_gx, load_suite
+    from adapters.gx import import_gx, load_suite
 
     import_gx()
     import_seconds = time.perf_counter() - t0
 
     import numpy as np
 
-    from tasks.config import DataSettings, load_settings
+    from core.config import DataSettings, load_settings
     from tasks.ingest import normalise_frame, read_source
     from tasks.validate import validate_raw
 

@@ -24,7 +24,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from flows._runtime import configure_stage_logging, prepare_environment
+from flows._runtime import LOGGERS, configure_stage_logging, prepare_environment
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
 
     params = Path(args.params).resolve()
     prepare_environment(params.parent, in_flow=args.command in {"run", "score", "serve"})
-    from tasks.config import ConfigError
-    from tasks.errors import PipelineError
+    from core.config import ConfigError
+    from core.errors import PipelineError
 
     try:
         if args.command == "stage":
@@ -84,25 +84,37 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def quiet_user_errors() -> None:
+    """In a flow: no tracebacks for errors written for the user, and our loggers at INFO
+    (Prefect attaches its handlers; the level is ours to set)."""
+    import logging
+
+    from core.config import ConfigError
+    from core.errors import PipelineError
+    from flows._runtime import hide_user_error_tracebacks
+
+    hide_user_error_tracebacks((PipelineError, ConfigError))
+    for name in LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)
+
+
 def run_stage(name: str, params: Path) -> int:
     configure_stage_logging()
+    from adapters.tracking import finish_parent_run, join_or_start_dvc_run
+    from core.config import load_settings
+    from core.io import ArtifactPaths
     from flows.training import STAGES
-    from tasks.config import load_settings
-    from tasks.io import ArtifactPaths
-    from tasks.tracking import join_or_start_dvc_run
+    from ops.preflight import preflight
 
     if name not in STAGES:
         print(f"error: unknown stage {name!r}; stages are: {', '.join(STAGES)}", file=sys.stderr)
         return 2
     settings = load_settings(params)
-    from tasks.preflight import check_tracking_store
-
-    check_tracking_store(settings.tracking_uri)  # fail fast, naming the URI
+    # Fail fast on an unusable tracking store, and clean up after a crashed run, as the flow does.
+    preflight(settings)
     ctx = join_or_start_dvc_run(settings.tracking_uri, settings.register_.experiment,
                                 settings.artifact_root, ArtifactPaths(settings.root).run_pointer,
                                 params=settings.flat())
-    from tasks.tracking import finish_parent_run
-
     try:
         STAGES[name].fn(settings, ctx)
     except BaseException:
@@ -113,8 +125,8 @@ def run_stage(name: str, params: Path) -> int:
 
 
 def run_suggest(params: Path, only: str | None, force: bool) -> int:
-    from tasks.config import load_settings
-    from tasks.suggest import SUITES, suggest_suites
+    from core.config import load_settings
+    from ops.suggest import SUITES, suggest_suites
 
     settings = load_settings(params)
     for path in suggest_suites(settings, (only,) if only else SUITES, force):
@@ -125,31 +137,22 @@ def run_suggest(params: Path, only: str | None, force: bool) -> int:
 
 def run_compare(params: Path, version_a: str, version_b: str) -> int:
     configure_stage_logging()
-    from tasks.config import load_settings
-    from tasks.register import compare_versions
+    from core.config import load_settings
+    from ops.compare import compare_versions
 
     print("\n".join(compare_versions(load_settings(params), version_a, version_b)))
     return 0
 
 
 def run_flow(params: Path, force: bool) -> int:
+    from core.config import load_settings
     from flows.summary import print_summary
     from flows.training import training_flow
-    from tasks.config import load_settings
-
-    from flows._runtime import hide_user_error_tracebacks
-    from tasks.config import ConfigError
-    from tasks.errors import PipelineError
+    from ops.preflight import check_tracking_store
 
     settings = load_settings(params)  # fail on bad params before Prefect starts
-    from tasks.preflight import check_tracking_store
-
     check_tracking_store(settings.tracking_uri)  # and on an unusable tracking store
-    hide_user_error_tracebacks((PipelineError, ConfigError))
-    import logging
-
-    for name in ("tasks", "flows"):  # Prefect attaches its handlers; the level is ours to set
-        logging.getLogger(name).setLevel(logging.INFO)
+    quiet_user_errors()
     try:
         state = training_flow(params_path=str(params), force=force, return_state=True)
     except RuntimeError as exc:  # Prefect itself could not start (stage errors come back as state)
@@ -169,18 +172,12 @@ def run_flow(params: Path, force: bool) -> int:
 
 
 def run_score(params: Path) -> int:
-    import logging
-
-    from flows._runtime import hide_user_error_tracebacks
+    from core.config import load_settings
     from flows.scoring import scoring_flow
-    from tasks.config import ConfigError, load_settings
-    from tasks.errors import PipelineError
-    from tasks.preflight import check_tracking_store
+    from ops.preflight import check_tracking_store
 
     check_tracking_store(load_settings(params).tracking_uri)
-    hide_user_error_tracebacks((PipelineError, ConfigError))
-    for name in ("tasks", "flows"):
-        logging.getLogger(name).setLevel(logging.INFO)
+    quiet_user_errors()
     state = scoring_flow(params_path=str(params), return_state=True)
     if state.is_failed():
         try:
@@ -211,8 +208,9 @@ def run_serve(params: Path, interval: float | None, start_server: bool, port: in
               only: str | None) -> int:
     import os
 
-    from flows.deploy import serve_deployments, start_server as start_prefect, stop_process_group
-    from tasks.config import load_settings
+    from adapters.prefect import start_server as start_prefect, stop_process_group
+    from flows.deploy import serve_deployments
+    from core.config import load_settings
 
     settings = load_settings(params)
     server = None
@@ -233,8 +231,8 @@ def run_serve(params: Path, interval: float | None, start_server: bool, port: in
 
 def run_reproduce(params: Path, version: str, keep: bool) -> int:
     configure_stage_logging()
-    from tasks.config import load_settings
-    from tasks.reproduce import reproduce_version
+    from core.config import load_settings
+    from ops.reproduce import reproduce_version
 
     result = reproduce_version(load_settings(params), version, keep)
     print("\n".join(result.lines()))
@@ -242,8 +240,8 @@ def run_reproduce(params: Path, version: str, keep: bool) -> int:
 
 
 def run_transfer(params: Path, action: str) -> int:
-    from tasks.config import load_settings
-    from tasks.remote import transfer
+    from core.config import load_settings
+    from ops.remote import transfer
 
     print(transfer(load_settings(params), action))
     return 0

@@ -11,12 +11,15 @@ import sys
 import warnings
 from pathlib import Path
 
+# The project's own loggers: shown at INFO, and sent to the Prefect run log inside a flow.
+LOGGERS = ("tasks", "flows", "adapters", "ops", "core", "inference")
+
 
 def prepare_environment(root: Path, in_flow: bool) -> None:
     """Offline-friendly, quiet defaults; any value the user already set wins."""
     defaults = {
         # In a flow our loggers go to the Prefect run log; in a DVC stage there is no flow run.
-        **({"PREFECT_LOGGING_EXTRA_LOGGERS": "tasks,flows"} if in_flow else
+        **({"PREFECT_LOGGING_EXTRA_LOGGERS": ",".join(LOGGERS)} if in_flow else
            {"PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore"}),
         "PREFECT_HOME": str(root / ".prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",

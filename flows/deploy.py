@@ -2,24 +2,18 @@
 `schedule.scoring_cron`, served by this process (`python -m flows serve`).
 
 `make serve` also starts a local Prefect server on 127.0.0.1 with the project's PREFECT_HOME
-(`start_server`), so the Prefect UI shows both deployments with their schedules. On a team's own
+(adapters/prefect.py `start_server`), so the Prefect UI shows both deployments with their schedules. On a team's own
 infrastructure the same flows are deployed to a work pool with `prefect deploy` (prefect.yaml).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tasks.config import Settings
+from core.config import Settings
 
 TRAINING_DEPLOYMENT = "scheduled-training"
 SCORING_DEPLOYMENT = "batch-scoring"
@@ -67,62 +61,3 @@ def serve_deployments(settings: Settings, params_path: Path, interval_s: float |
     if root not in sys.path:
         sys.path.insert(0, root)
     serve(*build_deployments(settings, params_path, interval_s, only), limit=1)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(home: Path, port: int | None = None, ui: bool = True,
-                 timeout_s: float = 90.0) -> tuple[subprocess.Popen[bytes], str]:
-    """A Prefect server on 127.0.0.1 (own process group) with its database under `home`."""
-    port = port or free_port()
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "DO_NOT_TRACK": "1", "PREFECT_UI_ENABLED": "true" if ui else "false",
-           "PREFECT_SERVER_LOGGING_LEVEL": "WARNING"}
-    env.pop("PREFECT_API_URL", None)
-    prefect = Path(sys.executable).with_name("prefect")
-    cmd = [str(prefect) if prefect.exists() else "prefect", "server", "start",
-           "--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    api = f"http://127.0.0.1:{port}/api"
-    try:
-        wait_until_healthy(f"{api}/health", proc, timeout_s, what="prefect server")
-    except RuntimeError:
-        stop_process_group(proc)
-        raise
-    return proc, api
-
-
-def wait_until_healthy(url: str, proc: subprocess.Popen[Any], timeout_s: float = 90.0,
-                       what: str = "server") -> None:
-    """Poll url until it answers 200; fail if proc exits or the time is up."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with code {proc.returncode}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        time.sleep(0.5)
-    raise RuntimeError(f"{what} did not answer on {url} within {timeout_s:.0f}s")
-
-
-def stop_process_group(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM,
-                       timeout_s: float = 20.0) -> None:
-    """Stop a process started with start_new_session=True and everything it started."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=timeout_s)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group (already-exited leader)

@@ -7,9 +7,9 @@ from typing import Any
 
 from prefect import flow, task
 
-from tasks.config import load_settings
-from tasks.preflight import check_tracking_store
-from tasks.score import score_incoming
+from core.config import load_settings
+from ops.preflight import check_tracking_store
+from ops.score import score_incoming
 
 log = logging.getLogger("flows.scoring")
 

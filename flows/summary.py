@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.config import Settings
-from tasks.io import ArtifactPaths, read_json
+from core.config import Settings
+from core.io import ArtifactPaths, read_json
 
 
 def summary_lines(settings: Settings, result: dict[str, Any]) -> list[str]:

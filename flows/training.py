@@ -14,19 +14,19 @@ from typing import Any
 
 from prefect import flow, runtime
 
-from flows.dvc_state import DvcState
-from tasks.compress import compress_stage
-from tasks.config import Settings, load_settings
+from adapters.dvc import DvcState
+from tasks.compress.stage import compress_stage
+from core.config import Settings, load_settings
 from tasks.drift import drift_stage
-from tasks.evaluate import evaluate_stage
+from tasks.evaluate.stage import evaluate_stage
 from tasks.features import features_stage
 from tasks.ingest import ingest_stage
-from tasks.preflight import preflight
+from ops.preflight import preflight
 from tasks.preprocess import preprocess_stage
-from tasks.register import register_stage, registration_in_store
-from tasks.tracking import RunContext, finish_parent_run, start_parent_run
+from tasks.register.stage import register_stage, registration_in_store
+from adapters.tracking import RunContext, finish_parent_run, start_parent_run
 from tasks.train import train_stage
-from tasks.tune import tune_stage
+from tasks.tune.stage import tune_stage
 from tasks.validate import validate_stage
 
 log = logging.getLogger("flows.training")

@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 from prefect import task
 
-from tasks.config import Settings
-from tasks.io import ArtifactPaths, load_joblib, read_parquet, write_json
-from tasks.tracking import RunContext, log_to_run
+from core.config import Settings
+from core.io import ArtifactPaths, load_joblib, read_parquet, write_json
+from adapters.tracking import RunContext, log_to_run
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def drift_report(reference: pd.DataFrame, new: pd.DataFrame, features: list[str]
 @task(name="drift")
 def drift_stage(settings: Settings, ctx: RunContext) -> Path:
     from tasks.ingest import normalise_frame
-    from tasks.retrain import read_labelled
+    from tasks.ingest import read_labelled
 
     paths = ArtifactPaths(settings.root)
     cfg = settings.retrain

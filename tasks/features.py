@@ -24,12 +24,12 @@ import pandas as pd
 from prefect import task
 from sklearn.pipeline import Pipeline
 
-from tasks.config import FeaturesSettings, Settings
-from tasks.io import ArtifactPaths, dump_joblib, load_joblib, read_parquet, write_json
-from tasks.model import encode_target
+from core.config import FeaturesSettings, Settings
+from core.io import ArtifactPaths, dump_joblib, load_joblib, read_parquet, write_json
+from inference.model import encode_target
 from tasks.preprocess import SPLITS, categorical_outputs, feature_frame
-from tasks.tracking import RunContext, log_to_run
-from tasks.transformers import FeatureBuilder
+from adapters.tracking import RunContext, log_to_run
+from inference.transformers import FeatureBuilder
 from tasks.validate import gate_model_input
 
 log = logging.getLogger(__name__)

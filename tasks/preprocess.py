@@ -20,10 +20,10 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler, OrdinalEncoder, StandardScaler
 
-from tasks.config import PreprocessSettings, Settings
-from tasks.io import ArtifactPaths, dump_joblib, read_parquet, write_json, write_parquet
-from tasks.tracking import RunContext, log_to_run
-from tasks.transformers import SentinelMapper
+from core.config import PreprocessSettings, Settings
+from core.io import ArtifactPaths, dump_joblib, read_parquet, write_json, write_parquet
+from adapters.tracking import RunContext, log_to_run
+from inference.transformers import SentinelMapper
 
 log = logging.getLogger(__name__)
 
@@ -99,13 +99,6 @@ def sample_positions(y: np.ndarray, size: int, seed: int, stratify: bool) -> np.
 
 def feature_frame(df: pd.DataFrame, target: str) -> pd.DataFrame:
     return df.drop(columns=[target])
-
-
-def model_input_frames(preprocessor: Pipeline, splits: Mapping[str, pd.DataFrame],
-                       target: str) -> dict[str, pd.DataFrame]:
-    """What the model sees: the fitted preprocessing applied to each split."""
-    return {name: preprocessor.transform(feature_frame(part, target))
-            for name, part in splits.items()}
 
 
 def imputed_outputs(preprocessor: Pipeline) -> list[str]:

@@ -1,4 +1,8 @@
-"""train: fit LightGBM on the preprocessed train split, early-stopping on the valid split."""
+"""train: fit LightGBM on the preprocessed train split, early-stopping on the valid split.
+
+The binary decision threshold is chosen here too, on the valid split (never the test split), and
+stored in the model, so evaluate, the registered model and batch scoring all use it as is.
+"""
 
 from __future__ import annotations
 
@@ -13,14 +17,13 @@ import pandas as pd
 from prefect import task
 from sklearn.pipeline import Pipeline
 
-from tasks.config import Settings, TrainSettings
-from tasks.io import (ArtifactPaths, dump_joblib, load_joblib, read_json, read_parquet,
+from core.config import Settings, ThresholdSettings, TrainSettings
+from core.io import (ArtifactPaths, dump_joblib, load_joblib, read_json, read_parquet,
                       write_json)
-from tasks.model import InferenceModel, encode_target
+from inference.model import InferenceModel, encode_target
 from tasks.features import balanced_weights, model_input_categoricals, oversample_indices
 from tasks.preprocess import feature_frame
-from tasks.threshold import tune_model_threshold
-from tasks.tracking import RunContext, log_to_run
+from adapters.tracking import RunContext, log_to_run
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,70 @@ def fit_model(train: pd.DataFrame, valid: pd.DataFrame, preprocessor: Pipeline,
     return FitResult(model, best_iteration, metric, best_score)
 
 
+# ------------------------------------------------------------------------------------------------
+# The decision threshold (pure: scores and labels in, one threshold out)
+# ------------------------------------------------------------------------------------------------
+def threshold_curve(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every distinct cut: (thresholds, true positives, false positives) for `p >= threshold`.
+
+    The first cut is above every score (nothing positive); the threshold of a cut is the midpoint
+    between the lowest score it calls positive and the next lower score, so unseen scores between
+    two valid-split scores are labelled like their nearer side.
+    """
+    y = np.asarray(y, dtype=int)
+    p = np.asarray(p, dtype=float)
+    order = np.argsort(-p, kind="stable")
+    p_sorted, y_sorted = p[order], y[order]
+    distinct = np.r_[np.diff(p_sorted) != 0, True]          # last row of each tie group
+    tp = np.cumsum(y_sorted)[distinct]
+    fp = np.cumsum(1 - y_sorted)[distinct]
+    cut_scores = p_sorted[distinct]                         # descending
+    lower = np.r_[cut_scores[1:], 0.0]                      # next score below each cut
+    thresholds = (cut_scores + lower) / 2
+    top = np.nextafter(cut_scores[0], np.inf)               # above every score: none positive
+    return np.r_[top, thresholds], np.r_[0, tp], np.r_[0, fp]
+
+
+def choose_threshold(y: np.ndarray, p: np.ndarray, settings: ThresholdSettings) -> float:
+    """F1-optimal threshold, or the one with minimum expected cost under the cost matrix."""
+    y = np.asarray(y, dtype=int)
+    if len(y) == 0 or y.min() == y.max():
+        return 0.5  # one class only on valid: nothing to learn, keep the neutral default
+    thresholds, tp, fp = threshold_curve(y, p)
+    pos, n = int(y.sum()), len(y)
+    fn, tn = pos - tp, (n - pos) - fp
+    if settings.objective == "f1":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            objective = -np.where(tp > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
+    else:
+        objective = (settings.cost_fp * fp + settings.cost_fn * fn + settings.cost_tp * tp
+                     + settings.cost_tn * tn) / n
+    best = int(np.argmin(objective))   # ties: the first, i.e. the highest threshold
+    return float(thresholds[best])
+
+
+def expected_cost(y: np.ndarray, p: np.ndarray, threshold: float, settings: ThresholdSettings) -> float:
+    """Average cost per row of labelling `p >= threshold` positive (for reports and tests)."""
+    y = np.asarray(y, dtype=int)
+    pred = np.asarray(p) >= threshold
+    tp = np.sum(pred & (y == 1)); fp = np.sum(pred & (y == 0))
+    fn = np.sum(~pred & (y == 1)); tn = np.sum(~pred & (y == 0))
+    return float((settings.cost_fp * fp + settings.cost_fn * fn + settings.cost_tp * tp
+                  + settings.cost_tn * tn) / len(y))
+
+
+def tune_model_threshold(model: InferenceModel, valid: pd.DataFrame, settings: Settings,
+                         scores: np.ndarray | None = None) -> float | None:
+    """Set `model.threshold` from the valid split (binary only); returns it, or None.
+    `scores`: the model's valid-split scores when the caller already has them."""
+    if model.task != "binary":
+        return None
+    y, _ = encode_target(valid[settings.data.target], model.task, classes=model.classes)
+    scores = model.predict_scores(valid) if scores is None else scores
+    model.threshold = choose_threshold(y, scores, settings.evaluate.threshold)
+    return model.threshold
+
+
 @task(name="train")
 def train_stage(settings: Settings, ctx: RunContext) -> Path:
     paths = ArtifactPaths(settings.root)
@@ -94,7 +161,7 @@ def train_stage(settings: Settings, ctx: RunContext) -> Path:
         log.info("train: tuned params from %s: %s", paths.tuning_metrics.name,
                  ", ".join(f"{k}={v:.4g}" for k, v in tuned.items()))
     result = fit_model(train, valid, model_input, settings, overrides=tuned)
-    # Decision threshold (issue 5): chosen on valid, stored in the model before it is written.
+    # The decision threshold is chosen on valid and stored in the model before it is written.
     threshold = tune_model_threshold(result.model, valid, settings)
     dump_joblib(result.model, paths.model)
     summary = {"best_iteration": result.best_iteration,

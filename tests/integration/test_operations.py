@@ -34,7 +34,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, credit: pd.DataFrame) -> P
     tmp = tmp_path_factory.mktemp("ops")
     frame = credit.sample(900, random_state=11).reset_index(drop=True)
     project = make_project(tmp, frame, remote={"url": str(tmp / "dvc-remote")},
-                           evaluate={"n_boot": 200})
+                           evaluate={"n_boot": 200}, compress={"enabled": True})
     project.frame = frame  # type: ignore[attr-defined]
     project.unused = credit.drop(index=frame.index, errors="ignore")  # type: ignore[attr-defined]
     project.flow("run")
@@ -68,7 +68,7 @@ def _md5(path: Path) -> str:
 
 
 def _settings(project: Project):  # type: ignore[no-untyped-def]
-    from tasks.config import load_settings
+    from core.config import load_settings
 
     return load_settings(project.root / "params.yaml")
 
@@ -78,10 +78,56 @@ def _env_with_mlflow(project: Project) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------------------
+# the registered model carries only the inference package
+# ------------------------------------------------------------------------------------------------
+BLOCK_TRAINING_CODE = """
+import importlib.abc, sys
+TRAINING = {"tasks", "flows", "core", "adapters", "ops", "prefect"}
+class Blocked(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in TRAINING:
+            raise ModuleNotFoundError(f"{name} is not importable here", name=name)
+sys.meta_path.insert(0, Blocked())
+import json, mlflow, pandas as pd
+mlflow.set_tracking_uri(sys.argv[1])
+rows = pd.read_parquet(sys.argv[2])
+for uri in sys.argv[3:]:
+    out = mlflow.pyfunc.load_model(uri).predict(rows)
+    print(json.dumps({"uri": uri, "rows": len(out), "columns": list(out.columns),
+                      "training_code_loaded": sorted(m for m in sys.modules
+                                                     if m.split(".")[0] in TRAINING)}))
+"""
+
+
+def test_registered_models_load_and_predict_without_the_training_code(trained: Project,
+                                                                     tmp_path: Path) -> None:
+    import mlflow
+
+    client = _client(trained)
+    uris = [f"models:/{MODEL}@champion", f"models:/{MODEL}-compact@champion"]
+    for uri in uris:
+        local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / uri[8:])))
+        assert sorted(p.name for p in (local / "code").iterdir()) == ["inference"], uri
+    assert client.get_registered_model(f"{MODEL}-compact")
+    rows = trained.frame.drop(columns=["Status"]).head(20)  # type: ignore[attr-defined]
+    rows.to_parquet(tmp_path / "rows.parquet")
+    env = {k: v for k, v in trained.env.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", BLOCK_TRAINING_CODE, trained.tracking_uri,
+                           str(tmp_path / "rows.parquet"), *uris], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert [r["uri"] for r in results] == uris
+    for r in results:
+        assert r["rows"] == 20 and "probability" in r["columns"] and "label" in r["columns"]
+        assert r["training_code_loaded"] == []
+
+
+# ------------------------------------------------------------------------------------------------
 # batch scoring
 # ------------------------------------------------------------------------------------------------
 def test_batch_scoring_scores_quarantines_rejects_and_never_rescores(trained: Project) -> None:
-    from tasks.score import score_incoming
+    from ops.score import score_incoming
 
     incoming = trained.root / "data" / "incoming"
     incoming.mkdir(parents=True, exist_ok=True)
@@ -128,7 +174,7 @@ def _post(url: str, body: bytes) -> tuple[int, str]:
 
 
 def test_mlflow_models_serve_answers_like_the_in_process_model(trained: Project) -> None:
-    from flows.deploy import free_port, stop_process_group, wait_until_healthy
+    from adapters.prefect import free_port, stop_process_group, wait_until_healthy
 
     port = free_port()
     mlflow_bin = str(Path(sys.executable).with_name("mlflow"))
@@ -181,7 +227,8 @@ def _deployments(api: str) -> dict[str, dict]:
 
 
 def test_served_deployments_run_on_schedule(trained: Project, tmp_path: Path) -> None:
-    from flows.deploy import SCORING_DEPLOYMENT, start_server, stop_process_group
+    from adapters.prefect import start_server, stop_process_group
+    from flows.deploy import SCORING_DEPLOYMENT
 
     incoming = trained.root / "data" / "incoming"
     incoming.mkdir(parents=True, exist_ok=True)
@@ -277,7 +324,7 @@ def test_registry_page_shows_the_champion_in_chromium(trained: Project, tmp_path
 # faults
 # ------------------------------------------------------------------------------------------------
 def test_unusable_tracking_store_fails_fast_and_moves_no_alias(trained: Project) -> None:
-    from flows.deploy import free_port
+    from adapters.prefect import free_port
 
     champion = _champion_version(trained)
     closed = f"http://127.0.0.1:{free_port()}"

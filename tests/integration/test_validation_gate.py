@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.errors import DataError
+from core.errors import DataError
 from tasks.ingest import ingest_stage
-from tasks.io import ArtifactPaths
-from tasks.tracking import NO_RUN
+from core.io import ArtifactPaths
+from adapters.tracking import NO_RUN
 from tasks.validate import REASON, validate_stage
 from tests.conftest import ROOT, make_settings
 from tests.integration.conftest import make_project

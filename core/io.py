@@ -1,0 +1,251 @@
+"""Artifact paths and atomic reads/writes.
+
+Every write goes to a temporary file (or folder, `atomic_dir`) next to its destination and is
+renamed into place, so a crash never leaves half an artifact. Paths live here and nowhere else; dvc.yaml declares the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class ArtifactPaths:
+    root: Path
+
+    def _p(self, rel: str) -> Path:
+        return self.root / rel
+
+    @property
+    def raw(self) -> Path:
+        return self._p("data/raw/raw.parquet")
+
+    @property
+    def validated(self) -> Path:
+        return self._p("data/validated/validated.parquet")
+
+    @property
+    def validation_report(self) -> Path:
+        return self._p("reports/validation.json")
+
+    @property
+    def quarantine(self) -> Path:
+        return self._p("data/quarantine/quarantine.parquet")
+
+    @property
+    def model_input_report(self) -> Path:
+        return self._p("reports/model_input_validation.json")
+
+    def data_docs(self, suite: str) -> Path:
+        """Data Docs site (HTML) of one validation: reports/data_docs/<raw|model_input>/."""
+        return self._p(f"reports/data_docs/{suite}")
+
+    def resolve(self, rel: str) -> Path:
+        """A path from params.yaml, relative to the project root."""
+        p = Path(rel)
+        return p if p.is_absolute() else self.root / p
+
+    def split(self, name: str) -> Path:
+        return self._p(f"data/processed/{name}.parquet")
+
+    @property
+    def preprocessor(self) -> Path:
+        return self._p("models/preprocessor.joblib")
+
+    @property
+    def model(self) -> Path:
+        return self._p("models/model.joblib")
+
+    @property
+    def train_metrics(self) -> Path:
+        return self._p("metrics/train.json")
+
+    @property
+    def test_metrics(self) -> Path:
+        return self._p("metrics/test.json")
+
+    @property
+    def plots_dir(self) -> Path:
+        return self._p("plots")
+
+    @property
+    def evaluation_report(self) -> Path:
+        """Non-numeric evaluation facts (top features, class balance) for the model card."""
+        return self._p("reports/evaluation.json")
+
+    @property
+    def model_card(self) -> Path:
+        return self._p("reports/model_card.md")
+
+    @property
+    def tuning_metrics(self) -> Path:
+        """Written by the tune stage (CV mean/std); optional for evaluate."""
+        return self._p("metrics/tuning.json")
+
+    @property
+    def registration(self) -> Path:
+        return self._p("models/registration.json")
+
+    @property
+    def run_pointer(self) -> Path:
+        """Which MLflow parent run the current `dvc repro` belongs to (not versioned)."""
+        return self._p(".pipeline/mlflow_run.json")
+
+    @property
+    def features_model(self) -> Path:
+        """Fitted preprocessing + feature builder: raw rows in, model input out."""
+        return self._p("models/features.joblib")
+
+    @property
+    def features_report(self) -> Path:
+        return self._p("reports/features.json")
+
+    @property
+    def tuning_dir(self) -> Path:
+        """The tune stage's persisted state (declared `persist: true`): the Optuna journal."""
+        return self._p("models/tuning")
+
+    @property
+    def study_journal(self) -> Path:
+        return self._p("models/tuning/study.journal")
+
+    @property
+    def tuning_reports(self) -> Path:
+        """Optimization history / parameter importance plots and the trials table."""
+        return self._p("reports/tuning")
+
+    @property
+    def compact_dir(self) -> Path:
+        """The compact model of `compress`: model.joblib, compact.so, compact.json."""
+        return self._p("models/compact")
+
+    @property
+    def compact_manifest(self) -> Path:
+        return self._p("models/compact/compact.json")
+
+    @property
+    def compress_reports(self) -> Path:
+        """Pareto table (CSV/JSON) and the size-vs-metric plot."""
+        return self._p("reports/compress")
+
+    @property
+    def compress_metrics(self) -> Path:
+        return self._p("metrics/compress.json")
+
+    @property
+    def drift_report(self) -> Path:
+        return self._p("reports/drift.json")
+
+
+@contextlib.contextmanager
+def atomic_path(dest: Path) -> Iterator[Path]:
+    """Yield a temporary path next to `dest`; rename it onto `dest` only if the block succeeds."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, dest)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_parquet(df: pd.DataFrame, dest: Path) -> Path:
+    with atomic_path(dest) as tmp:
+        df.to_parquet(tmp, index=False)
+    return dest
+
+
+def read_parquet(path: Path) -> pd.DataFrame:
+    return pd.read_parquet(path)
+
+
+def write_json(obj: Any, dest: Path) -> Path:
+    with atomic_path(dest) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    return dest
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def write_csv(df: pd.DataFrame, dest: Path) -> Path:
+    with atomic_path(dest) as tmp:
+        df.to_csv(tmp, index=False)
+    return dest
+
+
+def write_text(text: str, dest: Path) -> Path:
+    with atomic_path(dest) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return dest
+
+
+def dump_joblib(obj: Any, dest: Path) -> Path:
+    with atomic_path(dest) as tmp:
+        joblib.dump(obj, tmp)
+    return dest
+
+
+def load_joblib(path: Path) -> Any:
+    return joblib.load(path)
+
+
+def replace_dir(src: Path, dest: Path) -> None:
+    """Swap a fully written folder into place."""
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old.tmp")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dest, old)
+        os.replace(src, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dest)
+
+
+@contextlib.contextmanager
+def atomic_dir(dest: Path) -> Iterator[Path]:
+    """Yield an empty temporary folder next to `dest`; swap it in for `dest` only if the block
+    succeeds (the folder counterpart of `atomic_path`: a folder output is never half-written,
+    and nothing of an earlier run survives in it)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; outputs are ordinary folders
+    try:
+        yield tmp
+        replace_dir(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def file_md5(path: Path) -> str:
+    """The same hash DVC records for a file output."""
+    digest = hashlib.md5()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -1,0 +1,30 @@
+"""MLflow pyfunc entry point ("models from code"): what `models:/<name>@champion` loads.
+
+MLflow executes this file when it loads the model; `register` passes its path, never imports it.
+The fitted InferenceModel travels as the `inference_model` artifact (joblib), and the `inference`
+package (its only code) travels as the model's code path, so the model loads anywhere the pinned
+libraries are, without the training code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import joblib
+import mlflow.pyfunc
+import pandas as pd
+from mlflow.models import set_model
+
+
+class PipelineModel(mlflow.pyfunc.PythonModel):
+    """Raw input columns in; probabilities and label (or predicted value) out."""
+
+    def load_context(self, context: Any) -> None:
+        self.model = joblib.load(context.artifacts["inference_model"])
+
+    def predict(self, context: Any, model_input: pd.DataFrame,
+                params: dict[str, Any] | None = None) -> pd.DataFrame:
+        return self.model.predict_frame(pd.DataFrame(model_input))
+
+
+set_model(PipelineModel())

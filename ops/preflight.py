@@ -1,0 +1,139 @@
+"""Checks before a run starts: fail fast on an unusable tracking store, clean up after a crash.
+
+MLflow's own client retries an unreachable server for minutes and waits on a locked SQLite file;
+one quick probe here turns both into an immediate error that names the URI, before any stage ran
+and long before any alias could move. After a run killed mid-way, temp files of atomic writes
+(`.<name>.*.tmp`) and a promotion lock held by a process of this machine that no longer exists are
+removed, so the next run starts cleanly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import socket
+import sqlite3
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from adapters.registry import lock_name
+from core.errors import TrackingError
+
+log = logging.getLogger(__name__)
+
+ARTIFACT_DIRS = ("data", "models", "metrics", "plots", "reports")
+
+
+def check_tracking_store(uri: str, timeout_s: float = 3.0) -> None:
+    """Raise TrackingError (naming the URI) unless the store answers within timeout_s."""
+    if uri.startswith(("http://", "https://")):
+        _check_http(uri, timeout_s)
+    elif uri.startswith("sqlite:///"):
+        _check_sqlite(uri, timeout_s)
+
+
+def _check_http(uri: str, timeout_s: float) -> None:
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            if resp.status >= 400:
+                raise TrackingError(f"MLflow tracking server {uri} answered {resp.status} on /health")
+    except urllib.error.HTTPError as exc:
+        raise TrackingError(f"MLflow tracking server {uri} answered {exc.code} on /health; "
+                            "is that an MLflow server?") from None
+    except (urllib.error.URLError, OSError, socket.timeout) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingError(f"MLflow tracking store {uri} is unreachable ({reason}); start the "
+                            "server or set register.tracking_uri / MLFLOW_TRACKING_URI") from None
+
+
+def _check_sqlite(uri: str, timeout_s: float) -> None:
+    path = Path(uri[len("sqlite:///"):])
+    if not path.exists():
+        if not path.parent.is_dir():
+            raise TrackingError(f"MLflow tracking store {uri}: folder {path.parent} does not exist")
+        return  # MLflow creates the database on first use
+    try:
+        conn = sqlite3.connect(str(path), timeout=timeout_s)
+        try:
+            conn.execute("BEGIN IMMEDIATE")  # needs the write lock, as logging a run does
+            conn.execute("ROLLBACK")
+        finally:
+            conn.close()
+    except sqlite3.OperationalError as exc:
+        hint = " (another process holds a write lock)" if "locked" in str(exc) else ""
+        raise TrackingError(f"MLflow tracking store {uri} is not usable: {exc}{hint}") from None
+    except sqlite3.DatabaseError as exc:
+        raise TrackingError(f"MLflow tracking store {uri} is not an SQLite database: {exc}") from None
+
+
+def remove_stale_temp_files(root: Path) -> list[Path]:
+    """Delete leftovers of interrupted atomic writes (files and folders) under the artifact
+    folders."""
+    removed: list[Path] = []
+    for top in ARTIFACT_DIRS:
+        base = root / top
+        if not base.is_dir():
+            continue
+        for p in sorted(base.rglob(".*.tmp")):
+            if not p.exists() and not p.is_symlink():  # inside a folder removed just before
+                continue
+            with contextlib.suppress(OSError):
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+                removed.append(p)
+    for p in removed:
+        log.info("preflight: removed %s left by an interrupted run", p.relative_to(root))
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def break_dead_owner_lock(client: Any, model_name: str) -> bool:
+    """Delete the promotion lock if its owner is a process on this host that no longer runs.
+
+    A lock of a live process, or of another host, is left to its TTL (tasks/registry_lock.py).
+    """
+    from mlflow.exceptions import MlflowException
+
+
+    name = lock_name(model_name)
+    try:
+        tags = dict(client.get_registered_model(name).tags)
+    except MlflowException:
+        return False
+    host, _, pid = tags.get("lock.owner", "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or _pid_alive(int(pid)):
+        return False
+    with contextlib.suppress(MlflowException):
+        client.delete_registered_model(name)
+        log.warning("preflight: removed the promotion lock %r left by process %s, which no longer "
+                    "runs", name, pid)
+        return True
+    return False
+
+
+def preflight(settings: Any) -> None:
+    """Everything a run checks before its first stage."""
+    check_tracking_store(settings.tracking_uri)
+    remove_stale_temp_files(settings.root)
+    import mlflow
+
+    from adapters.tracking import configure_mlflow
+
+    configure_mlflow(settings.tracking_uri)
+    try:
+        break_dead_owner_lock(mlflow.MlflowClient(), settings.register_.model_name)
+    except Exception as exc:  # the store answered the probe; a real failure shows up later
+        log.debug("preflight: lock check skipped: %s", exc)

@@ -1,0 +1,52 @@
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from core.io import atomic_path, read_json, write_json, write_parquet
+
+
+def test_failed_write_leaves_previous_artifact_and_no_temp(tmp_path: Path) -> None:
+    dest = tmp_path / "m.json"
+    write_json({"v": 1}, dest)
+    with pytest.raises(RuntimeError):
+        with atomic_path(dest) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash mid-write")
+    assert read_json(dest) == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+def test_parquet_round_trip_keeps_types(tmp_path: Path) -> None:
+    df = pd.DataFrame({"a": [1, 2], "b": pd.Series(["x", None], dtype="str"), "c": [0.5, None]})
+    write_parquet(df, tmp_path / "d" / "f.parquet")
+    back = pd.read_parquet(tmp_path / "d" / "f.parquet")
+    pd.testing.assert_frame_equal(df, back)
+
+
+def test_file_md5_matches_plain_md5(tmp_path: Path) -> None:
+    import hashlib
+
+    from core.io import file_md5
+
+    f = tmp_path / "x.bin"
+    f.write_bytes(b"abc" * 1000)
+    assert file_md5(f) == hashlib.md5(b"abc" * 1000).hexdigest()
+
+
+def test_atomic_dir_swaps_the_whole_folder_only_on_success(tmp_path: Path) -> None:
+    from core.io import atomic_dir
+
+    dest = tmp_path / "plots"
+    dest.mkdir()
+    (dest / "old.png").write_text("from an earlier run")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(dest) as tmp:
+            (tmp / "half.png").write_text("half")
+            raise RuntimeError("crash mid-write")
+    assert sorted(p.name for p in dest.iterdir()) == ["old.png"]
+    assert [p.name for p in tmp_path.iterdir()] == ["plots"]  # no temp folder left behind
+    with atomic_dir(dest) as tmp:
+        (tmp / "roc.png").write_text("new")
+    assert sorted(p.name for p in dest.iterdir()) == ["roc.png"]  # nothing of the old run
+    assert [p.name for p in tmp_path.iterdir()] == ["plots"]

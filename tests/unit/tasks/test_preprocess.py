@@ -1,0 +1,53 @@
+import numpy as np
+import pandas as pd
+
+from core.config import PreprocessSettings
+from tasks.preprocess import build_preprocessor, column_roles, feature_frame, split_frame
+from inference.transformers import SentinelMapper
+
+
+def test_split_is_stratified_disjoint_and_seeded(credit: pd.DataFrame) -> None:
+    parts = split_frame(credit, "Status", True, 0.2, 0.2, seed=42)
+    again = split_frame(credit, "Status", True, 0.2, 0.2, seed=42)
+    assert sum(len(p) for p in parts.values()) == len(credit)
+    overall = (credit["Status"] == "bad").mean()
+    for name, part in parts.items():
+        assert abs((part["Status"] == "bad").mean() - overall) < 0.01
+        pd.testing.assert_frame_equal(part, again[name])
+    other = split_frame(credit, "Status", True, 0.2, 0.2, seed=7)
+    assert not parts["test"].equals(other["test"])
+
+
+def test_sentinels_become_missing_without_mutating_input() -> None:
+    df = pd.DataFrame({"income": [10.0, 99999999.0, 20.0], "home": ["a", "?", "b"]})
+    out = SentinelMapper({"income": [99999999], "home": ["?"]}).fit(df).transform(df)
+    assert out["income"].isna().tolist() == [False, True, False]
+    assert out["home"].isna().tolist() == [False, True, False]
+    assert df["income"].iloc[1] == 99999999.0
+
+
+def test_column_roles_by_dtype(credit: pd.DataFrame) -> None:
+    numeric, categorical = column_roles(feature_frame(credit, "Status"))
+    assert set(categorical) == {"Home", "Marital", "Records", "Job"}
+    assert "Income" in numeric and "Status" not in numeric
+
+
+def test_preprocessor_fits_on_train_and_handles_unseen_and_missing(credit: pd.DataFrame) -> None:
+    X = feature_frame(credit, "Status")
+    pre = build_preprocessor(X, PreprocessSettings(), {}).fit(X)
+    rows = X.head(3).copy()
+    rows.loc[0, "Home"] = "martian"
+    rows.loc[1, "Income"] = np.nan
+    out = pre.transform(rows)
+    assert np.isnan(out.loc[0, "Home"])            # unseen level -> missing for LightGBM
+    assert out.loc[1, "Income"] == X["Income"].median()
+    assert out.loc[1, "missingindicator_Income"] == 1.0
+    assert out.drop(columns=["Home", "Marital", "Job"]).notna().all().all()
+
+
+def test_scaling_option(credit: pd.DataFrame) -> None:
+    X = feature_frame(credit, "Status")
+    out = build_preprocessor(X, PreprocessSettings(scaling="standard"), {}).fit_transform(X)
+    assert abs(out["Age"].mean()) < 1e-9 and abs(out["Age"].std(ddof=0) - 1) < 1e-9
+    out = build_preprocessor(X, PreprocessSettings(scaling="minmax"), {}).fit_transform(X)
+    assert out["Age"].min() == 0 and out["Age"].max() == 1

@@ -1,0 +1,221 @@
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+
+from core.config import ConfigError, TuneRunnerSettings
+from tasks.tune.cv import CVData, cross_validate, make_folds
+from tasks.tune.search import INTERRUPTED, choose_fidelity, select_best_trial, threads_per_trial
+from tasks.tune.study import (TrialOutcome, TuningError, describe_states, open_study, run_study,
+                              run_trial)
+from tests.conftest import make_settings
+
+State = optuna.trial.TrialState
+
+
+def _trial(number: int, value: float | None, state: State = State.COMPLETE):
+    t = optuna.trial.create_trial(state=state, value=value if state == State.COMPLETE else None)
+    t.number = number
+    return t
+
+
+def test_select_best_trial_breaks_ties_by_lower_number() -> None:
+    trials = [_trial(0, 0.80), _trial(1, 0.85), _trial(2, 0.85), _trial(3, None, State.FAIL),
+              _trial(4, None, State.PRUNED)]
+    assert select_best_trial(trials, "maximize").number == 1
+    assert select_best_trial(list(reversed(trials)), "maximize").number == 1
+    assert select_best_trial(trials, "minimize").number == 0
+    assert select_best_trial([_trial(5, 0.3), _trial(2, 0.3)], "minimize").number == 2
+    assert select_best_trial([_trial(0, None, State.PRUNED), _trial(1, None, State.FAIL)],
+                             "maximize") is None
+
+
+@pytest.mark.parametrize(("space", "message"), [
+    ({"learning_rate": {"low": 0.5, "high": 0.1}}, r"tune.search_space.learning_rate: low \(0.5\) is greater"),
+    ({"leaves": {"low": 2, "high": 8}}, "tune.search_space.leaves: unknown parameter"),
+    ({"reg_alpha": {"low": 0.0, "high": 1.0, "log": True}}, "tune.search_space.reg_alpha: log scale needs a positive range"),
+    ({"subsample": {"low": 0.5, "high": 1.5}}, "tune.search_space.subsample: 1.5 is not a valid value"),
+])
+def test_bad_search_space_fails_at_load_naming_the_key(tmp_path: Path, space, message) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError, match=message):
+        make_settings(tmp_path, tune={"search_space": space})
+
+
+def test_fidelity_is_reduced_above_the_row_threshold(tmp_path: Path) -> None:
+    tune = make_settings(tmp_path, tune={"large_data": {"rows": 1000, "subsample_rows": 400,
+                                                        "n_folds": 2}}).tune
+    full = choose_fidelity(1000, tune)
+    assert (full.level, full.rows, full.n_folds) == ("full", 1000, tune.n_folds)
+    reduced = choose_fidelity(5000, tune)
+    assert (reduced.level, reduced.rows, reduced.total_rows, reduced.n_folds) == \
+        ("reduced", 400, 5000, 2)
+    assert "5000 train rows > tune.large_data.rows (1000)" in reduced.reason
+
+
+def test_threads_never_oversubscribe() -> None:
+    assert threads_per_trial(TuneRunnerSettings(workers=2), cores=2) == 1
+    assert threads_per_trial(TuneRunnerSettings(workers=3), cores=8) == 2
+    assert threads_per_trial(TuneRunnerSettings(workers=4), cores=2) == 1
+    assert threads_per_trial(TuneRunnerSettings(workers=1, threads_per_trial=3), cores=8) == 3
+
+
+def _cv_data(n: int = 400, task: str = "binary", imbalance: str = "none") -> CVData:
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n),
+                      "c": rng.integers(0, 3, n).astype(float)})
+    y = ((X["a"] + 0.5 * rng.normal(size=n)) > 0.8).astype(int).to_numpy()
+    return CVData(X, y, make_folds(y, task, 3, 0), ["c"], task, 2, imbalance, 0)
+
+
+@pytest.mark.parametrize("imbalance", ["none", "class_weight", "oversample"])
+def test_cross_validate_scores_and_stops_early(imbalance: str) -> None:
+    data = _cv_data(imbalance=imbalance)
+    mean, std, rounds = cross_validate(data, {"learning_rate": 0.1, "num_leaves": 4}, 300, 10, 1)
+    assert 0.75 < mean <= 1 and std >= 0 and 1 <= rounds < 300
+    assert cross_validate(data, {"learning_rate": 0.1, "num_leaves": 4}, 300, 10, 1) == \
+        (mean, std, rounds)
+
+
+def _study(tmp_path: Path, settings, name: str = "s"):  # type: ignore[no-untyped-def]
+    return open_study(tmp_path / "study.journal", name, "maximize", settings.base.seed)
+
+
+def _local_submitter(data: CVData, fail: set[int] = frozenset()):  # type: ignore[no-untyped-def]
+    """Runs trials in-process (same function the Prefect task wraps) when waited for, i.e. in
+    the order the study settles them; `fail` trials come back failed. `specs` records what was
+    submitted, `seen` what ran."""
+    seen: list[int] = []
+    specs: list = []
+
+    def submit(spec):  # type: ignore[no-untyped-def]
+        specs.append(spec)
+
+        def wait():  # type: ignore[no-untyped-def]
+            seen.append(spec.number)
+            if spec.number in fail:
+                return TrialOutcome(spec.number, "failed", error=f"ValueError: boom {spec.number}")
+            return run_trial(spec, data)
+        return wait
+    submit.seen, submit.specs = seen, specs  # type: ignore[attr-defined]
+    return submit, seen
+
+
+def _tune(tmp_path: Path, **kw):  # type: ignore[no-untyped-def]
+    tune = {"n_trials": 6, "max_rounds": 60, "early_stopping_rounds": 10, "min_resource": 10,
+            "report_every": 5, **kw}
+    return make_settings(tmp_path, tune=tune)
+
+
+def test_failed_trial_is_recorded_and_study_goes_on(tmp_path: Path) -> None:
+    settings = _tune(tmp_path)
+    study = _study(tmp_path, settings)
+    submit, seen = _local_submitter(_cv_data(), fail={1})
+    result = run_study(study, settings.tune, 1, 2, submit, "roc_auc")
+    assert seen == list(range(6))
+    failed = [t for t in result.trials if t.state == State.FAIL]
+    assert [t.number for t in failed] == [1]
+    assert failed[0].user_attrs["error"] == "ValueError: boom 1"
+    assert result.best.state == State.COMPLETE and result.best.number != 1
+
+
+def test_every_trial_failing_fails_the_stage_with_the_first_error(tmp_path: Path) -> None:
+    settings = _tune(tmp_path, n_trials=3)
+    submit, _ = _local_submitter(_cv_data(), fail={0, 1, 2})
+    with pytest.raises(TuningError, match=r"all 3 trial\(s\) failed; first error \(trial 0\): "
+                                          r"ValueError: boom 0"):
+        run_study(_study(tmp_path, settings), settings.tune, 1, 2, submit, "roc_auc")
+
+
+def test_interrupted_study_resumes_to_its_budget(tmp_path: Path) -> None:
+    """A study killed mid-batch: finished trials are kept, running ones are retried."""
+    settings = _tune(tmp_path, n_trials=5)
+    data = _cv_data()
+    study = _study(tmp_path, settings)
+    submit, _ = _local_submitter(data)
+    run_study(study, settings.tune.model_copy(update={"n_trials": 2}), 1, 2, submit, "roc_auc")
+    killed = study.ask()  # a trial that was running when the process died
+    killed.suggest_float("learning_rate", 0.01, 0.3, log=True)
+
+    resumed = _study(tmp_path, settings)  # a new process opens the same journal
+    submit, seen = _local_submitter(data)
+    result = run_study(resumed, settings.tune, 1, 2, submit, "roc_auc")
+    assert result.interrupted == 1 and seen == [3, 4, 5]
+    trials = result.trials
+    assert trials[2].state == State.FAIL and trials[2].user_attrs["error"] == INTERRUPTED
+    assert trials[3].params["learning_rate"] == killed.params["learning_rate"]  # queued again
+    assert sum(t.state.is_finished() and t.state != State.FAIL for t in trials) == 5
+
+
+def test_a_journal_of_another_study_is_replaced(tmp_path: Path) -> None:
+    settings = _tune(tmp_path, n_trials=2)
+    submit, _ = _local_submitter(_cv_data())
+    run_study(_study(tmp_path, settings, "old"), settings.tune, 1, 2, submit, "roc_auc")
+    fresh = _study(tmp_path, settings, "new")
+    assert fresh.trials == [] and optuna.study.get_all_study_names(fresh._storage) == ["new"]
+
+
+def test_study_is_deterministic_for_a_worker_count(tmp_path: Path) -> None:
+    settings = _tune(tmp_path, n_trials=6)
+    data = _cv_data()
+    values = []
+    for name in ("a", "b"):
+        submit, _ = _local_submitter(data)
+        result = run_study(open_study(tmp_path / f"{name}.journal", "s", "maximize", 1),
+                           settings.tune, 1, 2, submit, "roc_auc")
+        values.append([(t.state, t.value, t.params) for t in result.trials])
+    assert values[0] == values[1]
+
+
+@pytest.mark.parametrize("window", [1, 3])
+def test_trial_n_is_asked_knowing_exactly_the_trials_before_the_window(tmp_path: Path,
+                                                                         window: int) -> None:
+    """No barrier, yet no timing in the result: trial n is sampled (and pruned) knowing trials
+    0 .. n - window, whatever has finished meanwhile; results are told in trial order."""
+    settings = _tune(tmp_path, n_trials=7)
+    submit, seen = _local_submitter(_cv_data())
+    result = run_study(_study(tmp_path, settings), settings.tune, 1, window, submit, "roc_auc")
+    known = [sum(t.state != State.FAIL for t in spec.history) for spec in submit.specs]
+    assert known == [max(0, n - window + 1) for n in range(7)]
+    assert seen == list(range(7)) and result.done == 7
+
+
+def test_progress_counts_running_and_queued_trials() -> None:
+    study = optuna.create_study()
+    study.enqueue_trial({"x": 1.0})
+    study.enqueue_trial({"x": 2.0})
+    study.enqueue_trial({"x": 3.0})
+    study.tell(study.ask(), 0.5)
+    study.ask()                                   # running; one more is still queued
+    assert describe_states(study.trials) == "1 complete, 0 pruned, 0 failed, 1 running, 1 queued"
+
+
+def test_train_reads_tuned_params_only_when_tuning_ran(tmp_path: Path) -> None:
+    import json
+
+    from tasks.train import read_tuned_params
+
+    path = tmp_path / "tuning.json"
+    assert read_tuned_params(path) is None
+    path.write_text(json.dumps({"enabled": False}))
+    assert read_tuned_params(path) is None
+    path.write_text(json.dumps({"enabled": True, "best_params": {"num_leaves": 7}}))
+    assert read_tuned_params(path) == {"num_leaves": 7}
+
+
+def test_tuning_off_still_writes_the_declared_outputs(tmp_path: Path) -> None:
+    import json
+
+    from core.io import ArtifactPaths
+    from adapters.tracking import NO_RUN
+    from tasks.tune.stage import tune_stage
+
+    settings = make_settings(tmp_path, tune={"enabled": False})
+    paths = ArtifactPaths(tmp_path)
+    paths.tuning_reports.mkdir(parents=True)
+    (paths.tuning_reports / "optimization_history.png").write_bytes(b"stale")
+    tune_stage.fn(settings, NO_RUN)
+    assert json.loads(paths.tuning_metrics.read_text()) == {"enabled": False}
+    assert paths.tuning_dir.is_dir()  # the persisted output exists (DVC requires it)
+    assert [p.name for p in paths.tuning_reports.iterdir()] == ["README.txt"]  # nothing stale
