@@ -6,16 +6,26 @@ STAMP  := $(VENV)/.installed
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: setup run repro test ui bench server clean serve score push pull reproduce registry-screenshot
+.PHONY: setup lock run repro test lint ui bench server clean serve score push pull reproduce registry-screenshot
 
-$(STAMP): pyproject.toml
+# requirements.lock pins every transitive dependency to the versions the suite was run with;
+# the project itself is installed on top without resolving anything again.
+$(STAMP): pyproject.toml requirements.lock
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (Python 3.11 is required; set PYTHON=...)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $(STAMP)
 
-setup: $(STAMP)  ## create .venv with the pinned dependencies
+setup: $(STAMP)  ## create .venv with the locked dependencies (requirements.lock)
+
+lock:  ## re-resolve requirements.lock from pyproject.toml's pins (after changing a dependency)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 \
+		--python-platform x86_64-unknown-linux-gnu --no-header --annotation-style line \
+		-o requirements.lock
 
 run: setup  ## train on the default data with the Prefect flow, print a summary
 	$(BIN)/python -m flows run
@@ -23,8 +33,13 @@ run: setup  ## train on the default data with the Prefect flow, print a summary
 repro: setup  ## the same stages through DVC
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
 
-test: setup  ## the whole test suite (what CI runs)
+test: lint  ## lint, type check and the whole test suite (what CI runs)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+lint: setup  ## ruff (lint + format check) and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 ui: setup  ## MLflow UI on http://127.0.0.1:5000 for the project's tracking store
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000

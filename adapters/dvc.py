@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,7 @@ class DvcState:
         self._repo = None
 
     @property
-    def repo(self):  # type: ignore[no-untyped-def]
+    def repo(self) -> Any:
         if self._repo is None:
             from dvc.repo import Repo
 

@@ -80,8 +80,10 @@ def load_suite(path: Path) -> Any:
     if len(suite.expectations) != len(d["expectations"]):
         known = {e.expectation_type for e in suite.expectations}
         bad = [e.get("type") for e in d["expectations"] if e.get("type") not in known]
-        raise DataError(f"{path}: {len(d['expectations']) - len(suite.expectations)} expectation(s) "
-                        f"could not be loaded (unknown type or bad arguments): {bad[:5]}")
+        raise DataError(
+            f"{path}: {len(d['expectations']) - len(suite.expectations)} expectation(s) "
+            f"could not be loaded (unknown type or bad arguments): {bad[:5]}"
+        )
     return suite
 
 
@@ -114,9 +116,17 @@ class Outcome:
         return f"{self.type}({self.column})" if self.column else self.type
 
     def summary(self) -> dict[str, Any]:
-        return _jsonable({"expectation": self.type, "column": self.column, "success": self.success,
-                          "observed": self.observed, "unexpected_count": self.unexpected_count,
-                          "examples": self.examples, "error": self.exception})
+        return _jsonable(
+            {
+                "expectation": self.type,
+                "column": self.column,
+                "success": self.success,
+                "observed": self.observed,
+                "unexpected_count": self.unexpected_count,
+                "examples": self.examples,
+                "error": self.exception,
+            }
+        )
 
 
 @dataclass
@@ -142,8 +152,10 @@ def _context(docs_dir: Path | None) -> Any:
             "class_name": "SiteBuilder",
             "show_how_to_buttons": False,
             "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend",
-                              "base_directory": str(docs_dir.resolve())},  # must be absolute
+            "store_backend": {
+                "class_name": "TupleFilesystemStoreBackend",
+                "base_directory": str(docs_dir.resolve()),
+            },  # must be absolute
         }
     cfg = DataContextConfig(
         store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
@@ -158,9 +170,14 @@ def _context(docs_dir: Path | None) -> Any:
 gx_context = _context  # public name: one context shared by several run_suite calls
 
 
-def run_suite(df: pd.DataFrame, suite: Any, docs_dir: Path | None = None,
-              examples: int = 5, result_format: str = "COMPLETE",
-              context: Any = None) -> SuiteRun:
+def run_suite(
+    df: pd.DataFrame,
+    suite: Any,
+    docs_dir: Path | None = None,
+    examples: int = 5,
+    result_format: str = "COMPLETE",
+    context: Any = None,
+) -> SuiteRun:
     """Validate an in-memory frame (unique index required); build Data Docs into docs_dir.
 
     COMPLETE is the only result format returning every unexpected row index (for quarantine);
@@ -173,20 +190,36 @@ def run_suite(df: pd.DataFrame, suite: Any, docs_dir: Path | None = None,
 
     ctx = context if context is not None else _context(docs_dir)
     bound = ctx.suites.add(gx.ExpectationSuite(**suite_to_dict(suite)))
-    batch = (ctx.data_sources.add_pandas(f"pandas.{bound.name}").add_dataframe_asset("frame")
-             .add_batch_definition_whole_dataframe("whole"))
+    batch = (
+        ctx.data_sources.add_pandas(f"pandas.{bound.name}")
+        .add_dataframe_asset("frame")
+        .add_batch_definition_whole_dataframe("whole")
+    )
     vd = ctx.validation_definitions.add(
-        gx.ValidationDefinition(name=f"{bound.name}", data=batch, suite=bound))
+        gx.ValidationDefinition(name=f"{bound.name}", data=batch, suite=bound)
+    )
     actions = [UpdateDataDocsAction(name="docs", site_names=[DOCS_SITE])] if docs_dir else []
-    cp = ctx.checkpoints.add(gx.Checkpoint(
-        name=f"{bound.name}_checkpoint", validation_definitions=[vd], actions=actions,
-        result_format={"result_format": result_format, "partial_unexpected_count": examples,
-                       "return_unexpected_index_query": False}))
+    cp = ctx.checkpoints.add(
+        gx.Checkpoint(
+            name=f"{bound.name}_checkpoint",
+            validation_definitions=[vd],
+            actions=actions,
+            result_format={
+                "result_format": result_format,
+                "partial_unexpected_count": examples,
+                "return_unexpected_index_query": False,
+            },
+        )
+    )
     result = cp.run(batch_parameters={"dataframe": df})
     ((_, vres),) = result.run_results.items()
     outcomes = [_outcome(r, examples) for r in vres.results]
-    return SuiteRun(suite=bound.name, success=bool(vres.success), outcomes=outcomes,
-                    docs_index=(docs_dir / "index.html") if docs_dir else None)
+    return SuiteRun(
+        suite=bound.name,
+        success=bool(vres.success),
+        outcomes=outcomes,
+        docs_index=(docs_dir / "index.html") if docs_dir else None,
+    )
 
 
 def _outcome(r: Any, examples: int) -> Outcome:
@@ -204,8 +237,11 @@ def _outcome(r: Any, examples: int) -> Outcome:
             if len(distinct) == examples:
                 break
     return Outcome(
-        type=cfg.type, column=kwargs.get("column"), kwargs=_jsonable(kwargs),
-        meta=dict(cfg.meta or {}), success=bool(r.success),
+        type=cfg.type,
+        column=kwargs.get("column"),
+        kwargs=_jsonable(kwargs),
+        meta=dict(cfg.meta or {}),
+        success=bool(r.success),
         observed=_jsonable(res.get("observed_value")),
         unexpected_count=res.get("unexpected_count"),
         unexpected_percent=res.get("unexpected_percent"),
@@ -221,8 +257,11 @@ def _exception_message(info: Any) -> str | None:
         return None
     if "raised_exception" in info:
         return info.get("exception_message") if info["raised_exception"] else None
-    msgs = {v.get("exception_message") for v in info.values()
-            if isinstance(v, dict) and v.get("raised_exception")}
+    msgs = {
+        v.get("exception_message")
+        for v in info.values()
+        if isinstance(v, dict) and v.get("raised_exception")
+    }
     return "; ".join(sorted(m for m in msgs if m)) or None
 
 
@@ -267,9 +306,16 @@ def type_expectation(column: str, s: pd.Series) -> Any:
     return gxe.ExpectColumnValuesToBeOfType(column=column, type_="str")
 
 
-def suggest_raw_suite(df: pd.DataFrame, target: str, task: str, min_rows: int,
-                      id_columns: tuple[str, ...] = (), max_categories: int = 25,
-                      null_slack: float = 0.02, range_margin: float = 0.1) -> Any:
+def suggest_raw_suite(
+    df: pd.DataFrame,
+    target: str,
+    task: str,
+    min_rows: int,
+    id_columns: tuple[str, ...] = (),
+    max_categories: int = 25,
+    null_slack: float = 0.02,
+    range_margin: float = 0.1,
+) -> Any:
     """A starting suite from the observed data, meant to be reviewed and edited, then committed.
 
     Per column: a type; not-null (strict when nothing is missing, else `mostly` a little below
@@ -300,14 +346,19 @@ def suggest_raw_suite(df: pd.DataFrame, target: str, task: str, min_rows: int,
         if col in id_columns:
             exps.append(gxe.ExpectColumnValuesToBeUnique(column=col))
             continue
-        if col == target:
-            if task != "regression":
-                levels = sorted(_jsonable(values.unique().tolist()), key=str)
-                exps.append(gxe.ExpectColumnValuesToBeInSet(column=col, value_set=levels,
-                                                            meta={"gate": "table"}))
-                exps.append(gxe.ExpectColumnUniqueValueCountToBeBetween(
-                    column=col, min_value=2, max_value=None, meta={"gate": "table"}))
-                continue
+        if col == target and task != "regression":
+            levels = sorted(_jsonable(values.unique().tolist()), key=str)
+            exps.append(
+                gxe.ExpectColumnValuesToBeInSet(
+                    column=col, value_set=levels, meta={"gate": "table"}
+                )
+            )
+            exps.append(
+                gxe.ExpectColumnUniqueValueCountToBeBetween(
+                    column=col, min_value=2, max_value=None, meta={"gate": "table"}
+                )
+            )
+            continue
         if _is_number(s):
             finite = values[np.isfinite(values.astype("float64"))]
             if finite.empty:
@@ -321,8 +372,15 @@ def suggest_raw_suite(df: pd.DataFrame, target: str, task: str, min_rows: int,
         elif values.nunique() <= max_categories:
             levels = sorted(_jsonable(values.unique().tolist()), key=str)
             exps.append(gxe.ExpectColumnValuesToBeInSet(column=col, value_set=levels))
-    return build_suite("raw", exps, meta={"generated_by": "python -m flows suggest-expectations",
-                                          "rows_profiled": n, "target": target})
+    return build_suite(
+        "raw",
+        exps,
+        meta={
+            "generated_by": "python -m flows suggest-expectations",
+            "rows_profiled": n,
+            "target": target,
+        },
+    )
 
 
 def suggest_model_input_suite(frame: pd.DataFrame, imputed: list[str]) -> Any:
@@ -343,7 +401,9 @@ def suggest_model_input_suite(frame: pd.DataFrame, imputed: list[str]) -> Any:
         if col in imputed:
             exps.append(gxe.ExpectColumnValuesToNotBeNull(column=col))
         # Finite: GX's between flags +-inf (NaN is left to the not-null check).
-        exps.append(gxe.ExpectColumnValuesToBeBetween(column=col, min_value=-1e300,
-                                                      max_value=1e300))
-    return build_suite("model_input", exps,
-                       meta={"generated_by": "python -m flows suggest-expectations"})
+        exps.append(
+            gxe.ExpectColumnValuesToBeBetween(column=col, min_value=-1e300, max_value=1e300)
+        )
+    return build_suite(
+        "model_input", exps, meta={"generated_by": "python -m flows suggest-expectations"}
+    )

@@ -24,6 +24,7 @@ from typing import Any
 
 from core.config import TuneRunnerSettings
 
+
 # ------------------------------------------------------------------------------------------------
 # Task runners
 # ------------------------------------------------------------------------------------------------
@@ -44,10 +45,17 @@ def make_task_runner(runner: TuneRunnerSettings) -> Any:
     logging.getLogger("distributed.batched").setLevel(logging.WARNING)
     if runner.address:
         return DaskTaskRunner(address=runner.address)
-    return DaskTaskRunner(cluster_class="distributed.LocalCluster",
-                          cluster_kwargs={"n_workers": runner.workers, "threads_per_worker": 1,
-                                          "processes": True, "host": "127.0.0.1",
-                                          "dashboard_address": None})
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={
+            "n_workers": runner.workers,
+            "threads_per_worker": 1,
+            "processes": True,
+            "host": "127.0.0.1",
+            "dashboard_address": None,
+        },
+    )
+
 
 @contextmanager
 def shared_prefect_api() -> Iterator[None]:
@@ -69,6 +77,7 @@ def shared_prefect_api() -> Iterator[None]:
     with temporary_settings({PREFECT_API_URL: server.api_url}):
         yield
 
+
 @contextmanager
 def context_serialized_once() -> Iterator[None]:
     """Prefect's process runner serialises the whole Prefect context on every submit,
@@ -84,17 +93,21 @@ def context_serialized_once() -> Iterator[None]:
     def serialize_context(asset_ctx_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
         return once if asset_ctx_kwargs is None else original(asset_ctx_kwargs)
 
-    prefect_context.serialize_context = serialize_context  # type: ignore[assignment]
+    prefect_context.serialize_context = serialize_context
     try:
         yield
     finally:
         prefect_context.serialize_context = original
 
+
 @contextmanager
 def task_runner(runner_settings: TuneRunnerSettings) -> Iterator[Any]:
     """The started task runner for trial tasks (workers start on the first submit)."""
-    with shared_prefect_api(), make_task_runner(runner_settings) as runner, \
-            context_serialized_once():
+    with (
+        shared_prefect_api(),
+        make_task_runner(runner_settings) as runner,
+        context_serialized_once(),
+    ):
         yield runner
 
 
@@ -107,19 +120,33 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(home: Path, port: int | None = None, ui: bool = True,
-                 timeout_s: float = 90.0) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(
+    home: Path, port: int | None = None, ui: bool = True, timeout_s: float = 90.0
+) -> tuple[subprocess.Popen[bytes], str]:
     """A Prefect server on 127.0.0.1 (own process group) with its database under `home`."""
     port = port or free_port()
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "DO_NOT_TRACK": "1", "PREFECT_UI_ENABLED": "true" if ui else "false",
-           "PREFECT_SERVER_LOGGING_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_UI_ENABLED": "true" if ui else "false",
+        "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+    }
     env.pop("PREFECT_API_URL", None)
     prefect = Path(sys.executable).with_name("prefect")
-    cmd = [str(prefect) if prefect.exists() else "prefect", "server", "start",
-           "--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    cmd = [
+        str(prefect) if prefect.exists() else "prefect",
+        "server",
+        "start",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    proc = subprocess.Popen(
+        cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     api = f"http://127.0.0.1:{port}/api"
     try:
         wait_until_healthy(f"{api}/health", proc, timeout_s, what="prefect server")
@@ -129,23 +156,24 @@ def start_server(home: Path, port: int | None = None, ui: bool = True,
     return proc, api
 
 
-def wait_until_healthy(url: str, proc: subprocess.Popen[Any], timeout_s: float = 90.0,
-                       what: str = "server") -> None:
+def wait_until_healthy(
+    url: str, proc: subprocess.Popen[Any], timeout_s: float = 90.0, what: str = "server"
+) -> None:
     """Poll url until it answers 200; fail if proc exits or the time is up."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited with code {proc.returncode}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as r:
+            if r.status == 200:
+                return
         time.sleep(0.5)
     raise RuntimeError(f"{what} did not answer on {url} within {timeout_s:.0f}s")
 
 
-def stop_process_group(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM,
-                       timeout_s: float = 20.0) -> None:
+def stop_process_group(
+    proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout_s: float = 20.0
+) -> None:
     """Stop a process started with start_new_session=True and everything it started."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):

@@ -38,8 +38,12 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 INFERENCE_DIR = Path(__file__).resolve().parents[1] / "inference"
 # Module paths of the inference code before it had a package of its own; models registered
 # then pickled their objects under these names.
-LEGACY_MODULES = {"tasks.model": "inference.model", "tasks.transformers": "inference.transformers",
-                  "tasks.compact": "inference.compact", "tasks.errors": "inference.errors"}
+LEGACY_MODULES = {
+    "tasks.model": "inference.model",
+    "tasks.transformers": "inference.transformers",
+    "tasks.compact": "inference.compact",
+    "tasks.errors": "inference.errors",
+}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -49,8 +53,16 @@ def pip_requirements(*extra: str) -> list[str]:
     """Exact versions of what the logged model imports (plus `extra` packages)."""
     from importlib.metadata import version
 
-    names = ["mlflow", "lightgbm", "scikit-learn", "pandas", "numpy", "pyarrow", "cloudpickle",
-             *extra]
+    names = [
+        "mlflow",
+        "lightgbm",
+        "scikit-learn",
+        "pandas",
+        "numpy",
+        "pyarrow",
+        "cloudpickle",
+        *extra,
+    ]
     return [f"{n}=={version(n)}" for n in names]
 
 
@@ -62,25 +74,40 @@ def input_signature(example: pd.DataFrame, output: pd.DataFrame) -> Any:
     from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
 
     inferred = infer_signature(example, output)
-    cols = [ColSpec(AnyType(), c.name, required=c.required)
-            if c.type in (DataType.long, DataType.integer) else c
-            for c in inferred.inputs.inputs]
+    cols = [
+        ColSpec(AnyType(), c.name, required=c.required)
+        if c.type in (DataType.long, DataType.integer)
+        else c
+        for c in inferred.inputs.inputs
+    ]
     return ModelSignature(inputs=Schema(cols), outputs=inferred.outputs)
 
 
-def log_pyfunc_model(name: str, pyfunc_file: str, artifacts: dict[str, str], signature: Any,
-                     example: pd.DataFrame, requirements: list[str]) -> Any:
+def log_pyfunc_model(
+    name: str,
+    pyfunc_file: str,
+    artifacts: dict[str, str],
+    signature: Any,
+    example: pd.DataFrame,
+    requirements: list[str],
+) -> Any:
     """Log a models-from-code pyfunc of the inference package into the active run."""
     import mlflow
 
     return mlflow.pyfunc.log_model(
-        name=name, python_model=str(INFERENCE_DIR / pyfunc_file), artifacts=artifacts,
-        signature=signature, input_example=example, code_paths=[str(INFERENCE_DIR)],
-        pip_requirements=requirements)
+        name=name,
+        python_model=str(INFERENCE_DIR / pyfunc_file),
+        artifacts=artifacts,
+        signature=signature,
+        input_example=example,
+        code_paths=[str(INFERENCE_DIR)],
+        pip_requirements=requirements,
+    )
 
 
-def create_version(client: Any, name: str, info: Any, run_id: str | None,
-                   tags: dict[str, str]) -> Any:
+def create_version(
+    client: Any, name: str, info: Any, run_id: str | None, tags: dict[str, str]
+) -> Any:
     """Register the logged model as a new version of `name` (creating the model if needed)."""
     from mlflow.exceptions import MlflowException
 
@@ -89,8 +116,14 @@ def create_version(client: Any, name: str, info: Any, run_id: str | None,
     except MlflowException as exc:
         if "ALREADY_EXISTS" not in str(exc.error_code):
             raise
-    return client.create_model_version(name, source=info.model_uri, run_id=run_id, tags=tags,
-                                       model_id=info.model_id, await_creation_for=60)
+    return client.create_model_version(
+        name,
+        source=info.model_uri,
+        run_id=run_id,
+        tags=tags,
+        model_id=info.model_id,
+        await_creation_for=60,
+    )
 
 
 def current_champion(client: Any, name: str) -> Any | None:
@@ -184,8 +217,14 @@ def _error_code(exc: Exception) -> str:
 
 
 class RegistryLock:
-    def __init__(self, client: Any, model_name: str, ttl_s: float = 900.0,
-                 timeout_s: float = 300.0, poll_s: float = 0.2) -> None:
+    def __init__(
+        self,
+        client: Any,
+        model_name: str,
+        ttl_s: float = 900.0,
+        timeout_s: float = 300.0,
+        poll_s: float = 0.2,
+    ) -> None:
         self.client = client
         self.name = lock_name(model_name)
         self.ttl_s, self.timeout_s, self.poll_s = ttl_s, timeout_s, poll_s
@@ -201,11 +240,14 @@ class RegistryLock:
             try:
                 self.client.create_registered_model(
                     self.name,
-                    tags={"lock.token": token,
-                          "lock.owner": f"{socket.gethostname()}:{os.getpid()}",
-                          "lock.expires_at": f"{time.time() + self.ttl_s:.3f}"},
+                    tags={
+                        "lock.token": token,
+                        "lock.owner": f"{socket.gethostname()}:{os.getpid()}",
+                        "lock.expires_at": f"{time.time() + self.ttl_s:.3f}",
+                    },
                     description="Promotion lock held by a training run while it moves aliases "
-                                "(tasks/registry_lock.py). Deleted on release; expires by itself.")
+                    "(tasks/registry_lock.py). Deleted on release; expires by itself.",
+                )
                 self.token = token
                 self.waited_s = time.monotonic() - start
                 return token
@@ -216,9 +258,11 @@ class RegistryLock:
                     raise
             self._break_if_expired()
             if time.monotonic() - start > self.timeout_s:
-                raise LockTimeout(f"could not acquire the registry lock {self.name!r} within "
-                                  f"{self.timeout_s:g}s (another run is promoting; if none is, "
-                                  f"delete that registered model)")
+                raise LockTimeout(
+                    f"could not acquire the registry lock {self.name!r} within "
+                    f"{self.timeout_s:g}s (another run is promoting; if none is, "
+                    f"delete that registered model)"
+                )
             time.sleep(self.poll_s * (0.5 + random.random()))  # jittered back-off
 
     def _read(self) -> dict[str, str] | None:
@@ -238,15 +282,21 @@ class RegistryLock:
         # Re-read right before deleting, so we only delete the expired lock we looked at.
         again = self._read()
         if again is not None and again.get("lock.token") == tags.get("lock.token"):
-            log.warning("register: breaking an expired promotion lock held by %s",
-                        tags.get("lock.owner", "?"))
+            log.warning(
+                "register: breaking an expired promotion lock held by %s",
+                tags.get("lock.owner", "?"),
+            )
             with contextlib.suppress(MlflowException):
                 self.client.delete_registered_model(self.name)
 
     def still_held(self) -> bool:
         tags = self._read()
-        return (tags is not None and self.token is not None and tags.get("lock.token") == self.token
-                and float(tags.get("lock.expires_at", "inf")) > time.time())
+        return (
+            tags is not None
+            and self.token is not None
+            and tags.get("lock.token") == self.token
+            and float(tags.get("lock.expires_at", "inf")) > time.time()
+        )
 
     def release(self) -> None:
         from mlflow.exceptions import MlflowException

@@ -71,27 +71,35 @@ def ensure_experiment(name: str, artifact_root: Path) -> str:
         ) from None
 
 
-def start_parent_run(tracking_uri: str, experiment: str, artifact_root: Path, entry: str,
-                     tags: Mapping[str, str] | None = None,
-                     params: Mapping[str, Any] | None = None) -> str:
+def start_parent_run(
+    tracking_uri: str,
+    experiment: str,
+    artifact_root: Path,
+    entry: str,
+    tags: Mapping[str, str] | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> str:
     """Create the parent run of one pipeline execution and return its id (left terminated)."""
     import mlflow
 
     configure_mlflow(tracking_uri)
     exp_id = ensure_experiment(experiment, artifact_root)
     client = mlflow.MlflowClient()
-    run = client.create_run(exp_id, tags={"pipeline.entry": entry, **(tags or {})},
-                            run_name=f"pipeline-{entry}")
+    run = client.create_run(
+        exp_id, tags={"pipeline.entry": entry, **(tags or {})}, run_name=f"pipeline-{entry}"
+    )
     from mlflow.entities import Param
 
     if params:
-        client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+        client.log_batch(
+            run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()]
+        )
     client.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id
 
 
 def finish_parent_run(ctx: RunContext, status: str) -> None:
-    if not ctx.enabled:
+    if ctx.run_id is None:
         return
     import mlflow
 
@@ -118,11 +126,15 @@ def resumed_run(ctx: RunContext) -> Iterator[Any]:
     mlflow.end_run("FINISHED")
 
 
-def log_to_run(ctx: RunContext, params: Mapping[str, Any] | None = None,
-               metrics: Mapping[str, float] | None = None,
-               artifacts: list[Path] | None = None, artifact_dir: str | None = None) -> None:
+def log_to_run(
+    ctx: RunContext,
+    params: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, float] | None = None,
+    artifacts: list[Path] | None = None,
+    artifact_dir: str | None = None,
+) -> None:
     """Log a stage's params, metrics and files to the parent run (no-op without a run)."""
-    if not ctx.enabled:
+    if ctx.run_id is None:
         return
     import mlflow
 
@@ -146,8 +158,13 @@ def dvc_invocation_key() -> str | None:
         proc = psutil.Process().parent()
         while proc is not None:
             cmd = " ".join(proc.cmdline())
-            if "dvc" in Path(proc.cmdline()[0]).name or " dvc " in f" {cmd} " or "dvc repro" in cmd \
-                    or "dvc/__main__" in cmd or "-m dvc" in cmd:
+            if (
+                "dvc" in Path(proc.cmdline()[0]).name
+                or " dvc " in f" {cmd} "
+                or "dvc repro" in cmd
+                or "dvc/__main__" in cmd
+                or "-m dvc" in cmd
+            ):
                 return f"{proc.pid}:{proc.create_time()}"
             proc = proc.parent()
     except (psutil.Error, IndexError):
@@ -155,8 +172,13 @@ def dvc_invocation_key() -> str | None:
     return None
 
 
-def join_or_start_dvc_run(tracking_uri: str, experiment: str, artifact_root: Path,
-                          pointer: Path, params: Mapping[str, Any] | None = None) -> RunContext:
+def join_or_start_dvc_run(
+    tracking_uri: str,
+    experiment: str,
+    artifact_root: Path,
+    pointer: Path,
+    params: Mapping[str, Any] | None = None,
+) -> RunContext:
     """Parent run for a stage launched by `dvc repro` (or by hand: then a run of its own)."""
     from core.io import read_json, write_json
 
@@ -175,11 +197,13 @@ def join_or_start_dvc_run(tracking_uri: str, experiment: str, artifact_root: Pat
 
 def log_dir_to_run(ctx: RunContext, folder: Path, artifact_dir: str) -> None:
     """Log a whole folder (e.g. a Data Docs site) under `artifact_dir` of the parent run."""
-    if not ctx.enabled:
+    if ctx.run_id is None:
         return
     import mlflow
 
     try:
         mlflow.MlflowClient(ctx.tracking_uri).log_artifacts(ctx.run_id, str(folder), artifact_dir)
     except Exception as exc:
-        raise TrackingError(f"could not log {folder} to MLflow at {ctx.tracking_uri}: {exc}") from None
+        raise TrackingError(
+            f"could not log {folder} to MLflow at {ctx.tracking_uri}: {exc}"
+        ) from None

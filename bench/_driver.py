@@ -3,7 +3,8 @@
 Used by the benchmarks with the project copy as working directory and on PYTHONPATH:
     python bench/_driver.py STAGE[,STAGE...] OUT.json
 Opens one MLflow parent run (as the flow does), calls `STAGES[name].fn(settings, ctx)` for each
-stage, and writes per stage the wall seconds, CPU seconds and the peak RSS of this process and its children
+stage, and writes per stage the wall seconds, CPU seconds and the peak RSS of this process and its
+children
 (sampled every 0.1 s while that stage ran) to OUT.json.
 """
 
@@ -17,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path.cwd()))
 
-from _project import TreeSampler  # noqa: E402
+from _project import TreeSampler
 
 
 def main() -> None:
@@ -28,13 +29,18 @@ def main() -> None:
 
     prepare_environment(Path.cwd(), in_flow=False)
     configure_stage_logging()
-    from flows.training import STAGES
-    from core.config import load_settings
     from adapters.tracking import RunContext, finish_parent_run, start_parent_run
+    from core.config import load_settings
+    from flows.training import STAGES
 
     settings = load_settings("params.yaml")
-    run_id = start_parent_run(settings.tracking_uri, settings.register_.experiment,
-                              settings.artifact_root, entry="plain", params=settings.flat())
+    run_id = start_parent_run(
+        settings.tracking_uri,
+        settings.register_.experiment,
+        settings.artifact_root,
+        entry="plain",
+        params=settings.flat(),
+    )
     ctx = RunContext(settings.tracking_uri, run_id, entry="plain")
     stages = {}
     for name in names:
@@ -43,11 +49,16 @@ def main() -> None:
             STAGES[name].fn(settings, ctx)
         key = name if name not in stages else f"{name}_again"
         # cpu_s (this process, all threads) says less about the load of a shared machine than s
-        stages[key] = {"s": round(time.perf_counter() - start, 2),
-                       "cpu_s": round(time.process_time() - cpu, 2),
-                       "peak_mib": round(sampler.peak_bytes / 2**20)}
-        print(f"[driver] {key} {stages[key]['s']}s {stages[key]['peak_mib']} MiB",
-              file=sys.stderr, flush=True)
+        stages[key] = {
+            "s": round(time.perf_counter() - start, 2),
+            "cpu_s": round(time.process_time() - cpu, 2),
+            "peak_mib": round(sampler.peak_bytes / 2**20),
+        }
+        print(
+            f"[driver] {key} {stages[key]['s']}s {stages[key]['peak_mib']} MiB",
+            file=sys.stderr,
+            flush=True,
+        )
         out.write_text(json.dumps(stages))  # after every stage: a cut-off run still reports
     finish_parent_run(ctx, "FINISHED")
 

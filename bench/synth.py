@@ -56,24 +56,32 @@ def _with_missing(values: np.ndarray, share: float, rng: np.random.Generator) ->
     return out
 
 
-def make_table(n_rows: int, seed: int = 42, dirty: float = 0.0, duplicates: float = 0.002,
-               positive_rate: float = 0.12) -> pd.DataFrame:
+def make_table(
+    n_rows: int,
+    seed: int = 42,
+    dirty: float = 0.0,
+    duplicates: float = 0.002,
+    positive_rate: float = 0.12,
+) -> pd.DataFrame:
     """A seeded table of `n_rows` rows and 30 columns (29 features + the Status target)."""
     rng = np.random.default_rng(seed)
     n = n_rows
     age = np.clip(rng.normal(37, 11, n).round(), 18, 75).astype("int64")
     seniority = np.clip(rng.gamma(1.4, 5.5, n).round(), 0, 48).astype("int64")
     seniority = np.minimum(seniority, age - 16)
-    time = rng.choice([12, 18, 24, 30, 36, 42, 48, 54, 60, 72], n,
-                      p=[.06, .05, .1, .04, .2, .05, .12, .03, .3, .05]).astype("int64")
+    time = rng.choice(
+        [12, 18, 24, 30, 36, 42, 48, 54, 60, 72],
+        n,
+        p=[0.06, 0.05, 0.1, 0.04, 0.2, 0.05, 0.12, 0.03, 0.3, 0.05],
+    ).astype("int64")
     expenses = np.clip(rng.normal(55, 20, n).round(), 35, 180).astype("int64")
     income = np.clip(rng.lognormal(4.9, 0.45, n).round(), 6, 959).astype(float)
     assets = np.where(rng.random(n) < 0.35, 0.0, rng.lognormal(8.5, 1.1, n).round(-3))
-    assets[rng.random(n) < 0.001] *= 50              # outliers: a few very large estates
+    assets[rng.random(n) < 0.001] *= 50  # outliers: a few very large estates
     debt = np.where(rng.random(n) < 0.8, 0.0, rng.lognormal(7.2, 0.9, n).round())
     amount = np.clip(rng.lognormal(6.9, 0.38, n).round(-1), 100, 5000).astype("int64")
     price = (amount * rng.uniform(1.05, 2.6, n)).round().astype("int64")
-    price[rng.random(n) < 0.0005] *= 40              # outliers: data-entry slips
+    price[rng.random(n) < 0.0005] *= 40  # outliers: data-entry slips
     home = rng.choice(HOME, n, p=HOME_P)
     marital = rng.choice(MARITAL, n, p=MARITAL_P)
     records = rng.choice(["no", "yes"], n, p=[0.83, 0.17])
@@ -92,39 +100,71 @@ def make_table(n_rows: int, seed: int = 42, dirty: float = 0.0, duplicates: floa
     dti = np.clip(debt / np.maximum(income * 12, 1) + rng.normal(0.25, 0.1, n), 0, 3)
     score_ext = np.clip(rng.normal(650, 70, n).round(), 300, 850)
     last_payment_days = rng.exponential(25, n).round()
-    bonus = rng.lognormal(6, 1, n).round()            # mostly empty: only some applicants
-    channel = rng.choice(CHANNEL, n, p=[.3, .3, .15, .1, .1, .05])
-    product = rng.choice(PRODUCT, n, p=[.4, .2, .25, .05, .1])
+    bonus = rng.lognormal(6, 1, n).round()  # mostly empty: only some applicants
+    channel = rng.choice(CHANNEL, n, p=[0.3, 0.3, 0.15, 0.1, 0.1, 0.05])
+    product = rng.choice(PRODUCT, n, p=[0.4, 0.2, 0.25, 0.05, 0.1])
     region = rng.choice(REGION, n, p=(w := rng.dirichlet(np.full(300, 0.7))) / w.sum())
     has_guarantor = rng.choice(["no", "yes"], n, p=[0.9, 0.1])
 
     # The target: a logistic model of a few features, intercept set for the wanted rate.
-    z = 2.0 * (0.9 * (records == "yes") + 0.6 * (job == "partime") + 0.4 * (job == "freelance")
-         - 0.03 * seniority + 0.5 * (home == "rent") + 0.3 * (home == "other")
-         + 0.8 * (amount / price) - 0.004 * (income - 140) + 0.5 * late_90 + 0.2 * n_inquiries
-         - 0.01 * (score_ext - 650) + 1.2 * utilisation - 0.3 * (has_guarantor == "yes")
-         + 0.5 * (np.array([int(r[1:]) for r in REGION])[np.searchsorted(REGION, region)] % 7 == 0)
-         ) + rng.logistic(0, 1, n) * 0.9
+    z = (
+        2.0
+        * (
+            0.9 * (records == "yes")
+            + 0.6 * (job == "partime")
+            + 0.4 * (job == "freelance")
+            - 0.03 * seniority
+            + 0.5 * (home == "rent")
+            + 0.3 * (home == "other")
+            + 0.8 * (amount / price)
+            - 0.004 * (income - 140)
+            + 0.5 * late_90
+            + 0.2 * n_inquiries
+            - 0.01 * (score_ext - 650)
+            + 1.2 * utilisation
+            - 0.3 * (has_guarantor == "yes")
+            + 0.5
+            * (np.array([int(r[1:]) for r in REGION])[np.searchsorted(REGION, region)] % 7 == 0)
+        )
+        + rng.logistic(0, 1, n) * 0.9
+    )
     cut = np.quantile(z, 1 - positive_rate)
     status = np.where(z > cut, POSITIVE, "good")
 
-    frame = pd.DataFrame({
-        "Status": status,
-        "Seniority": seniority, "Home": _with_missing(home, 0.0015, rng), "Time": time,
-        "Age": age, "Marital": _with_missing(marital, 0.0003, rng), "Records": records,
-        "Job": _with_missing(job, 0.0005, rng), "Expenses": expenses,
-        "Income": _with_missing(income, 0.085, rng), "Assets": _with_missing(assets, 0.01, rng),
-        "Debt": _with_missing(debt, 0.004, rng), "Amount": amount, "Price": price,
-        "NumAccounts": n_accounts, "NumInquiries": n_inquiries, "MonthsOnBook": months_on_book,
-        "Utilisation": _with_missing(utilisation, 0.03, rng), "Late30": late_30,
-        "Late90": late_90, "Balance": _with_missing(balance, 0.02, rng),
-        "CreditLimit": _with_missing(limit, 0.02, rng), "DebtToIncome": dti.round(4),
-        "ExternalScore": _with_missing(score_ext, 0.06, rng),
-        "DaysSincePayment": _with_missing(last_payment_days, 0.01, rng),
-        "Bonus": _with_missing(bonus, 0.7, rng), "Channel": channel,
-        "Product": _with_missing(product, 0.01, rng), "Region": region,
-        "Guarantor": has_guarantor,
-    })
+    frame = pd.DataFrame(
+        {
+            "Status": status,
+            "Seniority": seniority,
+            "Home": _with_missing(home, 0.0015, rng),
+            "Time": time,
+            "Age": age,
+            "Marital": _with_missing(marital, 0.0003, rng),
+            "Records": records,
+            "Job": _with_missing(job, 0.0005, rng),
+            "Expenses": expenses,
+            "Income": _with_missing(income, 0.085, rng),
+            "Assets": _with_missing(assets, 0.01, rng),
+            "Debt": _with_missing(debt, 0.004, rng),
+            "Amount": amount,
+            "Price": price,
+            "NumAccounts": n_accounts,
+            "NumInquiries": n_inquiries,
+            "MonthsOnBook": months_on_book,
+            "Utilisation": _with_missing(utilisation, 0.03, rng),
+            "Late30": late_30,
+            "Late90": late_90,
+            "Balance": _with_missing(balance, 0.02, rng),
+            "CreditLimit": _with_missing(limit, 0.02, rng),
+            "DebtToIncome": dti.round(4),
+            "ExternalScore": _with_missing(score_ext, 0.06, rng),
+            "DaysSincePayment": _with_missing(last_payment_days, 0.01, rng),
+            "Bonus": _with_missing(bonus, 0.7, rng),
+            "Channel": channel,
+            "Product": _with_missing(product, 0.01, rng),
+            "Region": region,
+            "Guarantor": has_guarantor,
+        }
+    )
     # Sentinel code: an unknown income typed as 99999999 (as in the original credit data).
     frame.loc[rng.random(n) < 0.005, "Income"] = float(SENTINEL)
     if duplicates > 0:  # exact duplicate rows (an export appended twice)
@@ -138,8 +178,19 @@ def make_table(n_rows: int, seed: int = 42, dirty: float = 0.0, duplicates: floa
     for col in frame.columns:  # one dtype per kind, as ingest writes them
         if frame[col].dtype == object:
             frame[col] = frame[col].astype("str").where(frame[col].notna(), None).astype("str")
-    ints = ["Seniority", "Time", "Age", "Expenses", "Amount", "Price", "NumAccounts",
-            "NumInquiries", "MonthsOnBook", "Late30", "Late90"]
+    ints = [
+        "Seniority",
+        "Time",
+        "Age",
+        "Expenses",
+        "Amount",
+        "Price",
+        "NumAccounts",
+        "NumInquiries",
+        "MonthsOnBook",
+        "Late30",
+        "Late90",
+    ]
     frame[ints] = frame[ints].astype("int64")
     return frame
 
@@ -152,9 +203,16 @@ def write_table(n_rows: int, dest: Path, seed: int = 42, dirty: float = 0.0) -> 
 
 def scale_params(source: str) -> dict[str, dict]:
     """params.yaml sections a project needs for the synthetic data (the rest stays default)."""
-    return {"data": {"source": source, "target": TARGET, "task": "binary",
-                     "positive_label": POSITIVE, "sentinels": {"Income": [SENTINEL]}},
-            "register": {"model_name": "synth-credit", "experiment": "synth-credit"}}
+    return {
+        "data": {
+            "source": source,
+            "target": TARGET,
+            "task": "binary",
+            "positive_label": POSITIVE,
+            "sentinels": {"Income": [SENTINEL]},
+        },
+        "register": {"model_name": "synth-credit", "experiment": "synth-credit"},
+    }
 
 
 def regenerate_suites(seed: int = 42) -> list[Path]:
@@ -166,31 +224,40 @@ def regenerate_suites(seed: int = 42) -> list[Path]:
         root = Path(tmp) / "project"
         for name in (*CODE_PACKAGES, "params.yaml"):
             src = ROOT / name
-            (shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-             if src.is_dir() else shutil.copy2(src, root / name))
+            (
+                shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+                if src.is_dir()
+                else shutil.copy2(src, root / name)
+            )
         table = write_table(SUITE_ROWS, root / "data/source/synth.parquet", seed=seed)
         params = yaml.safe_load((root / "params.yaml").read_text())
         for section, values in scale_params(str(table.relative_to(root))).items():
             params[section] = {**params.get(section, {}), **values}
         (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         env = {**os.environ, "PYTHONPATH": str(root), "PREFECT_HOME": str(Path(tmp) / "prefect")}
-        subprocess.run([sys.executable, "-m", "flows", "suggest-expectations", "--force"],
-                       cwd=root, env=env, check=True)
+        subprocess.run(
+            [sys.executable, "-m", "flows", "suggest-expectations", "--force"],
+            cwd=root,
+            env=env,
+            check=True,
+        )
         SUITE_DIR.mkdir(parents=True, exist_ok=True)
         out = []
         for name in ("raw", "model_input"):
             dest = SUITE_DIR / f"synth_{name}.json"
             suite = json.loads((root / "expectations" / f"{name}.json").read_text())
             suite.setdefault("meta", {})["synthetic"] = (
-                f"bench/synth.py make_table({SUITE_ROWS}, seed={seed}, dirty=0)")
+                f"bench/synth.py make_table({SUITE_ROWS}, seed={seed}, dirty=0)"
+            )
             dest.write_text(json.dumps(suite, indent=2) + "\n")
             out.append(dest)
         return out
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     table = sub.add_parser("table", help="write one table as Parquet")
     table.add_argument("--rows", type=int, required=True)

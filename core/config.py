@@ -52,7 +52,8 @@ class DataSettings(_Section):
 
 class ValidateSettings(_Section):
     min_rows: int = Field(default=20, ge=1)
-    # Great Expectations suites (JSON, committed); `python -m flows suggest-expectations` writes them.
+    # Great Expectations suites (JSON, committed); `python -m flows suggest-expectations`
+    # writes them.
     raw_suite: str = "expectations/raw.json"
     model_input_suite: str = "expectations/model_input.json"
     # Rows failing row-level expectations go to data/quarantine/; above this share the run stops.
@@ -71,7 +72,9 @@ class SplitSettings(_Section):
     @model_validator(mode="after")
     def _check_sizes(self) -> SplitSettings:
         if self.test_size + self.valid_size >= 0.9:
-            raise ValueError("split.test_size + split.valid_size must leave at least 10% for training")
+            raise ValueError(
+                "split.test_size + split.valid_size must leave at least 10% for training"
+            )
         return self
 
 
@@ -129,10 +132,10 @@ class ThresholdSettings(_Section):
 
 
 class EvaluateSettings(_Section):
-    n_boot: int = Field(default=1000, ge=50)          # bootstrap resamples for the intervals
+    n_boot: int = Field(default=1000, ge=50)  # bootstrap resamples for the intervals
     ci_level: float = Field(default=0.95, gt=0.5, lt=1)
-    shap_sample: int = Field(default=500, ge=10)      # rows explained for the SHAP summary
-    top_features: int = Field(default=10, ge=1)       # shown in the plots and the model card
+    shap_sample: int = Field(default=500, ge=10)  # rows explained for the SHAP summary
+    top_features: int = Field(default=10, ge=1)  # shown in the plots and the model card
     # Above this many test rows the bootstrap resamples a seeded subsample of this size and
     # rescales (m-out-of-n), so interval cost stays flat as the test split grows.
     max_boot_rows: int = Field(default=20_000, ge=1000)
@@ -185,41 +188,42 @@ class CompressSettings(_Section):
     student_leaves: int = Field(default=4, ge=2)
     student_rounds: int = Field(default=100, ge=1)
     student_learning_rate: float = Field(default=0.2, gt=0, le=1)
-    synthetic_factor: float = Field(default=2.0, ge=0)   # synthetic rows per train row
-    synthetic_noise: float = Field(default=0.1, ge=0)    # jitter, as a share of a column's std
+    synthetic_factor: float = Field(default=2.0, ge=0)  # synthetic rows per train row
+    synthetic_noise: float = Field(default=0.1, ge=0)  # jitter, as a share of a column's std
     # Retrained candidates (feature pruning, the students) fit on at most this many train rows,
     # a seeded (stratified) sample: at 1M rows six retrains on the whole train split dominated the
     # pipeline. Tree pruning and quantization always use the full model.
     retrain_rows: int = Field(default=200_000, ge=100)
     quantize: tuple[Literal["f32", "f16", "int8"], ...] = ("f16", "int8")
-    compile: bool = True             # treelite + tl2cgen shared library (gcc); else LightGBM
-    latency_rows: int = Field(default=100, ge=1)         # single-row predictions timed
-    batch_seconds: float = Field(default=0.3, gt=0)      # time spent per batch-throughput figure
+    compile: bool = True  # treelite + tl2cgen shared library (gcc); else LightGBM
+    latency_rows: int = Field(default=100, ge=1)  # single-row predictions timed
+    batch_seconds: float = Field(default=0.3, gt=0)  # time spent per batch-throughput figure
 
     @model_validator(mode="after")
     def _check_fractions(self) -> CompressSettings:
         bad = [f for f in self.feature_fractions if not 0 < f < 1]
         if bad:
-            raise ValueError(f"compress.feature_fractions must lie strictly between 0 and 1, "
-                             f"got {bad}")
+            raise ValueError(
+                f"compress.feature_fractions must lie strictly between 0 and 1, got {bad}"
+            )
         return self
 
 
 class ScheduleSettings(_Section):
     """Prefect deployments served by `python -m flows serve` (times in `timezone`)."""
 
-    training_cron: str = "0 2 * * *"        # nightly retraining
-    scoring_cron: str = "*/15 * * * *"      # batch scoring of data/incoming/
+    training_cron: str = "0 2 * * *"  # nightly retraining
+    scoring_cron: str = "*/15 * * * *"  # batch scoring of data/incoming/
     timezone: str = "UTC"
 
 
 class ScoringSettings(_Section):
     """Batch scoring (`python -m flows score`): incoming files in, predictions out."""
 
-    incoming: str = "data/incoming"          # drop CSV/Parquet files here
-    output: str = "data/predictions"         # <file stem>.predictions.parquet
+    incoming: str = "data/incoming"  # drop CSV/Parquet files here
+    output: str = "data/predictions"  # <file stem>.predictions.parquet
     processed: str = "data/incoming/processed"  # scored inputs are moved here
-    rejected: str = "data/incoming/rejected"    # inputs failing table-level checks (+ .reason.txt)
+    rejected: str = "data/incoming/rejected"  # inputs failing table-level checks (+ .reason.txt)
     # Any models:/ URI; empty = models:/<register.model_name>@champion.
     model_uri: str = ""
 
@@ -227,7 +231,7 @@ class ScoringSettings(_Section):
 class RetrainSettings(_Section):
     """Labelled files dropped into `incoming` are appended to the raw data at ingest."""
 
-    incoming: str = "data/labelled"          # CSV/Parquet with the same columns as data.source
+    incoming: str = "data/labelled"  # CSV/Parquet with the same columns as data.source
     drift_threshold: float = Field(default=0.2, gt=0)  # PSI above this flags a feature
     drift_bins: int = Field(default=10, ge=2)
 
@@ -271,13 +275,16 @@ class Settings(_Section):
         if bad:
             raise ValueError(
                 f"gate: {', '.join(f'{k!r} names metric {m!r}' for k, m in bad.items())}, which "
-                f"is not computed for data.task {self.data.task!r} (one of: {', '.join(known)})")
+                f"is not computed for data.task {self.data.task!r} (one of: {', '.join(known)})"
+            )
         return self
 
     @property
     def gate_metric(self) -> str:
         """The metric the gate compares with the champion."""
-        return DEFAULT_GATE_METRIC[self.data.task] if self.gate.metric == "auto" else self.gate.metric
+        return (
+            DEFAULT_GATE_METRIC[self.data.task] if self.gate.metric == "auto" else self.gate.metric
+        )
 
     @property
     def tracking_uri(self) -> str:
@@ -316,7 +323,7 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def resolve_uri(uri: str, root: Path) -> str:
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return "sqlite:///" + str((root / uri[len("sqlite:///"):]).resolve())
+        return "sqlite:///" + str((root / uri[len("sqlite:///") :]).resolve())
     if "://" not in uri:
         return (root / uri).resolve().as_uri()
     return uri
@@ -339,7 +346,7 @@ def parse_settings(raw: dict[str, Any], root: Path, source: str = "params.yaml")
     try:
         return Settings.model_validate({**raw, "root": root})
     except ValidationError as exc:
-        problems = "\n  - ".join(_describe_error(e) for e in exc.errors())
+        problems = "\n  - ".join(_describe_error(dict(e)) for e in exc.errors())
         raise ConfigError(f"{source} is invalid:\n  - {problems}") from None
 
 
@@ -370,8 +377,10 @@ class DerivedFeature(_Section):
     @model_validator(mode="after")
     def _check_columns(self) -> DerivedFeature:
         if self.left == self.right:
-            raise ValueError(f"features.derived {self.name!r}: left and right are the same "
-                             f"column ({self.left!r})")
+            raise ValueError(
+                f"features.derived {self.name!r}: left and right are the same "
+                f"column ({self.left!r})"
+            )
         return self
 
 
@@ -434,7 +443,7 @@ class TuneRunnerSettings(_Section):
     # instead of waiting for its slowest sibling. The study is deterministic for a given
     # workers + queued (trial n is sampled knowing trials 0 .. n - workers - queued).
     queued: int = Field(default=2, ge=0)
-    address: str | None = None        # dask only: tcp://host:8786 of an existing scheduler
+    address: str | None = None  # dask only: tcp://host:8786 of an existing scheduler
 
     @property
     def window(self) -> int:
@@ -453,15 +462,15 @@ class LargeDataSettings(_Section):
 class TuneSettings(_Section):
     enabled: bool = True
     n_trials: int = Field(default=24, ge=1)
-    timeout_s: float | None = Field(default=None, gt=0)    # wall-clock budget (None: trials only)
+    timeout_s: float | None = Field(default=None, gt=0)  # wall-clock budget (None: trials only)
     n_folds: int = Field(default=4, ge=2)
-    max_rounds: int = Field(default=1000, ge=10)            # boosting rounds per fold (upper bound)
+    max_rounds: int = Field(default=1000, ge=10)  # boosting rounds per fold (upper bound)
     early_stopping_rounds: int = Field(default=30, ge=1)
     pruner: Literal["hyperband", "successive_halving", "none"] = "hyperband"
-    report_every: int = Field(default=10, ge=1)             # rounds between pruning checks
-    min_resource: int = Field(default=20, ge=1)             # rounds before the first pruning rung
+    report_every: int = Field(default=10, ge=1)  # rounds between pruning checks
+    min_resource: int = Field(default=20, ge=1)  # rounds before the first pruning rung
     reduction_factor: int = Field(default=3, ge=2)
-    baselines: bool = True                                   # LightGBM defaults + linear model
+    baselines: bool = True  # LightGBM defaults + linear model
     runner: TuneRunnerSettings = Field(default_factory=TuneRunnerSettings)
     large_data: LargeDataSettings = Field(default_factory=LargeDataSettings)
     search_space: dict[str, SearchRange] = Field(default_factory=_default_space)
@@ -494,10 +503,11 @@ def check_search_space(space: dict[str, SearchRange]) -> list[str]:
             continue
         for bound in (rng.low, rng.high):
             try:
-                LgbmParams(**{name: int(bound) if is_int_param(name) else bound})
+                LgbmParams.model_validate({name: int(bound) if is_int_param(name) else bound})
             except ValidationError as exc:
-                problems.append(f"{key}: {bound} is not a valid value "
-                                f"({exc.errors()[0]['msg'].lower()})")
+                problems.append(
+                    f"{key}: {bound} is not a valid value ({exc.errors()[0]['msg'].lower()})"
+                )
                 break
     return problems
 

@@ -1,7 +1,8 @@
 """Artifact paths and atomic reads/writes.
 
 Every write goes to a temporary file (or folder, `atomic_dir`) next to its destination and is
-renamed into place, so a crash never leaves half an artifact. Paths live here and nowhere else; dvc.yaml declares the same.
+renamed into place, so a crash never leaves half an artifact. Paths live here and nowhere else;
+dvc.yaml declares the same.
 """
 
 from __future__ import annotations

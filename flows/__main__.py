@@ -1,21 +1,21 @@
 """Command line: `python -m flows run | stage NAME`.
 
-    python -m flows run              run the training flow (skips stages DVC says are current)
-    python -m flows run --force      rerun every stage
-    python -m flows stage train      run one stage; this is what dvc.yaml's `cmd` calls
-    python -m flows suggest-expectations [--force] [--only raw|model_input]
-                                     profile data.source and write suggested GX suites
-                                     (validate.raw_suite / validate.model_input_suite) to review
-    python -m flows compare 3 2      paired comparison of two registered versions (3 vs 2)
-                                     on the current test split, with the gate's metric and rule
-    python -m flows score            score the files waiting in scoring.incoming (batch flow)
-    python -m flows serve [--interval N] [--only training|scoring]
-                                     serve the training and scoring deployments (schedule.*);
-                                     --start-server also starts a local Prefect server
-    python -m flows reproduce --version N
-                                     retrain registered version N from its recorded commit,
-                                     params and data; report whether the metrics match
-    python -m flows push | pull      dvc push / pull to the default remote (remote.url)
+python -m flows run              run the training flow (skips stages DVC says are current)
+python -m flows run --force      rerun every stage
+python -m flows stage train      run one stage; this is what dvc.yaml's `cmd` calls
+python -m flows suggest-expectations [--force] [--only raw|model_input]
+                                 profile data.source and write suggested GX suites
+                                 (validate.raw_suite / validate.model_input_suite) to review
+python -m flows compare 3 2      paired comparison of two registered versions (3 vs 2)
+                                 on the current test split, with the gate's metric and rule
+python -m flows score            score the files waiting in scoring.incoming (batch flow)
+python -m flows serve [--interval N] [--only training|scoring]
+                                 serve the training and scoring deployments (schedule.*);
+                                 --start-server also starts a local Prefect server
+python -m flows reproduce --version N
+                                 retrain registered version N from its recorded commit,
+                                 params and data; report whether the metrics match
+python -m flows push | pull      dvc push / pull to the default remote (remote.url)
 """
 
 from __future__ import annotations
@@ -28,16 +28,22 @@ from flows._runtime import LOGGERS, configure_stage_logging, prepare_environment
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    parser = argparse.ArgumentParser(
+        prog="python -m flows",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--params", default="params.yaml", help="params file (default: %(default)s)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the training flow")
     run.add_argument("--force", action="store_true", help="rerun stages even if DVC says current")
     stage = sub.add_parser("stage", help="run one stage (called by dvc repro)")
     stage.add_argument("name")
-    suggest = sub.add_parser("suggest-expectations",
-                             help="write suggested Great Expectations suites for data.source")
+    suggest = sub.add_parser(
+        "suggest-expectations", help="write suggested Great Expectations suites for data.source"
+    )
     suggest.add_argument("--force", action="store_true", help="overwrite existing suite files")
     suggest.add_argument("--only", choices=["raw", "model_input"], help="write one suite only")
     compare = sub.add_parser("compare", help="compare two registered versions on the test split")
@@ -45,11 +51,18 @@ def main(argv: list[str] | None = None) -> int:
     compare.add_argument("version_b", help="the version playing the champion")
     sub.add_parser("score", help="batch-score the files in scoring.incoming")
     serve = sub.add_parser("serve", help="serve the training and scoring deployments")
-    serve.add_argument("--interval", type=float, default=None,
-                       help="run both every N seconds instead of their cron schedules")
+    serve.add_argument(
+        "--interval",
+        type=float,
+        default=None,
+        help="run both every N seconds instead of their cron schedules",
+    )
     serve.add_argument("--only", choices=["training", "scoring"], help="serve one deployment")
-    serve.add_argument("--start-server", action="store_true",
-                       help="start a local Prefect server on 127.0.0.1 first (UI included)")
+    serve.add_argument(
+        "--start-server",
+        action="store_true",
+        help="start a local Prefect server on 127.0.0.1 first (UI included)",
+    )
     serve.add_argument("--port", type=int, default=4200, help="port of that server")
     reproduce = sub.add_parser("reproduce", help="retrain a registered version and compare")
     reproduce.add_argument("--version", required=True, help="registered version number")
@@ -112,9 +125,13 @@ def run_stage(name: str, params: Path) -> int:
     settings = load_settings(params)
     # Fail fast on an unusable tracking store, and clean up after a crashed run, as the flow does.
     preflight(settings)
-    ctx = join_or_start_dvc_run(settings.tracking_uri, settings.register_.experiment,
-                                settings.artifact_root, ArtifactPaths(settings.root).run_pointer,
-                                params=settings.flat())
+    ctx = join_or_start_dvc_run(
+        settings.tracking_uri,
+        settings.register_.experiment,
+        settings.artifact_root,
+        ArtifactPaths(settings.root).run_pointer,
+        params=settings.flat(),
+    )
     try:
         STAGES[name].fn(settings, ctx)
     except BaseException:
@@ -130,7 +147,10 @@ def run_suggest(params: Path, only: str | None, force: bool) -> int:
 
     settings = load_settings(params)
     for path in suggest_suites(settings, (only,) if only else SUITES, force):
-        print(f"wrote {path.relative_to(settings.root) if path.is_relative_to(settings.root) else path}")
+        print(
+            "wrote "
+            + str(path.relative_to(settings.root) if path.is_relative_to(settings.root) else path)
+        )
     print("Review the suites (ranges, allowed categories, missing-value shares), then commit them.")
     return 0
 
@@ -156,10 +176,13 @@ def run_flow(params: Path, force: bool) -> int:
     try:
         state = training_flow(params_path=str(params), force=force, return_state=True)
     except RuntimeError as exc:  # Prefect itself could not start (stage errors come back as state)
-        print(f"error: Prefect could not start the flow run: {exc}\n"
-              "hint: a busy machine can slow the temporary server's start; raise "
-              "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS or point PREFECT_API_URL at a "
-              "running server (`make serve`).", file=sys.stderr)
+        print(
+            f"error: Prefect could not start the flow run: {exc}\n"
+            "hint: a busy machine can slow the temporary server's start; raise "
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS or point PREFECT_API_URL at a "
+            "running server (`make serve`).",
+            file=sys.stderr,
+        )
         return 1
     if state.is_failed():
         try:
@@ -196,29 +219,36 @@ def run_score(params: Path) -> int:
     for r in results:
         if r["status"] == "scored":
             quarantined = r["quarantined_rows"]
-            print(f"scored   {rel(r['source'])}: {r['scored_rows']} of {r['rows']} rows -> "
-                  f"{rel(r['output'])}" + (f"; {quarantined} row(s) quarantined" if quarantined
-                                           else ""))
+            print(
+                f"scored   {rel(r['source'])}: {r['scored_rows']} of {r['rows']} rows -> "
+                f"{rel(r['output'])}"
+                + (f"; {quarantined} row(s) quarantined" if quarantined else "")
+            )
         else:
             print(f"rejected {rel(r['source'])} -> {rel(r['moved_to'])}:\n  {r['reason']}")
     return 1 if any(r["status"] == "rejected" for r in results) else 0
 
 
-def run_serve(params: Path, interval: float | None, start_server: bool, port: int,
-              only: str | None) -> int:
+def run_serve(
+    params: Path, interval: float | None, start_server: bool, port: int, only: str | None
+) -> int:
     import os
 
-    from adapters.prefect import start_server as start_prefect, stop_process_group
-    from flows.deploy import serve_deployments
+    from adapters.prefect import start_server as start_prefect
+    from adapters.prefect import stop_process_group
     from core.config import load_settings
+    from flows.deploy import serve_deployments
 
     settings = load_settings(params)
     server = None
     if start_server:
         server, api = start_prefect(Path(os.environ["PREFECT_HOME"]), port)
         os.environ["PREFECT_API_URL"] = api
-        print(f"Prefect server on {api.removesuffix('/api')} (PREFECT_HOME "
-              f"{os.environ['PREFECT_HOME']}); Ctrl-C stops both", flush=True)
+        print(
+            f"Prefect server on {api.removesuffix('/api')} (PREFECT_HOME "
+            f"{os.environ['PREFECT_HOME']}); Ctrl-C stops both",
+            flush=True,
+        )
     try:
         serve_deployments(settings, params, interval, only)
     except KeyboardInterrupt:

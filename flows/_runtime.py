@@ -19,8 +19,11 @@ def prepare_environment(root: Path, in_flow: bool) -> None:
     """Offline-friendly, quiet defaults; any value the user already set wins."""
     defaults = {
         # In a flow our loggers go to the Prefect run log; in a DVC stage there is no flow run.
-        **({"PREFECT_LOGGING_EXTRA_LOGGERS": ",".join(LOGGERS)} if in_flow else
-           {"PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore"}),
+        **(
+            {"PREFECT_LOGGING_EXTRA_LOGGERS": ",".join(LOGGERS)}
+            if in_flow
+            else {"PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore"}
+        ),
         "PREFECT_HOME": str(root / ".prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         # The temporary server migrates its database on first use; 20 s is too short on a
@@ -37,7 +40,7 @@ def prepare_environment(root: Path, in_flow: bool) -> None:
         "GIT_PYTHON_REFRESH": "quiet",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "MLFLOW_LOGGING_LEVEL": "WARNING",
-        "MLFLOW_DISABLE_TELEMETRY": "true",   # MLflow 3 telemetry would try the network
+        "MLFLOW_DISABLE_TELEMETRY": "true",  # MLflow 3 telemetry would try the network
         "DVC_NO_ANALYTICS": "1",
         "DO_NOT_TRACK": "1",
     }
@@ -71,6 +74,10 @@ class _UserErrorFilter(logging.Filter):
 
 def hide_user_error_tracebacks(user_errors: tuple[type[BaseException], ...]) -> None:
     flt = _UserErrorFilter(user_errors)
-    for name in ("prefect.task_runs", "prefect.flow_runs", "prefect.task_engine",
-                 "prefect.flow_engine"):
+    for name in (
+        "prefect.task_runs",
+        "prefect.flow_runs",
+        "prefect.task_engine",
+        "prefect.flow_engine",
+    ):
         logging.getLogger(name).addFilter(flt)

@@ -17,11 +17,19 @@ log = logging.getLogger("flows.scoring")
 @task(name="score", retries=1, retry_delay_seconds=2)
 def score_task(params_path: str) -> list[dict[str, Any]]:
     settings = load_settings(params_path)
-    return [{"source": str(r.source), "status": r.status, "rows": r.rows,
-             "scored_rows": r.scored_rows, "quarantined_rows": r.quarantined_rows,
-             "output": str(r.output) if r.output else None,
-             "moved_to": str(r.moved_to) if r.moved_to else None, "reason": r.reason}
-            for r in score_incoming(settings)]
+    return [
+        {
+            "source": str(r.source),
+            "status": r.status,
+            "rows": r.rows,
+            "scored_rows": r.scored_rows,
+            "quarantined_rows": r.quarantined_rows,
+            "output": str(r.output) if r.output else None,
+            "moved_to": str(r.moved_to) if r.moved_to else None,
+            "reason": r.reason,
+        }
+        for r in score_incoming(settings)
+    ]
 
 
 @flow(name="scoring", log_prints=True)

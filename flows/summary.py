@@ -13,78 +13,106 @@ def summary_lines(settings: Settings, result: dict[str, Any]) -> list[str]:
     rel = lambda p: p.relative_to(settings.root)  # noqa: E731
     lines = ["", "Pipeline summary"]
     lines.append(f"  stages run:     {', '.join(result['ran']) or 'none'}")
-    lines.append(f"  stages skipped: {', '.join(result['skipped']) or 'none'} (current in dvc.lock)")
-    lines.append(f"  data:           {rel(paths.raw)} -> {rel(paths.validated)} -> "
-                 f"{rel(paths.split('train')).parent}/{{train,valid,test}}.parquet")
+    lines.append(
+        f"  stages skipped: {', '.join(result['skipped']) or 'none'} (current in dvc.lock)"
+    )
+    lines.append(
+        f"  data:           {rel(paths.raw)} -> {rel(paths.validated)} -> "
+        f"{rel(paths.split('train')).parent}/{{train,valid,test}}.parquet"
+    )
     if paths.validation_report.is_file():
         v = read_json(paths.validation_report)
         if "kept_rows" in v and "quarantined_rows" in v:
-            lines.append(f"  validation:     {v['raw_rows']} raw rows = {v['kept_rows']} kept + "
-                         f"{v['quarantined_rows']} quarantined ({rel(paths.quarantine)}) + "
-                         f"{v['duplicate_rows']} duplicates")
+            lines.append(
+                f"  validation:     {v['raw_rows']} raw rows = {v['kept_rows']} kept + "
+                f"{v['quarantined_rows']} quarantined ({rel(paths.quarantine)}) + "
+                f"{v['duplicate_rows']} duplicates"
+            )
         if v.get("data_docs"):
-            lines.append(f"  data docs:      {v['data_docs']}, "
-                         f"{rel(paths.data_docs('model_input'))}/index.html")
+            lines.append(
+                f"  data docs:      {v['data_docs']}, "
+                f"{rel(paths.data_docs('model_input'))}/index.html"
+            )
     if paths.test_metrics.is_file():
         doc = read_json(paths.test_metrics)
         ci = doc.get("ci", {})
         level = doc.get("ci_level", 0.95)
-        lines.append(f"  test metrics:   ({doc.get('test_rows', '?')} rows; {level:.0%} bootstrap "
-                     f"intervals, {doc.get('n_boot', '?')} resamples)")
+        lines.append(
+            f"  test metrics:   ({doc.get('test_rows', '?')} rows; {level:.0%} bootstrap "
+            f"intervals, {doc.get('n_boot', '?')} resamples)"
+        )
         for k, v in doc["test"].items():
             iv = ci.get(k)
-            lines.append(f"    {k}={v:.4f}" + (f"  [{iv['low']:.4f}, {iv['high']:.4f}]" if iv else ""))
+            lines.append(
+                f"    {k}={v:.4f}" + (f"  [{iv['low']:.4f}, {iv['high']:.4f}]" if iv else "")
+            )
         if "threshold" in doc:
             lines.append(f"  threshold:      {doc['threshold']:.4f} (chosen on the valid split)")
         if "cv" in doc:
-            lines.append(f"  cv (train):     mean {doc['cv']['mean']:.4f}, std {doc['cv']['std']:.4f}")
+            lines.append(
+                f"  cv (train):     mean {doc['cv']['mean']:.4f}, std {doc['cv']['std']:.4f}"
+            )
     if paths.tuning_metrics.is_file():
         tune = read_json(paths.tuning_metrics)
         if tune.get("enabled") and "cv_mean" in tune:
             counts = ", ".join(f"{n} {k}" for k, n in tune.get("trials", {}).items())
             base = "; ".join(f"{k} {v['mean']:.4f}" for k, v in tune.get("baselines", {}).items())
-            lines.append(f"  tuning:         best CV {tune['cv_metric']} {tune['cv_mean']:.4f} "
-                         f"(trial {tune['best_trial']}; {counts}; "
-                         f"{tune['fidelity']['level']} fidelity)"
-                         + (f"; baselines: {base}" if base else ""))
+            lines.append(
+                f"  tuning:         best CV {tune['cv_metric']} {tune['cv_mean']:.4f} "
+                f"(trial {tune['best_trial']}; {counts}; "
+                f"{tune['fidelity']['level']} fidelity)" + (f"; baselines: {base}" if base else "")
+            )
         elif tune.get("enabled") is False:
             lines.append("  tuning:         off (tune.enabled: false; train.params used)")
     if paths.registration.is_file():
         reg = read_json(paths.registration)
         gate = reg.get("gate") or {}
         if reg.get("version") is None:
-            lines.append(f"  registered:     nothing -- {reg['model_name']} candidate rejected "
-                         "by the gate")
+            lines.append(
+                f"  registered:     nothing -- {reg['model_name']} candidate rejected by the gate"
+            )
         else:
-            lines.append(f"  registered:     {reg['model_name']} version {reg['version']} "
-                         f"@{reg['alias']}  (models:/{reg['model_name']}@{reg['alias']})")
+            lines.append(
+                f"  registered:     {reg['model_name']} version {reg['version']} "
+                f"@{reg['alias']}  (models:/{reg['model_name']}@{reg['alias']})"
+            )
         if reg.get("compact"):
             c = reg["compact"]
-            lines.append(f"  compact model:  {c['model_name']} version {c['version']} "
-                         f"@{c['alias'] or 'none'} ({c['candidate']}: {c['size_ratio']}x smaller, "
-                         f"{c['latency_ratio']}x faster single-row, test drop "
-                         f"{c['test_drop']:+.4f}; reports/compress/pareto.csv)")
+            lines.append(
+                f"  compact model:  {c['model_name']} version {c['version']} "
+                f"@{c['alias'] or 'none'} ({c['candidate']}: {c['size_ratio']}x smaller, "
+                f"{c['latency_ratio']}x faster single-row, test drop "
+                f"{c['test_drop']:+.4f}; reports/compress/pareto.csv)"
+            )
         if gate:
             cmp = gate.get("comparison")
             target = f" -> @{gate['alias']}" if gate.get("alias") else " (not registered)"
-            verdict = (("clears" if cmp["clears"] else "does not clear") + " the rule") if cmp \
+            verdict = (
+                (("clears" if cmp["clears"] else "does not clear") + " the rule")
+                if cmp
                 else gate["reason"]
+            )
             lines.append(f"  gate decision:  {gate['action']}{target}: {verdict}")
             lines.append(f"  gate rule:      {gate['rule']}")
             if cmp:
-                lines.append(f"  gate scores:    {cmp['metric']} candidate {cmp['candidate']:.4f}, "
-                             f"champion v{gate['champion_version']} {cmp['reference']:.4f}, "
-                             f"improvement {cmp['diff']:+.4f} [{cmp['level']:.0%} CI "
-                             f"{cmp['low']:+.4f}, {cmp['high']:+.4f}]")
+                lines.append(
+                    f"  gate scores:    {cmp['metric']} candidate {cmp['candidate']:.4f}, "
+                    f"champion v{gate['champion_version']} {cmp['reference']:.4f}, "
+                    f"improvement {cmp['diff']:+.4f} [{cmp['level']:.0%} CI "
+                    f"{cmp['low']:+.4f}, {cmp['high']:+.4f}]"
+                )
         if paths.model_card.is_file():
             lines.append(f"  model card:     {rel(paths.model_card)}")
     if "drift" in result["ran"] and paths.drift_report.is_file():
         d = read_json(paths.drift_report)
         score = f", score PSI {d['score']['psi']:.3f}" if d.get("score") else ""
-        lines.append(f"  drift:          {d['new_rows']} labelled rows vs train split: "
-                     f"{', '.join(d['flagged']) or 'no feature'} above PSI {d['threshold']:g}"
-                     f"{score} ({rel(paths.drift_report)})" if d["new_rows"] else
-                     f"  drift:          no labelled files in {settings.retrain.incoming}")
+        lines.append(
+            f"  drift:          {d['new_rows']} labelled rows vs train split: "
+            f"{', '.join(d['flagged']) or 'no feature'} above PSI {d['threshold']:g}"
+            f"{score} ({rel(paths.drift_report)})"
+            if d["new_rows"]
+            else f"  drift:          no labelled files in {settings.retrain.incoming}"
+        )
     lines.append(f"  tracking:       {settings.tracking_uri}  (make ui)")
     if result.get("mlflow_run_id"):
         lines.append(f"  mlflow run:     {result['mlflow_run_id']}")

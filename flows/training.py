@@ -12,19 +12,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, runtime
+from prefect import Task, flow, runtime
 
 from adapters.dvc import DvcState
-from tasks.compress.stage import compress_stage
+from adapters.tracking import RunContext, finish_parent_run, start_parent_run
 from core.config import Settings, load_settings
+from ops.preflight import preflight
+from tasks.compress.stage import compress_stage
 from tasks.drift import drift_stage
 from tasks.evaluate.stage import evaluate_stage
 from tasks.features import features_stage
 from tasks.ingest import ingest_stage
-from ops.preflight import preflight
 from tasks.preprocess import preprocess_stage
 from tasks.register.stage import register_stage, registration_in_store
-from adapters.tracking import RunContext, finish_parent_run, start_parent_run
 from tasks.train import train_stage
 from tasks.tune.stage import tune_stage
 from tasks.validate import validate_stage
@@ -35,7 +35,7 @@ log = logging.getLogger("flows.training")
 # check says the outside world lacks what it produced (e.g. a fresh clone has no registry).
 EXTERNAL_CHECKS: dict[str, Callable[[Settings], bool]] = {"register": registration_in_store}
 
-STAGES: dict[str, Callable[..., Any]] = {
+STAGES: dict[str, Task[[Settings, RunContext], Path]] = {
     "ingest": ingest_stage,
     "validate": validate_stage,
     "preprocess": preprocess_stage,
@@ -51,10 +51,14 @@ STAGES: dict[str, Callable[..., Any]] = {
 
 def open_flow_run(settings: Settings) -> RunContext:
     flow_run_id = str(runtime.flow_run.id) if runtime.flow_run.id else None
-    run_id = start_parent_run(settings.tracking_uri, settings.register_.experiment,
-                              settings.artifact_root, entry="prefect",
-                              tags={"prefect.flow_run_id": flow_run_id or ""},
-                              params=settings.flat())
+    run_id = start_parent_run(
+        settings.tracking_uri,
+        settings.register_.experiment,
+        settings.artifact_root,
+        entry="prefect",
+        tags={"prefect.flow_run_id": flow_run_id or ""},
+        params=settings.flat(),
+    )
     return RunContext(settings.tracking_uri, run_id, entry="prefect", flow_run_id=flow_run_id)
 
 
@@ -75,8 +79,11 @@ def training_flow(params_path: str = "params.yaml", force: bool = False) -> dict
                     log.info("%s: up to date (dvc.lock), skipped", name)
                     skipped.append(name)
                     continue
-                log.info("%s: current in dvc.lock but missing from the tracking store %s; "
-                         "running it", name, settings.tracking_uri)
+                log.info(
+                    "%s: current in dvc.lock but missing from the tracking store %s; running it",
+                    name,
+                    settings.tracking_uri,
+                )
             if ctx is None:
                 ctx = open_flow_run(settings)
             stage(settings, ctx)
@@ -90,5 +97,9 @@ def training_flow(params_path: str = "params.yaml", force: bool = False) -> dict
         dvc.close()
     if ctx is not None:
         finish_parent_run(ctx, "FINISHED")
-    return {"ran": ran, "skipped": skipped, "mlflow_run_id": ctx.run_id if ctx else None,
-            "root": str(settings.root)}
+    return {
+        "ran": ran,
+        "skipped": skipped,
+        "mlflow_run_id": ctx.run_id if ctx else None,
+        "root": str(settings.root),
+    }

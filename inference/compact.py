@@ -42,10 +42,28 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------------------
 
 PRECISIONS = ("f64", "f32", "f16", "int8")
-_TREE_KEYS = ("num_leaves", "num_cat", "split_feature", "threshold", "decision_type",
-              "left_child", "right_child", "leaf_value", "cat_boundaries", "cat_threshold")
-_HEADER_KEYS = ("version", "num_class", "num_tree_per_iteration", "label_index",
-                "max_feature_idx", "objective", "feature_names", "feature_infos")
+_TREE_KEYS = (
+    "num_leaves",
+    "num_cat",
+    "split_feature",
+    "threshold",
+    "decision_type",
+    "left_child",
+    "right_child",
+    "leaf_value",
+    "cat_boundaries",
+    "cat_threshold",
+)
+_HEADER_KEYS = (
+    "version",
+    "num_class",
+    "num_tree_per_iteration",
+    "label_index",
+    "max_feature_idx",
+    "objective",
+    "feature_names",
+    "feature_infos",
+)
 
 
 def _parse_model_text(text: str) -> tuple[dict[str, str], list[dict[str, str]]]:
@@ -70,15 +88,16 @@ def _floats(value: str | None) -> list[float]:
 
 def _small_int(values: np.ndarray, signed: bool = False) -> np.ndarray:
     """The narrowest integer dtype that holds the values exactly."""
-    for dtype in ((np.int8, np.int16, np.int32) if signed else (np.uint8, np.uint16, np.uint32)):
+    for dtype in (np.int8, np.int16, np.int32) if signed else (np.uint8, np.uint16, np.uint32):
         info = np.iinfo(dtype)
         if values.size == 0 or (values.min() >= info.min and values.max() <= info.max):
             return values.astype(dtype)
     return values.astype(np.int64)
 
 
-def quantize_leaves(values: np.ndarray, tree_of_leaf: np.ndarray, n_trees: int,
-                    precision: str) -> dict[str, np.ndarray]:
+def quantize_leaves(
+    values: np.ndarray, tree_of_leaf: np.ndarray, n_trees: int, precision: str
+) -> dict[str, np.ndarray]:
     """Leaf values at `precision`; int8 uses one float32 scale per tree (max |value| -> 127)."""
     if precision == "f64":
         return {"leaf_value": values.astype(np.float64)}
@@ -96,14 +115,19 @@ def quantize_leaves(values: np.ndarray, tree_of_leaf: np.ndarray, n_trees: int,
 def dequantized_leaves(packed: dict[str, Any]) -> np.ndarray:
     values = packed["leaf_value"].astype(np.float64)
     if "leaf_scale" in packed:
-        tree_of_leaf = np.repeat(np.arange(len(packed["num_leaves"])),
-                                 packed["num_leaves"].astype(np.int64))
+        tree_of_leaf = np.repeat(
+            np.arange(len(packed["num_leaves"])), packed["num_leaves"].astype(np.int64)
+        )
         values = values * packed["leaf_scale"].astype(np.float64)[tree_of_leaf]
     return values
 
 
-def pack_trees(booster: lgb.Booster, precision: str = "f64", num_iteration: int | None = None,
-               objective: str | None = None) -> bytes:
+def pack_trees(
+    booster: lgb.Booster,
+    precision: str = "f64",
+    num_iteration: int | None = None,
+    objective: str | None = None,
+) -> bytes:
     """The arrays a LightGBM model predicts with, at `precision`, pickled and zlib-compressed.
 
     f64 is lossless. f32/f16/int8 round the leaf values (and numeric split thresholds to float32);
@@ -120,8 +144,14 @@ def pack_trees(booster: lgb.Booster, precision: str = "f64", num_iteration: int 
     for tree in trees:
         cols["num_leaves"].append(int(tree["num_leaves"]))
         cols["num_cat"].append(int(tree.get("num_cat", 0)))
-        for key in ("split_feature", "decision_type", "left_child", "right_child",
-                    "cat_boundaries", "cat_threshold"):
+        for key in (
+            "split_feature",
+            "decision_type",
+            "left_child",
+            "right_child",
+            "cat_boundaries",
+            "cat_threshold",
+        ):
             cols[key] += _ints(tree.get(key))
         cols["threshold"] += _floats(tree.get("threshold"))
         cols["leaf_value"] += _floats(tree.get("leaf_value"))
@@ -163,16 +193,21 @@ def unpack_model_text(blob: bytes) -> str:
         s = slice(split_at, split_at + n_split)
         lines += [f"Tree={t}", f"num_leaves={n_leaf}", f"num_cat={n_cat}"]
         if n_split > 0:
-            lines += [f"split_feature={_join(packed['split_feature'][s])}",
-                      f"threshold={_join(thresholds[s])}",
-                      f"decision_type={_join(packed['decision_type'][s])}",
-                      f"left_child={_join(packed['left_child'][s])}",
-                      f"right_child={_join(packed['right_child'][s])}"]
-        lines.append(f"leaf_value={_join(leaves[leaf_at:leaf_at + n_leaf])}")
+            lines += [
+                f"split_feature={_join(packed['split_feature'][s])}",
+                f"threshold={_join(thresholds[s])}",
+                f"decision_type={_join(packed['decision_type'][s])}",
+                f"left_child={_join(packed['left_child'][s])}",
+                f"right_child={_join(packed['right_child'][s])}",
+            ]
+        lines.append(f"leaf_value={_join(leaves[leaf_at : leaf_at + n_leaf])}")
         if n_cat > 0:
-            bounds = packed["cat_boundaries"][cat_at:cat_at + n_cat + 1].astype(np.int64)
-            lines += [f"cat_boundaries={_join(bounds)}",
-                      f"cat_threshold={_join(packed['cat_threshold'][cat_thr_at:cat_thr_at + bounds[-1]])}"]
+            bounds = packed["cat_boundaries"][cat_at : cat_at + n_cat + 1].astype(np.int64)
+            lines += [
+                f"cat_boundaries={_join(bounds)}",
+                "cat_threshold="
+                + _join(packed["cat_threshold"][cat_thr_at : cat_thr_at + bounds[-1]]),
+            ]
             cat_at += n_cat + 1
             cat_thr_at += int(bounds[-1])
         lines += ["is_linear=0", "shrinkage=1", "", ""]
@@ -188,8 +223,10 @@ def booster_from_packed(blob: bytes) -> lgb.Booster:
 
 def tree_stats(blob: bytes) -> dict[str, int]:
     packed = pickle.loads(zlib.decompress(blob))
-    return {"trees": int(len(packed["num_leaves"])),
-            "leaves": int(packed["num_leaves"].astype(np.int64).sum())}
+    return {
+        "trees": len(packed["num_leaves"]),
+        "leaves": int(packed["num_leaves"].astype(np.int64).sum()),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,8 +243,8 @@ class ColumnRecipe:
     """How one model-input column is computed from one raw column."""
 
     source: str
-    indicator: bool = False                 # 1.0 where the (sentinel-mapped) value is missing
-    fill: Any = None                        # imputation value for missing
+    indicator: bool = False  # 1.0 where the (sentinel-mapped) value is missing
+    fill: Any = None  # imputation value for missing
     mapping: dict[Any, float] | None = None  # categorical level -> ordinal code (else NaN)
     affine: tuple[float, float] | None = None  # x * a + b (scaling)
     # FeatureBuilder: `left <op> right` of two other recipes' values, and clipping bounds.
@@ -231,8 +268,9 @@ def _column_recipes(trans: Any, cols: list[str]) -> list[ColumnRecipe]:
     for step in steps:
         if isinstance(step, SimpleImputer):
             if step.add_indicator:
-                indicators += [ColumnRecipe(cols[i], indicator=True)
-                               for i in step.indicator_.features_]
+                indicators += [
+                    ColumnRecipe(cols[i], indicator=True) for i in step.indicator_.features_
+                ]
             kept = []
             for r, stat in zip(recipes, step.statistics_):
                 empty = stat is None or (isinstance(stat, float) and math.isnan(stat))
@@ -242,16 +280,23 @@ def _column_recipes(trans: Any, cols: list[str]) -> list[ColumnRecipe]:
                 kept.append(r)
             recipes = kept
         elif isinstance(step, OrdinalEncoder):
-            if not (isinstance(step.unknown_value, float) and math.isnan(step.unknown_value)) or \
-                    not (isinstance(step.encoded_missing_value, float)
-                         and math.isnan(step.encoded_missing_value)):
+            if not (
+                isinstance(step.unknown_value, float) and math.isnan(step.unknown_value)
+            ) or not (
+                isinstance(step.encoded_missing_value, float)
+                and math.isnan(step.encoded_missing_value)
+            ):
                 raise NotCompilable("OrdinalEncoder must map unknown and missing values to NaN")
             for r, cats in zip(recipes, step.categories_):
-                r.mapping = {c: float(i) for i, c in enumerate(cats.tolist())
-                             if not (c is None or (isinstance(c, float) and math.isnan(c)))}
+                r.mapping = {
+                    c: float(i)
+                    for i, c in enumerate(cats.tolist())
+                    if not (c is None or (isinstance(c, float) and math.isnan(c)))
+                }
         elif isinstance(step, StandardScaler):
-            for r, mean, scale in zip(recipes, _or(step.mean_, len(recipes), 0.0),
-                                      _or(step.scale_, len(recipes), 1.0)):
+            for r, mean, scale in zip(
+                recipes, _or(step.mean_, len(recipes), 0.0), _or(step.scale_, len(recipes), 1.0)
+            ):
                 r.affine = _compose(r.affine, 1.0 / scale, -mean / scale)
         elif isinstance(step, MinMaxScaler):
             if step.clip:
@@ -260,8 +305,11 @@ def _column_recipes(trans: Any, cols: list[str]) -> list[ColumnRecipe]:
                 r.affine = _compose(r.affine, float(scale), float(low))
         else:
             raise NotCompilable(f"{type(step).__name__} in the preprocessing")
-        if any(r.mapping is not None for r in recipes) and not isinstance(step, OrdinalEncoder) \
-                and not isinstance(step, SimpleImputer):
+        if (
+            any(r.mapping is not None for r in recipes)
+            and not isinstance(step, OrdinalEncoder)
+            and not isinstance(step, SimpleImputer)
+        ):
             raise NotCompilable("a step after the ordinal encoder")
     return recipes + indicators
 
@@ -276,8 +324,9 @@ def _compose(first: tuple[float, float] | None, a: float, b: float) -> tuple[flo
     return (first[0] * a, first[1] * a + b)
 
 
-def _factorized_codes(series: pd.Series, mapping: dict[Any, float], fill: Any,
-                      sentinels: tuple[Any, ...] | None) -> np.ndarray:
+def _factorized_codes(
+    series: pd.Series, mapping: dict[Any, float], fill: Any, sentinels: tuple[Any, ...] | None
+) -> np.ndarray:
     """Ordinal codes of a raw text column: unknown levels NaN, missing values (and sentinel
     codes, as in `_column`) the code of `fill` when there is one. pandas factorizes the column
     in C (Arrow-backed or object) and only the distinct levels go through the dict: at 1M rows
@@ -285,8 +334,11 @@ def _factorized_codes(series: pd.Series, mapping: dict[Any, float], fill: Any,
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
     sent = set(sentinels or ())
     missing = mapping.get(fill, np.nan) if fill is not None else np.nan
-    table = np.array([missing if _is_sentinel(u, sent) else mapping.get(u, np.nan)
-                      for u in uniques.tolist()] + [missing], dtype=np.float64)
+    table = np.array(
+        [missing if _is_sentinel(u, sent) else mapping.get(u, np.nan) for u in uniques.tolist()]
+        + [missing],
+        dtype=np.float64,
+    )
     return table[codes]  # NA -> -1 -> the last entry (missing)
 
 
@@ -317,8 +369,9 @@ class LeanInput:
             out[:, j] = x if r.clip is None else np.clip(x, r.clip[0], r.clip[1])
         return out
 
-    def _value(self, rows: pd.DataFrame, r: ColumnRecipe, cache: dict[str, np.ndarray]
-               ) -> np.ndarray:
+    def _value(
+        self, rows: pd.DataFrame, r: ColumnRecipe, cache: dict[str, np.ndarray]
+    ) -> np.ndarray:
         """The preprocessed (unclipped) value of one recipe, as FeatureBuilder sees it."""
         if r.derived is not None:
             left, right, op = r.derived
@@ -336,8 +389,9 @@ class LeanInput:
         if r.mapping is not None:
             if r.source not in rows.columns:
                 self._column(rows, r.source)  # raises the missing-column DataError
-            return _factorized_codes(rows[r.source], r.mapping, r.fill,
-                                     self.sentinels.get(r.source))
+            return _factorized_codes(
+                rows[r.source], r.mapping, r.fill, self.sentinels.get(r.source)
+            )
         values = cache.get(r.source)
         if values is None:
             values = cache[r.source] = self._column(rows, r.source)
@@ -363,15 +417,21 @@ class LeanInput:
                 x = pd.to_numeric(pd.Series(raw), errors="coerce").to_numpy(dtype=np.float64)
                 bad = pd.Series(raw)[np.isnan(x) & ~pd.isna(pd.Series(raw))]
                 if len(bad):
-                    raise DataError(f"column {name!r} must be numeric, got "
-                                    f"{preview(bad.unique())}") from None
+                    raise DataError(
+                        f"column {name!r} must be numeric, got {preview(bad.unique())}"
+                    ) from None
             if codes:
-                x = np.where(np.isin(x, np.asarray([c for c in codes if _numeric(c)],
-                                                   dtype=np.float64)), np.nan, x)
+                x = np.where(
+                    np.isin(x, np.asarray([c for c in codes if _numeric(c)], dtype=np.float64)),
+                    np.nan,
+                    x,
+                )
             return x
         values = np.asarray(raw, dtype=object)
         if codes:
-            values = np.where(pd.Series(values).isin(list(codes)).to_numpy(), None, values)
+            values = np.where(
+                pd.Series(values).isin(list(codes)).to_numpy(), np.array(None), values
+            )
         return values
 
 
@@ -381,8 +441,9 @@ def _sources(r: ColumnRecipe) -> list[str]:
     return _sources(r.derived[0]) + _sources(r.derived[1])
 
 
-def _feature_recipes(builder: FeatureBuilder, by_name: dict[str, ColumnRecipe]
-                     ) -> dict[str, ColumnRecipe]:
+def _feature_recipes(
+    builder: FeatureBuilder, by_name: dict[str, ColumnRecipe]
+) -> dict[str, ColumnRecipe]:
     """The fitted FeatureBuilder's outputs (derived columns, clipping) as recipes."""
     out = dict(by_name)
     for name, left, right, op in builder.derived:
@@ -451,8 +512,11 @@ def compile_lean(transformer: Any, input_columns: list[str]) -> LeanInput:
         raise NotCompilable(f"model input columns {missing} are not preprocessing outputs")
     chosen = [by_name[c] for c in input_columns]
     used = {src for r in chosen for src in _sources(r)}
-    return LeanInput(chosen, {k: v for k, v in sentinels.items() if k in used},
-                     {k: v for k, v in numeric.items() if k in used})
+    return LeanInput(
+        chosen,
+        {k: v for k, v in sentinels.items() if k in used},
+        {k: v for k, v in numeric.items() if k in used},
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -500,12 +564,17 @@ class CompactModel(InferenceModel):
 
             predictor = tl2cgen.Predictor(str(libpath), nthread=nthread)
             if predictor.num_feature != len(self.input_columns):
-                raise ValueError(f"library expects {predictor.num_feature} features, the model "
-                                 f"has {len(self.input_columns)}")
+                raise ValueError(
+                    f"library expects {predictor.num_feature} features, the model "
+                    f"has {len(self.input_columns)}"
+                )
         except Exception as exc:  # no runtime, wrong platform, corrupt file: fall back
-            log.warning("compact model: compiled library %s not usable (%s: %s); using LightGBM",
-                        libpath, type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc)
-                        else "")
+            log.warning(
+                "compact model: compiled library %s not usable (%s: %s); using LightGBM",
+                libpath,
+                type(exc).__name__,
+                str(exc).splitlines()[0][:200] if str(exc) else "",
+            )
             self.__dict__.pop("_rt_compiled", None)
             return False
         self.__dict__["_rt_compiled"] = predictor

@@ -74,8 +74,9 @@ class InferenceModel:
         return pd.DataFrame({**cols, "label": labels.astype(str)}, index=index)
 
 
-def encode_target(y: pd.Series, task: str, classes: Sequence[Any] | None = None,
-                  positive_label: Any = None) -> tuple[np.ndarray, list[Any]]:
+def encode_target(
+    y: pd.Series, task: str, classes: Sequence[Any] | None = None, positive_label: Any = None
+) -> tuple[np.ndarray, list[Any]]:
     """Target as model input: floats for regression, 0..k-1 codes for classification."""
     if task == "regression":
         return y.to_numpy(dtype=float), []

@@ -11,19 +11,20 @@ from __future__ import annotations
 from typing import Any
 
 import joblib
-import mlflow.pyfunc
 import pandas as pd
 from mlflow.models import set_model
+from mlflow.pyfunc import PythonModel
 
 
-class PipelineModel(mlflow.pyfunc.PythonModel):
+class PipelineModel(PythonModel):
     """Raw input columns in; probabilities and label (or predicted value) out."""
 
     def load_context(self, context: Any) -> None:
         self.model = joblib.load(context.artifacts["inference_model"])
 
-    def predict(self, context: Any, model_input: pd.DataFrame,
-                params: dict[str, Any] | None = None) -> pd.DataFrame:
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         return self.model.predict_frame(pd.DataFrame(model_input))
 
 

@@ -60,8 +60,9 @@ def missing_effect(indicator: np.ndarray, y: np.ndarray, classification: bool) -
     m = indicator.astype(bool)
     if m.all() or not m.any():
         return 0.0
-    targets = ([(y == c).astype(float) for c in np.unique(y)] if classification
-               else [y.astype(float)])
+    targets = (
+        [(y == c).astype(float) for c in np.unique(y)] if classification else [y.astype(float)]
+    )
     effects = []
     for t in targets:
         std = float(np.std(t))
@@ -78,11 +79,19 @@ class FeatureBuilder(TransformerMixin, BaseEstimator):
     reported in `categorical_features_` for LightGBM's native categorical handling.
     """
 
-    def __init__(self, derived: Sequence[tuple[str, str, str, str]] = (),
-                 categorical: Sequence[str] = (), categorical_mode: str = "native",
-                 missing_indicators: str = "informative", missing_min_effect: float = 0.1,
-                 clip: str = "none", clip_iqr_k: float = 1.5, clip_z: float = 3.0,
-                 near_constant_share: float = 1.0, classification: bool = True) -> None:
+    def __init__(
+        self,
+        derived: Sequence[tuple[str, str, str, str]] = (),
+        categorical: Sequence[str] = (),
+        categorical_mode: str = "native",
+        missing_indicators: str = "informative",
+        missing_min_effect: float = 0.1,
+        clip: str = "none",
+        clip_iqr_k: float = 1.5,
+        clip_z: float = 3.0,
+        near_constant_share: float = 1.0,
+        classification: bool = True,
+    ) -> None:
         self.derived = derived
         self.categorical = categorical
         self.categorical_mode = categorical_mode
@@ -107,11 +116,15 @@ class FeatureBuilder(TransformerMixin, BaseEstimator):
         for name, left, right, _ in self.derived:
             for col in (left, right):
                 if col not in X.columns:
-                    raise DataError(f"features.derived {name!r}: column {col!r} is not a model "
-                                    f"input column (have: {', '.join(map(str, X.columns))})")
+                    raise DataError(
+                        f"features.derived {name!r}: column {col!r} is not a model "
+                        f"input column (have: {', '.join(map(str, X.columns))})"
+                    )
                 if col in self.categorical or not pd.api.types.is_numeric_dtype(X[col]):
-                    raise DataError(f"features.derived {name!r}: column {col!r} is categorical; "
-                                    "derived features take numeric columns")
+                    raise DataError(
+                        f"features.derived {name!r}: column {col!r} is categorical; "
+                        "derived features take numeric columns"
+                    )
             if name in X.columns:
                 raise DataError(f"features.derived {name!r}: a column of that name already exists")
         frame = self._derive(X)
@@ -127,20 +140,29 @@ class FeatureBuilder(TransformerMixin, BaseEstimator):
                 effect = missing_effect(frame[col].to_numpy(), target, self.classification)
                 self.missing_effects_[col] = round(effect, 4)
                 if effect < self.missing_min_effect:
-                    dropped[col] = (f"missingness not informative (effect {effect:.3f} < "
-                                    f"{self.missing_min_effect})")
+                    dropped[col] = (
+                        f"missingness not informative (effect {effect:.3f} < "
+                        f"{self.missing_min_effect})"
+                    )
         if self.near_constant_share <= 1.0:
             for col in frame.columns:
                 if col in dropped:
                     continue
-                share = frame[col].value_counts(dropna=False, normalize=True).iloc[0] \
-                    if len(frame) else 1.0
+                share = (
+                    frame[col].value_counts(dropna=False, normalize=True).iloc[0]
+                    if len(frame)
+                    else 1.0
+                )
                 if share >= self.near_constant_share:
                     dropped[col] = f"near-constant ({share:.1%} of train rows share one value)"
         self.clip_bounds_: dict[str, tuple[float, float]] = {}
         if self.clip != "none":
             for col in frame.columns:
-                if col in dropped or col in self.categorical or str(col).startswith(INDICATOR_PREFIX):
+                if (
+                    col in dropped
+                    or col in self.categorical
+                    or str(col).startswith(INDICATOR_PREFIX)
+                ):
                     continue
                 values = frame[col].astype(float).dropna()
                 if values.empty:

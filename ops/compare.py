@@ -43,15 +43,18 @@ def compare_versions(settings: Settings, version_a: str, version_b: str) -> list
             out = predict_registered_version(name, v, rows)
             preds.append(predictions_from_output(out, task_, classes))
         except Exception as exc:
-            raise TrackingError(f"version {v} of {name!r} cannot score the current test split "
-                                f"({paths.split('test').relative_to(settings.root)}): {_short(exc)}"
-                                ) from None
+            raise TrackingError(
+                f"version {v} of {name!r} cannot score the current test split "
+                f"({paths.split('test').relative_to(settings.root)}): {_short(exc)}"
+            ) from None
     c = paired_comparison(settings, y, preds[0], preds[1])
     verdict = "clears" if c.clears else "does not clear"
-    return [f"{name}: v{version_a} vs v{version_b} on {len(y)} test rows "
-            f"({paths.split('test').relative_to(settings.root)})",
-            f"  {c.metric}: v{version_a} {c.candidate:.4f}, v{version_b} {c.reference:.4f}",
-            f"  improvement of v{version_a} over v{version_b}: {c.diff:+.4f} "
-            f"[{c.level:.0%} paired bootstrap CI {c.low:+.4f}, {c.high:+.4f}; {c.n_boot} resamples]",
-            f"  rule {c.rule}{f' (margin {c.margin:g})' if c.rule == 'non_inferior' else ''}: "
-            f"v{version_a} {verdict} it against v{version_b}"]
+    return [
+        f"{name}: v{version_a} vs v{version_b} on {len(y)} test rows "
+        f"({paths.split('test').relative_to(settings.root)})",
+        f"  {c.metric}: v{version_a} {c.candidate:.4f}, v{version_b} {c.reference:.4f}",
+        f"  improvement of v{version_a} over v{version_b}: {c.diff:+.4f} "
+        f"[{c.level:.0%} paired bootstrap CI {c.low:+.4f}, {c.high:+.4f}; {c.n_boot} resamples]",
+        f"  rule {c.rule}{f' (margin {c.margin:g})' if c.rule == 'non_inferior' else ''}: "
+        f"v{version_a} {verdict} it against v{version_b}",
+    ]

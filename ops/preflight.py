@@ -41,18 +41,24 @@ def _check_http(uri: str, timeout_s: float) -> None:
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as resp:
             if resp.status >= 400:
-                raise TrackingError(f"MLflow tracking server {uri} answered {resp.status} on /health")
+                raise TrackingError(
+                    f"MLflow tracking server {uri} answered {resp.status} on /health"
+                )
     except urllib.error.HTTPError as exc:
-        raise TrackingError(f"MLflow tracking server {uri} answered {exc.code} on /health; "
-                            "is that an MLflow server?") from None
-    except (urllib.error.URLError, OSError, socket.timeout) as exc:
+        raise TrackingError(
+            f"MLflow tracking server {uri} answered {exc.code} on /health; "
+            "is that an MLflow server?"
+        ) from None
+    except (TimeoutError, urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise TrackingError(f"MLflow tracking store {uri} is unreachable ({reason}); start the "
-                            "server or set register.tracking_uri / MLFLOW_TRACKING_URI") from None
+        raise TrackingError(
+            f"MLflow tracking store {uri} is unreachable ({reason}); start the "
+            "server or set register.tracking_uri / MLFLOW_TRACKING_URI"
+        ) from None
 
 
 def _check_sqlite(uri: str, timeout_s: float) -> None:
-    path = Path(uri[len("sqlite:///"):])
+    path = Path(uri[len("sqlite:///") :])
     if not path.exists():
         if not path.parent.is_dir():
             raise TrackingError(f"MLflow tracking store {uri}: folder {path.parent} does not exist")
@@ -68,7 +74,9 @@ def _check_sqlite(uri: str, timeout_s: float) -> None:
         hint = " (another process holds a write lock)" if "locked" in str(exc) else ""
         raise TrackingError(f"MLflow tracking store {uri} is not usable: {exc}{hint}") from None
     except sqlite3.DatabaseError as exc:
-        raise TrackingError(f"MLflow tracking store {uri} is not an SQLite database: {exc}") from None
+        raise TrackingError(
+            f"MLflow tracking store {uri} is not an SQLite database: {exc}"
+        ) from None
 
 
 def remove_stale_temp_files(root: Path) -> list[Path]:
@@ -107,7 +115,6 @@ def break_dead_owner_lock(client: Any, model_name: str) -> bool:
     """
     from mlflow.exceptions import MlflowException
 
-
     name = lock_name(model_name)
     try:
         tags = dict(client.get_registered_model(name).tags)
@@ -118,8 +125,11 @@ def break_dead_owner_lock(client: Any, model_name: str) -> bool:
         return False
     with contextlib.suppress(MlflowException):
         client.delete_registered_model(name)
-        log.warning("preflight: removed the promotion lock %r left by process %s, which no longer "
-                    "runs", name, pid)
+        log.warning(
+            "preflight: removed the promotion lock %r left by process %s, which no longer runs",
+            name,
+            pid,
+        )
         return True
     return False
 

@@ -27,8 +27,9 @@ def remote_path(settings: Settings) -> str:
 
 
 def _dvc(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=settings.root,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=settings.root, capture_output=True, text=True
+    )
     if proc.returncode != 0:
         raise RemoteError(f"dvc {' '.join(args)} failed: {(proc.stderr or proc.stdout).strip()}")
     return proc

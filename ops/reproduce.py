@@ -53,13 +53,17 @@ class Reproduction:
         return bool(self.compared) and not self.mismatched
 
     def lines(self) -> list[str]:
-        out = [f"version {self.version}: commit {self.git_commit[:12]}, stages "
-               f"{', '.join(self.stages)}"]
+        out = [
+            f"version {self.version}: commit {self.git_commit[:12]}, stages "
+            f"{', '.join(self.stages)}"
+        ]
         for key, (rec, new) in sorted(self.compared.items()):
             mark = "MISMATCH" if key in self.mismatched else "ok"
             out.append(f"  {key:<24} recorded {rec:.12g}  reproduced {new:.12g}  {mark}")
-        out.append(f"result: {'MATCH' if self.matches else 'MISMATCH'} ({len(self.compared)} "
-                   f"metrics, tolerance {TOLERANCE:g})")
+        out.append(
+            f"result: {'MATCH' if self.matches else 'MISMATCH'} ({len(self.compared)} "
+            f"metrics, tolerance {TOLERANCE:g})"
+        )
         return out
 
 
@@ -70,8 +74,11 @@ def stages_to_rerun(dvc_yaml: Path) -> list[tuple[str, str]]:
     chosen: list[tuple[str, str]] = []
     started = False
     for name, spec in stages.items():
-        outs = [next(iter(o)) if isinstance(o, dict) else o
-                for key in ("outs", "metrics") for o in spec.get(key, [])]
+        outs = [
+            next(iter(o)) if isinstance(o, dict) else o
+            for key in ("outs", "metrics")
+            for o in spec.get(key, [])
+        ]
         if not started:
             started = RAW_OUT in outs
             continue
@@ -93,10 +100,12 @@ def batched_commands(stages: list[tuple[str, str]]) -> list[tuple[list[str], lis
 
     def flush() -> None:
         if batch:
-            code = ("import sys\nfrom flows.__main__ import main\n"
-                    f"for name in {batch!r}:\n"
-                    "    code = main(['stage', name])\n"
-                    "    if code:\n        sys.exit(code)\n")
+            code = (
+                "import sys\nfrom flows.__main__ import main\n"
+                f"for name in {batch!r}:\n"
+                "    code = main(['stage', name])\n"
+                "    if code:\n        sys.exit(code)\n"
+            )
             out.append((list(batch), [sys.executable, "-c", code]))
             batch.clear()
 
@@ -134,12 +143,19 @@ def reproduced_metrics(test_json: Path) -> dict[str, float]:
     return out
 
 
-def compare_metrics(recorded: dict[str, float], reproduced: dict[str, float],
-                    tol: float = TOLERANCE) -> tuple[dict[str, tuple[float, float]], list[str]]:
+def compare_metrics(
+    recorded: dict[str, float], reproduced: dict[str, float], tol: float = TOLERANCE
+) -> tuple[dict[str, tuple[float, float]], list[str]]:
     shared = sorted(set(recorded) & set(reproduced))
     compared = {k: (recorded[k], reproduced[k]) for k in shared}
-    bad = [k for k in shared if not (math.isclose(recorded[k], reproduced[k], rel_tol=0, abs_tol=tol)
-                                     or (math.isnan(recorded[k]) and math.isnan(reproduced[k])))]
+    bad = [
+        k
+        for k in shared
+        if not (
+            math.isclose(recorded[k], reproduced[k], rel_tol=0, abs_tol=tol)
+            or (math.isnan(recorded[k]) and math.isnan(reproduced[k]))
+        )
+    ]
     return compared, bad
 
 
@@ -161,49 +177,68 @@ def reproduce_version(settings: Settings, version: str, keep: bool = False) -> R
     try:
         mv = client.get_model_version(name, version)
     except Exception as exc:
-        raise TrackingError(f"version {version} of {name!r} not found in {settings.tracking_uri}: "
-                            f"{str(exc).splitlines()[0][:200]}") from None
+        raise TrackingError(
+            f"version {version} of {name!r} not found in {settings.tracking_uri}: "
+            f"{str(exc).splitlines()[0][:200]}"
+        ) from None
     tags = dict(mv.tags)
     missing = [t for t in ("git_commit", "data_md5", "params_hash") if not tags.get(t)]
     if missing:
         raise ReproduceError(f"version {version} lacks the tag(s) {missing} needed to reproduce it")
     commit = tags["git_commit"]
     if commit.endswith("-dirty") or commit == "unknown":
-        raise ReproduceError(f"version {version} was trained from uncommitted code ({commit}); "
-                             "its code cannot be restored from git")
+        raise ReproduceError(
+            f"version {version} was trained from uncommitted code ({commit}); "
+            "its code cannot be restored from git"
+        )
     raw = cached_file(settings.root, tags["data_md5"])
     if raw is None:
-        raise ReproduceError(f"the raw data of version {version} (md5 {tags['data_md5']}) is not "
-                             "in the DVC cache; run `make pull` (dvc pull) first")
+        raise ReproduceError(
+            f"the raw data of version {version} (md5 {tags['data_md5']}) is not "
+            "in the DVC cache; run `make pull` (dvc pull) first"
+        )
     work = Path(tempfile.mkdtemp(prefix=f"reproduce-v{version}-"))
     tree = work / "tree"
     _git(settings.root, "worktree", "add", "--detach", str(tree), commit)
     try:
         wt_settings = load_settings(tree / "params.yaml")
         if wt_settings.section_hash() != tags["params_hash"]:
-            raise ReproduceError(f"params.yaml at {commit[:12]} hashes to "
-                                 f"{wt_settings.section_hash()}, version {version} recorded "
-                                 f"{tags['params_hash']} (trained with uncommitted params?)")
+            raise ReproduceError(
+                f"params.yaml at {commit[:12]} hashes to "
+                f"{wt_settings.section_hash()}, version {version} recorded "
+                f"{tags['params_hash']} (trained with uncommitted params?)"
+            )
         raw_dest = ArtifactPaths(tree).raw
         raw_dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(raw, raw_dest)
         stages = stages_to_rerun(tree / "dvc.yaml")
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
-        env.update({"MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
-                    "PYTHONPATH": str(tree), "PREFECT_HOME": str(work / "prefect"),
-                    "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"})
+        env.update(
+            {
+                "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+                "PYTHONPATH": str(tree),
+                "PREFECT_HOME": str(work / "prefect"),
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+            }
+        )
         for names, argv in batched_commands(stages):
             log.info("reproduce: %s", ", ".join(names))
             proc = subprocess.run(argv, cwd=tree, env=env, capture_output=True, text=True)
             if proc.returncode != 0:
                 tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
-                raise ReproduceError(f"stage(s) {', '.join(names)} failed while reproducing "
-                                     f"version {version}:\n{tail}")
-        compared, bad = compare_metrics(recorded_metrics(client, mv.run_id),
-                                        reproduced_metrics(tree / TEST_METRICS))
+                raise ReproduceError(
+                    f"stage(s) {', '.join(names)} failed while reproducing "
+                    f"version {version}:\n{tail}"
+                )
+        compared, bad = compare_metrics(
+            recorded_metrics(client, str(mv.run_id)), reproduced_metrics(tree / TEST_METRICS)
+        )
         return Reproduction(str(version), commit, [s for s, _ in stages], compared, bad)
     finally:
         if not keep:
-            subprocess.run(["git", "worktree", "remove", "--force", str(tree)],
-                           cwd=settings.root, capture_output=True)
+            subprocess.run(
+                ["git", "worktree", "remove", "--force", str(tree)],
+                cwd=settings.root,
+                capture_output=True,
+            )
             shutil.rmtree(work, ignore_errors=True)

@@ -22,13 +22,12 @@ from typing import Any
 
 import pandas as pd
 
+from adapters.gx import import_gx, suite_to_dict
 from core.config import Settings
 from core.errors import DataError, TrackingError
-from adapters.gx import import_gx, load_suite, suite_to_dict
-from tasks.ingest import read_source
 from core.io import ArtifactPaths, write_parquet, write_text
-from tasks.validate import (_relevant, format_failures, gate_of, quarantine_rows,
-                            run_raw_suite)
+from tasks.ingest import read_source
+from tasks.validate import _relevant, format_failures, gate_of, quarantine_rows, run_raw_suite
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +40,7 @@ BATCH_SKIPPED_TYPES = frozenset({"expect_table_row_count_to_be_between"})
 @dataclass
 class ScoredFile:
     source: Path
-    status: str               # scored | rejected
+    status: str  # scored | rejected
     rows: int = 0
     scored_rows: int = 0
     quarantined_rows: int = 0
@@ -62,8 +61,11 @@ def incoming_files(folder: Path) -> list[Path]:
     """Data files waiting in the incoming folder (not in its subfolders, no hidden files)."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in SUFFIXES)
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in SUFFIXES
+    )
 
 
 def scoring_suite(suite: Any, target: str) -> Any:
@@ -75,12 +77,17 @@ def scoring_suite(suite: Any, target: str) -> Any:
         kwargs = e.get("kwargs", {})
         if kwargs.get("column") == target or e.get("type") in BATCH_SKIPPED_TYPES:
             continue
-        if e.get("type") == "expect_column_values_to_not_be_null" and \
-                kwargs.get("mostly") not in (None, 1, 1.0):
+        if e.get("type") == "expect_column_values_to_not_be_null" and kwargs.get("mostly") not in (
+            None,
+            1,
+            1.0,
+        ):
             continue  # a share of missing values is a training-data check; the model imputes
         if e.get("type") == "expect_table_columns_to_match_set":
-            kwargs = {**kwargs, "column_set": [c for c in kwargs.get("column_set") or []
-                                               if c != target]}
+            kwargs = {
+                **kwargs,
+                "column_set": [c for c in kwargs.get("column_set") or [] if c != target],
+            }
             e = {**e, "kwargs": kwargs}
         kept.append(e)
     d["expectations"] = kept
@@ -88,14 +95,16 @@ def scoring_suite(suite: Any, target: str) -> Any:
     return gx.ExpectationSuite(**d)
 
 
-def check_batch(frame: pd.DataFrame, suite: Any, settings: Settings,
-                source: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def check_batch(
+    frame: pd.DataFrame, suite: Any, settings: Settings, source: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(rows to score, quarantined rows); DataError when the table as a whole is unusable."""
     if len(frame) == 0:
         raise DataError(f"{source}: the file has a header but no rows")
     target = settings.data.target
-    features = frame.drop(columns=[c for c in (target, *settings.data.id_columns)
-                                   if c in frame.columns])
+    features = frame.drop(
+        columns=[c for c in (target, *settings.data.id_columns) if c in frame.columns]
+    )
     # As the validate stage runs it: row-level checks on every row (exact quarantine), schema
     # and share checks on a seeded sample of a large batch, a failing sampled check re-run on
     # every row before the batch is rejected.
@@ -103,9 +112,15 @@ def check_batch(frame: pd.DataFrame, suite: Any, settings: Settings,
     failed = [o for o in run.outcomes if not o.success]
     table = _relevant([o for o in failed if gate_of(o, target) == "table"], features)
     if table:
-        raise DataError(format_failures(source, settings.validate_.raw_suite,
-                                        "the batch does not match the raw suite (without the "
-                                        "target)", table, features))
+        raise DataError(
+            format_failures(
+                source,
+                settings.validate_.raw_suite,
+                "the batch does not match the raw suite (without the target)",
+                table,
+                features,
+            )
+        )
     row_failures = [o for o in failed if gate_of(o, target) == "row"]
     kept, quarantined = quarantine_rows(frame, row_failures)
     return kept, quarantined
@@ -117,7 +132,7 @@ def resolve_model(uri: str) -> ResolvedModel:
 
     if not uri.startswith("models:/"):
         raise TrackingError(f"scoring.model_uri must be a models:/ URI, got {uri!r}")
-    ref = uri[len("models:/"):]
+    ref = uri[len("models:/") :]
     client = mlflow.MlflowClient()
     try:
         if "@" in ref:
@@ -126,8 +141,9 @@ def resolve_model(uri: str) -> ResolvedModel:
         else:
             name, _, ver = ref.partition("/")
             if ver in ("", "latest"):
-                version = str(max(int(v.version) for v in
-                                  client.search_model_versions(f"name='{name}'")))
+                version = str(
+                    max(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+                )
             else:
                 version = str(client.get_model_version(name, ver).version)
         saved = list(sys.path)
@@ -136,8 +152,10 @@ def resolve_model(uri: str) -> ResolvedModel:
         finally:
             sys.path[:] = saved  # the model's logged code must not shadow the current tasks/
     except Exception as exc:
-        raise TrackingError(f"cannot load the scoring model {uri} from {mlflow.get_tracking_uri()}: "
-                            f"{str(exc).splitlines()[0][:300]}") from None
+        raise TrackingError(
+            f"cannot load the scoring model {uri} from {mlflow.get_tracking_uri()}: "
+            f"{str(exc).splitlines()[0][:300]}"
+        ) from None
     return ResolvedModel(uri, name, version, model)
 
 
@@ -157,13 +175,15 @@ def predict_validated(model: Any, inputs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(python_model.predict(None, inputs))
 
 
-def score_rows(rows: pd.DataFrame, model: ResolvedModel, scored_at: str,
-               target: str) -> pd.DataFrame:
+def score_rows(
+    rows: pd.DataFrame, model: ResolvedModel, scored_at: str, target: str
+) -> pd.DataFrame:
     """Input columns + the model's outputs + which model scored them and when."""
     inputs = rows.drop(columns=[target], errors="ignore")
     out = predict_validated(model.model, inputs).set_axis(rows.index)
-    result = pd.concat([rows, out.add_prefix("pred_") if set(out.columns) & set(rows.columns)
-                        else out], axis=1)
+    result = pd.concat(
+        [rows, out.add_prefix("pred_") if set(out.columns) & set(rows.columns) else out], axis=1
+    )
     result["model_uri"] = model.uri
     result["model_version"] = model.version
     result["scored_at"] = scored_at
@@ -203,15 +223,25 @@ def score_file(path: Path, settings: Settings, suite: Any, model: ResolvedModel)
     result = ScoredFile(path, "scored", rows=len(frame), quarantined_rows=len(quarantined))
     if len(quarantined):
         write_parquet(quarantined, out_dir / f"{path.stem}.{stamp}.quarantine.parquet")
-        log.warning("score: %s: %d row(s) quarantined: %s", source, len(quarantined),
-                    "; ".join(sorted(set(quarantined["_reason"]))))
+        log.warning(
+            "score: %s: %d row(s) quarantined: %s",
+            source,
+            len(quarantined),
+            "; ".join(sorted(set(quarantined["_reason"]))),
+        )
     if len(kept):
         scored = score_rows(kept, model, scored_at, settings.data.target)
         result.output = write_parquet(scored, out_dir / f"{path.stem}.{stamp}.predictions.parquet")
         result.scored_rows = len(scored)
     result.moved_to = move_aside(path, paths.resolve(cfg.processed), stamp)
-    log.info("score: %s: %d rows scored with %s (v%s) -> %s", source, result.scored_rows,
-             model.uri, model.version, result.output)
+    log.info(
+        "score: %s: %d rows scored with %s (v%s) -> %s",
+        source,
+        result.scored_rows,
+        model.uri,
+        model.version,
+        result.output,
+    )
     return result
 
 
@@ -228,6 +258,7 @@ def score_incoming(settings: Settings) -> list[ScoredFile]:
     model = resolve_model(settings.scoring_model_uri)
     from tasks.validate import require_suite
 
-    suite = scoring_suite(require_suite(paths, settings.validate_.raw_suite, "raw_suite"),
-                          settings.data.target)
+    suite = scoring_suite(
+        require_suite(paths, settings.validate_.raw_suite, "raw_suite"), settings.data.target
+    )
     return [score_file(p, settings, suite, model) for p in files]

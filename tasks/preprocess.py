@@ -1,7 +1,8 @@
 """preprocess: clean, split, and fit the preprocessing transformers on the train split only.
 
 Exact duplicate rows were already removed and counted by validate (so that raw rows = kept +
-quarantined + duplicates is reported in one place). Cleaning that must also happen at inference (sentinel codes -> missing, imputation,
+quarantined + duplicates is reported in one place). Cleaning that must also happen at inference
+(sentinel codes -> missing, imputation,
 encoding, scaling) is a fitted scikit-learn pipeline that travels inside the registered model.
 """
 
@@ -20,9 +21,9 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler, OrdinalEncoder, StandardScaler
 
+from adapters.tracking import RunContext, log_to_run
 from core.config import PreprocessSettings, Settings
 from core.io import ArtifactPaths, dump_joblib, read_parquet, write_json, write_parquet
-from adapters.tracking import RunContext, log_to_run
 from inference.transformers import SentinelMapper
 
 log = logging.getLogger(__name__)
@@ -32,21 +33,32 @@ SPLITS = ("train", "valid", "test")
 
 def column_roles(X: pd.DataFrame) -> tuple[list[str], list[str]]:
     """Numeric and categorical feature columns, decided by dtype."""
-    numeric = [c for c in X.columns
-               if pd.api.types.is_numeric_dtype(X[c]) and not pd.api.types.is_bool_dtype(X[c])]
+    numeric = [
+        c
+        for c in X.columns
+        if pd.api.types.is_numeric_dtype(X[c]) and not pd.api.types.is_bool_dtype(X[c])
+    ]
     categorical = [c for c in X.columns if c not in numeric]
     return numeric, categorical
 
 
-def build_preprocessor(X: pd.DataFrame, settings: PreprocessSettings,
-                       sentinels: Mapping[str, Sequence[object]]) -> Pipeline:
+def build_preprocessor(
+    X: pd.DataFrame, settings: PreprocessSettings, sentinels: Mapping[str, Sequence[object]]
+) -> Pipeline:
     """Unfitted preprocessing for raw feature columns; outputs a numeric DataFrame."""
     numeric, categorical = column_roles(X)
     num_steps: list[tuple[str, object]] = []
     if settings.numeric_impute != "none":
-        num_steps.append(("impute", SimpleImputer(strategy=settings.numeric_impute,
-                                                  add_indicator=settings.missing_indicators,
-                                                  keep_empty_features=True)))
+        num_steps.append(
+            (
+                "impute",
+                SimpleImputer(
+                    strategy=settings.numeric_impute,
+                    add_indicator=settings.missing_indicators,
+                    keep_empty_features=True,
+                ),
+            )
+        )
     if settings.scaling == "standard":
         num_steps.append(("scale", StandardScaler()))
     elif settings.scaling == "minmax":
@@ -55,9 +67,17 @@ def build_preprocessor(X: pd.DataFrame, settings: PreprocessSettings,
     if settings.categorical_impute == "most_frequent":
         cat_steps.append(("impute", SimpleImputer(strategy="most_frequent")))
     # Unseen levels and missing values both become NaN, which LightGBM treats as missing.
-    cat_steps.append(("encode", OrdinalEncoder(handle_unknown="use_encoded_value",
-                                               unknown_value=np.nan, encoded_missing_value=np.nan,
-                                               dtype=np.float64)))
+    cat_steps.append(
+        (
+            "encode",
+            OrdinalEncoder(
+                handle_unknown="use_encoded_value",
+                unknown_value=np.nan,
+                encoded_missing_value=np.nan,
+                dtype=np.float64,
+            ),
+        )
+    )
     transformers = []
     if numeric:
         transformers.append(("num", Pipeline(num_steps) if num_steps else "passthrough", numeric))
@@ -77,23 +97,29 @@ def categorical_outputs(preprocessor: Pipeline) -> list[str]:
     return []
 
 
-def split_frame(df: pd.DataFrame, target: str, stratify: bool, test_size: float,
-                valid_size: float, seed: int) -> dict[str, pd.DataFrame]:
+def split_frame(
+    df: pd.DataFrame, target: str, stratify: bool, test_size: float, valid_size: float, seed: int
+) -> dict[str, pd.DataFrame]:
     """Train/valid/test split before anything is fitted; stratified for classification."""
     strat = df[target] if stratify else None
     rest, test = train_test_split(df, test_size=test_size, random_state=seed, stratify=strat)
     strat_rest = rest[target] if stratify else None
-    train, valid = train_test_split(rest, test_size=valid_size / (1 - test_size),
-                                    random_state=seed, stratify=strat_rest)
-    return {"train": train.reset_index(drop=True), "valid": valid.reset_index(drop=True),
-            "test": test.reset_index(drop=True)}
+    train, valid = train_test_split(
+        rest, test_size=valid_size / (1 - test_size), random_state=seed, stratify=strat_rest
+    )
+    return {
+        "train": train.reset_index(drop=True),
+        "valid": valid.reset_index(drop=True),
+        "test": test.reset_index(drop=True),
+    }
 
 
 def sample_positions(y: np.ndarray, size: int, seed: int, stratify: bool) -> np.ndarray:
     """Sorted positions of a seeded sample of `size` rows, stratified on y for classification
     (the reduced-fidelity CV of `tune`, the retrain sample of `compress`)."""
-    keep, _ = train_test_split(np.arange(len(y)), train_size=size, random_state=seed,
-                               stratify=y if stratify else None)
+    keep, _ = train_test_split(
+        np.arange(len(y)), train_size=size, random_state=seed, stratify=y if stratify else None
+    )
     return np.sort(keep)
 
 
@@ -118,10 +144,17 @@ def preprocess_stage(settings: Settings, ctx: RunContext) -> Path:
     paths = ArtifactPaths(settings.root)
     data = settings.data
     frame = read_parquet(paths.validated)
-    splits = split_frame(frame, data.target, data.task != "regression", settings.split.test_size,
-                         settings.split.valid_size, settings.base.seed)
-    preprocessor = build_preprocessor(feature_frame(splits["train"], data.target),
-                                      settings.preprocess, data.sentinels)
+    splits = split_frame(
+        frame,
+        data.target,
+        data.task != "regression",
+        settings.split.test_size,
+        settings.split.valid_size,
+        settings.base.seed,
+    )
+    preprocessor = build_preprocessor(
+        feature_frame(splits["train"], data.target), settings.preprocess, data.sentinels
+    )
     preprocessor.fit(feature_frame(splits["train"], data.target))
     # The model-input gate runs at the end of `features` (tasks/features.py), on what the model
     # actually sees.

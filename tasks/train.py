@@ -17,13 +17,12 @@ import pandas as pd
 from prefect import task
 from sklearn.pipeline import Pipeline
 
+from adapters.tracking import RunContext, log_to_run
 from core.config import Settings, ThresholdSettings, TrainSettings
-from core.io import (ArtifactPaths, dump_joblib, load_joblib, read_json, read_parquet,
-                      write_json)
+from core.io import ArtifactPaths, dump_joblib, load_joblib, read_json, read_parquet, write_json
 from inference.model import InferenceModel, encode_target
 from tasks.features import balanced_weights, model_input_categoricals, oversample_indices
 from tasks.preprocess import feature_frame
-from adapters.tracking import RunContext, log_to_run
 
 log = logging.getLogger(__name__)
 
@@ -39,24 +38,36 @@ class FitResult:
     valid_score: float
 
 
-def make_estimator(task: str, train: TrainSettings, seed: int,
-                   overrides: dict[str, Any] | None = None) -> lgb.LGBMModel:
+def make_estimator(
+    task: str, train: TrainSettings, seed: int, overrides: dict[str, Any] | None = None
+) -> lgb.LGBMModel:
     params: dict[str, Any] = {
-        **train.params.model_dump(), **(overrides or {}),
-        "n_estimators": train.n_estimators, "objective": OBJECTIVES[task],
-        "random_state": seed, "n_jobs": train.n_jobs, "deterministic": True,
-        "force_col_wise": True, "verbose": -1,
+        **train.params.model_dump(),
+        **(overrides or {}),
+        "n_estimators": train.n_estimators,
+        "objective": OBJECTIVES[task],
+        "random_state": seed,
+        "n_jobs": train.n_jobs,
+        "deterministic": True,
+        "force_col_wise": True,
+        "verbose": -1,
     }
     cls = lgb.LGBMRegressor if task == "regression" else lgb.LGBMClassifier
     return cls(**params)
 
 
-def fit_model(train: pd.DataFrame, valid: pd.DataFrame, preprocessor: Pipeline,
-              settings: Settings, overrides: dict[str, Any] | None = None) -> FitResult:
+def fit_model(
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    preprocessor: Pipeline,
+    settings: Settings,
+    overrides: dict[str, Any] | None = None,
+) -> FitResult:
     """Fit LightGBM on transformed train rows; stop when the valid loss stops improving."""
     data = settings.data
-    y_train, classes = encode_target(train[data.target], data.task,
-                                     positive_label=data.positive_label)
+    y_train, classes = encode_target(
+        train[data.target], data.task, positive_label=data.positive_label
+    )
     y_valid, _ = encode_target(valid[data.target], data.task, classes=classes or None)
     X_train_raw = feature_frame(train, data.target)
     X_train = preprocessor.transform(X_train_raw)
@@ -70,7 +81,10 @@ def fit_model(train: pd.DataFrame, valid: pd.DataFrame, preprocessor: Pipeline,
             rows = oversample_indices(y_train, settings.base.seed)
             X_train, y_train = X_train.iloc[rows].reset_index(drop=True), y_train[rows]
     estimator.fit(
-        X_train, y_train, eval_set=[(X_valid, y_valid)], **fit_kwargs,
+        X_train,
+        y_train,
+        eval_set=[(X_valid, y_valid)],
+        **fit_kwargs,
         categorical_feature=model_input_categoricals(preprocessor) or "auto",
         callbacks=[lgb.early_stopping(settings.train.early_stopping_rounds, verbose=False)],
     )
@@ -78,7 +92,9 @@ def fit_model(train: pd.DataFrame, valid: pd.DataFrame, preprocessor: Pipeline,
     best_score = float(estimator.best_score_["valid_0"][metric])
     pipeline = Pipeline([("preprocess", preprocessor), ("model", estimator)])
     model = InferenceModel(
-        pipeline=pipeline, task=data.task, target=data.target,
+        pipeline=pipeline,
+        task=data.task,
+        target=data.target,
         feature_columns=list(X_train_raw.columns),
         feature_dtypes={c: str(t) for c, t in X_train_raw.dtypes.items()},
         classes=classes,
@@ -101,13 +117,13 @@ def threshold_curve(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarra
     p = np.asarray(p, dtype=float)
     order = np.argsort(-p, kind="stable")
     p_sorted, y_sorted = p[order], y[order]
-    distinct = np.r_[np.diff(p_sorted) != 0, True]          # last row of each tie group
+    distinct = np.r_[np.diff(p_sorted) != 0, True]  # last row of each tie group
     tp = np.cumsum(y_sorted)[distinct]
     fp = np.cumsum(1 - y_sorted)[distinct]
-    cut_scores = p_sorted[distinct]                         # descending
-    lower = np.r_[cut_scores[1:], 0.0]                      # next score below each cut
+    cut_scores = p_sorted[distinct]  # descending
+    lower = np.r_[cut_scores[1:], 0.0]  # next score below each cut
     thresholds = (cut_scores + lower) / 2
-    top = np.nextafter(cut_scores[0], np.inf)               # above every score: none positive
+    top = np.nextafter(cut_scores[0], np.inf)  # above every score: none positive
     return np.r_[top, thresholds], np.r_[0, tp], np.r_[0, fp]
 
 
@@ -123,24 +139,40 @@ def choose_threshold(y: np.ndarray, p: np.ndarray, settings: ThresholdSettings) 
         with np.errstate(divide="ignore", invalid="ignore"):
             objective = -np.where(tp > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
     else:
-        objective = (settings.cost_fp * fp + settings.cost_fn * fn + settings.cost_tp * tp
-                     + settings.cost_tn * tn) / n
-    best = int(np.argmin(objective))   # ties: the first, i.e. the highest threshold
+        objective = (
+            settings.cost_fp * fp
+            + settings.cost_fn * fn
+            + settings.cost_tp * tp
+            + settings.cost_tn * tn
+        ) / n
+    best = int(np.argmin(objective))  # ties: the first, i.e. the highest threshold
     return float(thresholds[best])
 
 
-def expected_cost(y: np.ndarray, p: np.ndarray, threshold: float, settings: ThresholdSettings) -> float:
+def expected_cost(
+    y: np.ndarray, p: np.ndarray, threshold: float, settings: ThresholdSettings
+) -> float:
     """Average cost per row of labelling `p >= threshold` positive (for reports and tests)."""
     y = np.asarray(y, dtype=int)
     pred = np.asarray(p) >= threshold
-    tp = np.sum(pred & (y == 1)); fp = np.sum(pred & (y == 0))
-    fn = np.sum(~pred & (y == 1)); tn = np.sum(~pred & (y == 0))
-    return float((settings.cost_fp * fp + settings.cost_fn * fn + settings.cost_tp * tp
-                  + settings.cost_tn * tn) / len(y))
+    tp = np.sum(pred & (y == 1))
+    fp = np.sum(pred & (y == 0))
+    fn = np.sum(~pred & (y == 1))
+    tn = np.sum(~pred & (y == 0))
+    return float(
+        (
+            settings.cost_fp * fp
+            + settings.cost_fn * fn
+            + settings.cost_tp * tp
+            + settings.cost_tn * tn
+        )
+        / len(y)
+    )
 
 
-def tune_model_threshold(model: InferenceModel, valid: pd.DataFrame, settings: Settings,
-                         scores: np.ndarray | None = None) -> float | None:
+def tune_model_threshold(
+    model: InferenceModel, valid: pd.DataFrame, settings: Settings, scores: np.ndarray | None = None
+) -> float | None:
     """Set `model.threshold` from the valid split (binary only); returns it, or None.
     `scores`: the model's valid-split scores when the caller already has them."""
     if model.task != "binary":
@@ -158,19 +190,28 @@ def train_stage(settings: Settings, ctx: RunContext) -> Path:
     model_input = load_joblib(paths.features_model)  # preprocessing + features (raw rows in)
     tuned = read_tuned_params(paths.tuning_metrics) if settings.tune.enabled else None
     if tuned:
-        log.info("train: tuned params from %s: %s", paths.tuning_metrics.name,
-                 ", ".join(f"{k}={v:.4g}" for k, v in tuned.items()))
+        log.info(
+            "train: tuned params from %s: %s",
+            paths.tuning_metrics.name,
+            ", ".join(f"{k}={v:.4g}" for k, v in tuned.items()),
+        )
     result = fit_model(train, valid, model_input, settings, overrides=tuned)
     # The decision threshold is chosen on valid and stored in the model before it is written.
     threshold = tune_model_threshold(result.model, valid, settings)
     dump_joblib(result.model, paths.model)
-    summary = {"best_iteration": result.best_iteration,
-               f"valid_{result.valid_metric}": round(result.valid_score, 6)}
+    summary = {
+        "best_iteration": result.best_iteration,
+        f"valid_{result.valid_metric}": round(result.valid_score, 6),
+    }
     if threshold is not None:
         summary["threshold"] = round(threshold, 6)
     write_json(summary, paths.train_metrics)
-    log.info("train: LightGBM stopped at %d trees; valid %s = %.4f", result.best_iteration,
-             result.valid_metric, result.valid_score)
+    log.info(
+        "train: LightGBM stopped at %d trees; valid %s = %.4f",
+        result.best_iteration,
+        result.valid_metric,
+        result.valid_score,
+    )
     log_to_run(ctx, metrics=summary)
     return paths.model
 

@@ -28,11 +28,11 @@ import numpy as np
 import pandas as pd
 from prefect import task
 
+from adapters.gx import Outcome, SuiteRun, gx_context, load_suite, run_suite, suite_to_dict
+from adapters.tracking import RunContext, log_dir_to_run, log_to_run
 from core.config import DataSettings, Settings
 from core.errors import DataError, preview
-from adapters.gx import Outcome, SuiteRun, gx_context, load_suite, run_suite, suite_to_dict
 from core.io import ArtifactPaths, atomic_dir, read_parquet, write_json, write_parquet
-from adapters.tracking import RunContext, log_dir_to_run, log_to_run
 
 log = logging.getLogger(__name__)
 
@@ -40,29 +40,33 @@ REASON = "_reason"
 SOURCE_ROW = "_source_row"
 
 # Failures of these types concern single values, so the rows holding them can be set aside.
-ROW_LEVEL_TYPES = frozenset({
-    "expect_column_values_to_be_between",
-    "expect_column_values_to_be_in_set",
-    "expect_column_values_to_not_be_in_set",
-    "expect_column_values_to_not_be_null",
-    "expect_column_values_to_match_regex",
-    "expect_column_values_to_not_match_regex",
-    "expect_column_value_lengths_to_be_between",
-})
+ROW_LEVEL_TYPES = frozenset(
+    {
+        "expect_column_values_to_be_between",
+        "expect_column_values_to_be_in_set",
+        "expect_column_values_to_not_be_in_set",
+        "expect_column_values_to_not_be_null",
+        "expect_column_values_to_match_regex",
+        "expect_column_values_to_not_match_regex",
+        "expect_column_value_lengths_to_be_between",
+    }
+)
 
 
 # Checks that may run on a seeded sample of a large table (validate.sample_rows): the schema
 # (column set, dtypes) and shares (`mostly` thresholds). Everything else -- row-level checks, whose
 # failing rows are quarantined, and counts over the whole table -- always sees every row.
-SAMPLE_SAFE_TYPES = frozenset({
-    "expect_table_columns_to_match_set",
-    "expect_table_columns_to_match_ordered_list",
-    "expect_table_column_count_to_be_between",
-    "expect_table_column_count_to_equal",
-    "expect_column_to_exist",
-    "expect_column_values_to_be_of_type",
-    "expect_column_values_to_be_in_type_list",
-})
+SAMPLE_SAFE_TYPES = frozenset(
+    {
+        "expect_table_columns_to_match_set",
+        "expect_table_columns_to_match_ordered_list",
+        "expect_table_column_count_to_be_between",
+        "expect_table_column_count_to_equal",
+        "expect_column_to_exist",
+        "expect_column_values_to_be_of_type",
+        "expect_column_values_to_be_in_type_list",
+    }
+)
 
 
 def sample_safe(expectation: dict[str, Any]) -> bool:
@@ -83,13 +87,17 @@ def split_suite(suite: Any) -> tuple[Any, Any]:
     gx = import_gx()
     exact = [e for e in d["expectations"] if not sample_safe(e)]
     sampled = [e for e in d["expectations"] if sample_safe(e)]
-    return (gx.ExpectationSuite(**{**d, "expectations": exact}),
-            gx.ExpectationSuite(**{**d, "name": f"{d['name']}.sampled", "expectations": sampled})
-            if sampled else build_suite(f"{d['name']}.sampled", []))
+    return (
+        gx.ExpectationSuite(**{**d, "expectations": exact}),
+        gx.ExpectationSuite(**{**d, "name": f"{d['name']}.sampled", "expectations": sampled})
+        if sampled
+        else build_suite(f"{d['name']}.sampled", []),
+    )
 
 
-def run_raw_suite(frame: pd.DataFrame, suite: Any, sample_rows: int, seed: int,
-                  docs_dir: Path | None = None) -> tuple[SuiteRun, int]:
+def run_raw_suite(
+    frame: pd.DataFrame, suite: Any, sample_rows: int, seed: int, docs_dir: Path | None = None
+) -> tuple[SuiteRun, int]:
     """Run the raw suite: row-level checks on every row (COMPLETE: every failing row index, for
     an exact quarantine), the sample-safe checks on a seeded sample of `sample_rows` rows when
     the table is larger (SUMMARY: counts and examples). A sampled check that fails is checked
@@ -108,8 +116,13 @@ def run_raw_suite(frame: pd.DataFrame, suite: Any, sample_rows: int, seed: int,
         text = [c for c in frame.columns if pd.api.types.is_string_dtype(frame[c].dtype)]
         coded = frame.astype(dict.fromkeys(text, "category")) if big else frame
         for part, columns in exact_parts(exact, list(frame.columns), big):
-            run = run_suite(coded if columns is None else coded[columns], part, docs_dir,
-                            result_format="COMPLETE", context=context)
+            run = run_suite(
+                coded if columns is None else coded[columns],
+                part,
+                docs_dir,
+                result_format="COMPLETE",
+                context=context,
+            )
             outcomes += run.outcomes
             success &= run.success
         del coded
@@ -122,17 +135,32 @@ def run_raw_suite(frame: pd.DataFrame, suite: Any, sample_rows: int, seed: int,
         failed = {i for i, o in enumerate(run.outcomes) if not o.success}
         if failed and part is not frame:
             d = suite_to_dict(sampled)
-            recheck = type(sampled)(**{**d, "name": f"{d['name']}.confirmed", "expectations": [
-                e for e in d["expectations"]
-                if any(_same(e, run.outcomes[i]) for i in failed)]})
-            confirmed = run_suite(frame, recheck, docs_dir, result_format="SUMMARY",
-                                  context=context).outcomes
-            run.outcomes = [next((c for c in confirmed if _same_outcome(c, o)), o)
-                            if i in failed else o for i, o in enumerate(run.outcomes)]
+            recheck = type(sampled)(
+                **{
+                    **d,
+                    "name": f"{d['name']}.confirmed",
+                    "expectations": [
+                        e
+                        for e in d["expectations"]
+                        if any(_same(e, run.outcomes[i]) for i in failed)
+                    ],
+                }
+            )
+            confirmed = run_suite(
+                frame, recheck, docs_dir, result_format="SUMMARY", context=context
+            ).outcomes
+            run.outcomes = [
+                next((c for c in confirmed if _same_outcome(c, o)), o) if i in failed else o
+                for i, o in enumerate(run.outcomes)
+            ]
         outcomes += run.outcomes
         success &= all(o.success for o in run.outcomes)
-    return SuiteRun(suite=suite.name, success=success, outcomes=outcomes,
-                    docs_index=(docs_dir / "index.html") if docs_dir else None), seen
+    return SuiteRun(
+        suite=suite.name,
+        success=success,
+        outcomes=outcomes,
+        docs_index=(docs_dir / "index.html") if docs_dir else None,
+    ), seen
 
 
 COLUMNS_PER_RUN = 6
@@ -161,10 +189,19 @@ def exact_parts(suite: Any, columns: list[str], split: bool) -> list[tuple[Any, 
     if whole:
         parts.append((gx.ExpectationSuite(**{**d, "expectations": whole}), None))
     for i in range(0, len(names), COLUMNS_PER_RUN):
-        group = names[i:i + COLUMNS_PER_RUN]
-        parts.append((gx.ExpectationSuite(**{**d, "name": f"{d['name']}.columns{i // COLUMNS_PER_RUN + 1}",
-                                            "expectations": [e for c in group for e in by_column[c]]}),
-                      group))
+        group = names[i : i + COLUMNS_PER_RUN]
+        parts.append(
+            (
+                gx.ExpectationSuite(
+                    **{
+                        **d,
+                        "name": f"{d['name']}.columns{i // COLUMNS_PER_RUN + 1}",
+                        "expectations": [e for c in group for e in by_column[c]],
+                    }
+                ),
+                group,
+            )
+        )
     return parts
 
 
@@ -199,23 +236,28 @@ def check_structure(df: pd.DataFrame, data: DataSettings, source: str) -> None:
     if data.target not in df.columns:
         raise DataError(
             f"{source}: target column {data.target!r} (data.target in params.yaml) is not in the "
-            f"data; columns are: {preview(df.columns, 20)}")
+            f"data; columns are: {preview(df.columns, 20)}"
+        )
     if len(df) == 0:
         raise DataError(f"{source}: the table has a header but no rows")
     if df.shape[1] == 1:
         raise DataError(f"{source}: there are no feature columns besides the target")
     empty = [c for c in df.columns if df[c].isna().all()]
     if empty:
-        raise DataError(f"{source}: column(s) {preview(empty)} are entirely missing "
-                        f"(all {len(df)} values empty)")
+        raise DataError(
+            f"{source}: column(s) {preview(empty)} are entirely missing "
+            f"(all {len(df)} values empty)"
+        )
     for col in df.columns:
         s = df[col]
         if pd.api.types.is_float_dtype(s.dtype):
             inf = s[np.isinf(s.to_numpy(dtype=float, na_value=np.nan))]
             if len(inf):
-                raise DataError(f"{source}: column {col!r} holds {len(inf)} infinite value(s) "
-                                f"({preview(inf.unique())}) at row(s) {preview(inf.index)}; "
-                                "replace them with a number or leave the cell empty")
+                raise DataError(
+                    f"{source}: column {col!r} holds {len(inf)} infinite value(s) "
+                    f"({preview(inf.unique())}) at row(s) {preview(inf.index)}; "
+                    "replace them with a number or leave the cell empty"
+                )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -278,13 +320,17 @@ def describe_failure(o: Outcome, df: pd.DataFrame) -> str:
             parts.append(f"unexpected column(s) {preview(sorted(observed - expected), 10)}")
         return f"{where}: {'; '.join(parts) or 'columns differ'}"
     if o.type == "expect_table_row_count_to_be_between":
-        return (f"{where}: the table has {n} rows; expected between {k.get('min_value')} and "
-                f"{k.get('max_value') or 'any number'}")
+        return (
+            f"{where}: the table has {n} rows; expected between {k.get('min_value')} and "
+            f"{k.get('max_value') or 'any number'}"
+        )
     if o.type in {"expect_column_values_to_be_of_type", "expect_column_values_to_be_in_type_list"}:
         wanted = k.get("type_") or "/".join(k.get("type_list") or [])
         found = str(df[col].dtype)
         text = ""
-        if any(t in wanted for t in ("int", "float")) and not pd.api.types.is_numeric_dtype(df[col]):
+        if any(t in wanted for t in ("int", "float")) and not pd.api.types.is_numeric_dtype(
+            df[col]
+        ):
             s = df[col].dropna()
             not_numbers = s[pd.to_numeric(s, errors="coerce").isna()].unique()
             if len(not_numbers):
@@ -293,29 +339,36 @@ def describe_failure(o: Outcome, df: pd.DataFrame) -> str:
     if o.type == "expect_column_values_to_not_be_null":
         missing = int(df[col].isna().sum())
         mostly = k.get("mostly")
-        limit = f"; at most {100 * (1 - mostly):.0f}% may be missing" if mostly else \
-            "; no value may be missing"
+        limit = (
+            f"; at most {100 * (1 - mostly):.0f}% may be missing"
+            if mostly
+            else "; no value may be missing"
+        )
         return f"{where}: {missing} of {n} values are missing ({100 * missing / n:.1f}%){limit}"
     if o.type == "expect_column_unique_value_count_to_be_between":
         levels = df[col].dropna().unique()
-        return (f"{where}: {o.observed} distinct value(s) ({preview(levels)}); expected at least "
-                f"{k.get('min_value')}" + (" (a classification target needs two classes)"
-                                           if k.get("min_value") == 2 else ""))
+        return (
+            f"{where}: {o.observed} distinct value(s) ({preview(levels)}); expected at least "
+            f"{k.get('min_value')}"
+            + (" (a classification target needs two classes)" if k.get("min_value") == 2 else "")
+        )
     if o.type == "expect_column_values_to_be_in_set":
         allowed = k.get("value_set") or []
-        return (f"{where}: {count} value(s) not in the allowed set "
-                f"[{preview(allowed, 10)}{', ...' if len(allowed) > 10 else ''}]{eg}")
+        return (
+            f"{where}: {count} value(s) not in the allowed set "
+            f"[{preview(allowed, 10)}{', ...' if len(allowed) > 10 else ''}]{eg}"
+        )
     if o.type == "expect_column_values_to_be_between":
-        return (f"{where}: {count} value(s) outside [{k.get('min_value')}, "
-                f"{k.get('max_value')}]{eg}")
+        return f"{where}: {count} value(s) outside [{k.get('min_value')}, {k.get('max_value')}]{eg}"
     if o.type == "expect_column_values_to_be_unique":
         return f"{where}: {count} value(s) are not unique{eg}"
     detail = f"{count} unexpected value(s)" if o.unexpected_count else f"observed {o.observed!r}"
     return f"{where}: {detail}{eg}"
 
 
-def format_failures(source: str, suite_path: str, headline: str, failures: list[Outcome],
-                    df: pd.DataFrame) -> str:
+def format_failures(
+    source: str, suite_path: str, headline: str, failures: list[Outcome], df: pd.DataFrame
+) -> str:
     lines = [f"{source}: {headline} (suite {suite_path}):"]
     lines += [f"  - {describe_failure(o, df)}" for o in failures]
     return "\n".join(lines)
@@ -329,14 +382,18 @@ def _relevant(failures: list[Outcome], df: pd.DataFrame) -> list[Outcome]:
     could not run on a column whose type is already reported wrong); table checks first."""
     has_set_failure = any(o.type == "expect_table_columns_to_match_set" for o in failures)
     wrong_type = {o.column for o in failures if o.type in TYPE_CHECKS}
-    kept = [o for o in failures
-            if not (has_set_failure and o.column is not None and o.column not in df.columns)
-            and not (o.exception and o.column in wrong_type)]
+    kept = [
+        o
+        for o in failures
+        if not (has_set_failure and o.column is not None and o.column not in df.columns)
+        and not (o.exception and o.column in wrong_type)
+    ]
     return sorted(kept, key=lambda o: (o.column is not None, o.type not in TYPE_CHECKS))
 
 
-def validate_raw(df: pd.DataFrame, suite: Any, settings: Settings, source: str,
-                 docs_dir: Path | None = None) -> RawValidation:
+def validate_raw(
+    df: pd.DataFrame, suite: Any, settings: Settings, source: str, docs_dir: Path | None = None
+) -> RawValidation:
     """Gate the raw table: raise DataError on table-level problems, else quarantine and dedupe."""
     data, cfg = settings.data, settings.validate_
     suite_path = cfg.raw_suite
@@ -346,28 +403,41 @@ def validate_raw(df: pd.DataFrame, suite: Any, settings: Settings, source: str,
     failed = [o for o in run.outcomes if not o.success]
     table = _relevant([o for o in failed if gate_of(o, data.target) == "table"], frame)
     if table:
-        raise DataError(format_failures(source, suite_path, "the data does not match the suite",
-                                        table, frame))
+        raise DataError(
+            format_failures(source, suite_path, "the data does not match the suite", table, frame)
+        )
     row_failures = [o for o in failed if gate_of(o, data.target) == "row"]
     kept, quarantined = quarantine_rows(frame, row_failures)
     fraction = len(quarantined) / len(frame)
     if fraction > cfg.max_quarantine_fraction:
-        raise DataError(format_failures(
-            source, suite_path,
-            f"{len(quarantined)} of {len(frame)} rows ({100 * fraction:.1f}%) fail row-level "
-            f"checks, more than validate.max_quarantine_fraction "
-            f"({100 * cfg.max_quarantine_fraction:.1f}%)", row_failures, frame))
+        raise DataError(
+            format_failures(
+                source,
+                suite_path,
+                f"{len(quarantined)} of {len(frame)} rows ({100 * fraction:.1f}%) fail row-level "
+                f"checks, more than validate.max_quarantine_fraction "
+                f"({100 * cfg.max_quarantine_fraction:.1f}%)",
+                row_failures,
+                frame,
+            )
+        )
     duplicates = 0
     if settings.preprocess.drop_duplicates:
         kept, duplicates = drop_duplicate_rows(kept)
     kept = kept.reset_index(drop=True)
     check_target(kept, data, cfg.min_rows, source)
     report = {
-        "source": source, "suite": suite_path, "success": True,
-        "raw_rows": len(frame), "kept_rows": len(kept), "quarantined_rows": len(quarantined),
-        "duplicate_rows": duplicates, "quarantine_fraction": round(fraction, 6),
+        "source": source,
+        "suite": suite_path,
+        "success": True,
+        "raw_rows": len(frame),
+        "kept_rows": len(kept),
+        "quarantined_rows": len(quarantined),
+        "duplicate_rows": duplicates,
+        "quarantine_fraction": round(fraction, 6),
         "max_quarantine_fraction": cfg.max_quarantine_fraction,
-        "columns": list(frame.columns), "expectations": len(run.outcomes),
+        "columns": list(frame.columns),
+        "expectations": len(run.outcomes),
         "sampled_checks_rows": sampled_rows,
         "failed_expectations": [dict(o.summary(), rows=len(o.rows)) for o in row_failures],
         "target_levels": target_levels(kept, data),
@@ -383,28 +453,38 @@ def validate_raw(df: pd.DataFrame, suite: Any, settings: Settings, source: str,
 def check_target(df: pd.DataFrame, data: DataSettings, min_rows: int, source: str) -> None:
     y = df[data.target].dropna()
     if len(y) < min_rows:
-        raise DataError(f"{source}: only {len(y)} rows with a target left after validation; at "
-                        f"least {min_rows} are needed (validate.min_rows)")
+        raise DataError(
+            f"{source}: only {len(y)} rows with a target left after validation; at "
+            f"least {min_rows} are needed (validate.min_rows)"
+        )
     if data.task == "regression":
         if not pd.api.types.is_numeric_dtype(y):
             bad = y[pd.to_numeric(y, errors="coerce").isna()].unique()
-            raise DataError(f"{source}: regression target {data.target!r} holds non-numeric "
-                            f"values: {preview(bad)}")
+            raise DataError(
+                f"{source}: regression target {data.target!r} holds non-numeric "
+                f"values: {preview(bad)}"
+            )
         if not np.isfinite(y.to_numpy(dtype=float)).all():
             raise DataError(f"{source}: regression target {data.target!r} holds infinite values")
         return
     levels = y.unique()
     if len(levels) < 2:
-        raise DataError(f"{source}: target column {data.target!r} has a single class "
-                        f"({preview(levels)}); classification needs at least two")
+        raise DataError(
+            f"{source}: target column {data.target!r} has a single class "
+            f"({preview(levels)}); classification needs at least two"
+        )
     if data.task == "binary":
         if len(levels) > 2:
-            raise DataError(f"{source}: binary target {data.target!r} has {len(levels)} levels "
-                            f"({preview(sorted(map(str, levels)))}); set data.task: multiclass")
+            raise DataError(
+                f"{source}: binary target {data.target!r} has {len(levels)} levels "
+                f"({preview(sorted(map(str, levels)))}); set data.task: multiclass"
+            )
         if not (y.astype(str) == str(data.positive_label)).any():
-            raise DataError(f"{source}: positive label {data.positive_label!r} "
-                            f"(data.positive_label) never occurs in {data.target!r}; levels are "
-                            f"{preview(levels)}")
+            raise DataError(
+                f"{source}: positive label {data.positive_label!r} "
+                f"(data.positive_label) never occurs in {data.target!r}; levels are "
+                f"{preview(levels)}"
+            )
 
 
 def target_levels(df: pd.DataFrame, data: DataSettings) -> dict[str, int]:
@@ -417,15 +497,23 @@ def target_levels(df: pd.DataFrame, data: DataSettings) -> dict[str, int]:
 # ------------------------------------------------------------------------------------------------
 # Model input (after preprocessing / features)
 # ------------------------------------------------------------------------------------------------
-def validate_model_input(frame: pd.DataFrame, suite: Any, suite_path: str,
-                         docs_dir: Path | None = None) -> SuiteRun:
+def validate_model_input(
+    frame: pd.DataFrame, suite: Any, suite_path: str, docs_dir: Path | None = None
+) -> SuiteRun:
     """Every failure of the model-input suite is a bug upstream (imputation, encoding): stop."""
     # Any failure stops the run, so counts and examples are enough (SUMMARY): no per-row lists.
     run = run_suite(frame.reset_index(drop=True), suite, docs_dir, result_format="SUMMARY")
     failed = _relevant([o for o in run.outcomes if not o.success], frame)
     if failed:
-        raise DataError(format_failures("model input (preprocessed train/valid/test)", suite_path,
-                                        "the model input does not match the suite", failed, frame))
+        raise DataError(
+            format_failures(
+                "model input (preprocessed train/valid/test)",
+                suite_path,
+                "the model input does not match the suite",
+                failed,
+                frame,
+            )
+        )
     return run
 
 
@@ -435,7 +523,8 @@ def require_suite(paths: ArtifactPaths, rel: str, key: str) -> Any:
         raise DataError(
             f"{rel}: expectation suite not found (validate.{key} in params.yaml). For new data, "
             "run `python -m flows suggest-expectations` to write suggested suites from it, review "
-            "them, and commit them.")
+            "them, and commit them."
+        )
     return load_suite(path)
 
 
@@ -451,15 +540,21 @@ def gate_model_input(settings: Settings, ctx: RunContext, frames: dict[str, pd.D
     frame = pd.concat(list(frames.values()), ignore_index=True)
     with data_docs_site(paths, "model_input", cfg.data_docs, ctx) as docs:
         run = validate_model_input(frame, suite, cfg.model_input_suite, docs)
-    report = {"suite": cfg.model_input_suite, "success": run.success, "rows": len(frame),
-              "columns": list(frame.columns), "expectations": len(run.outcomes)}
+    report = {
+        "suite": cfg.model_input_suite,
+        "success": run.success,
+        "rows": len(frame),
+        "columns": list(frame.columns),
+        "expectations": len(run.outcomes),
+    }
     write_json(report, paths.model_input_report)
     return report
 
 
 @contextlib.contextmanager
-def data_docs_site(paths: ArtifactPaths, name: str, enabled: bool,
-                   ctx: RunContext) -> Iterator[Path | None]:
+def data_docs_site(
+    paths: ArtifactPaths, name: str, enabled: bool, ctx: RunContext
+) -> Iterator[Path | None]:
     """The folder GX writes a validation's Data Docs into (None when they are off).
 
     Only a passing validation replaces the published site (reports/data_docs/<name>/, one folder
@@ -476,7 +571,8 @@ def data_docs_site(paths: ArtifactPaths, name: str, enabled: bool,
             log_dir_to_run(ctx, site, f"data_docs/{name}")
         else:
             (site / "index.html").write_text(
-                "<p>Data Docs are turned off (validate.data_docs: false in params.yaml).</p>\n")
+                "<p>Data Docs are turned off (validate.data_docs: false in params.yaml).</p>\n"
+            )
 
 
 @task(name="validate")
@@ -490,21 +586,41 @@ def validate_stage(settings: Settings, ctx: RunContext) -> Path:
         result = validate_raw(raw, suite, settings, source, docs)
         report = dict(result.report)
         if cfg.data_docs:
-            report["data_docs"] = str(paths.data_docs("raw").relative_to(settings.root) / "index.html")
+            report["data_docs"] = str(
+                paths.data_docs("raw").relative_to(settings.root) / "index.html"
+            )
         write_parquet(result.quarantined, paths.quarantine)
         write_parquet(result.kept, paths.validated)
         write_json(report, paths.validation_report)
-    log.info("validate: %d raw rows = %d kept + %d quarantined + %d duplicates (suite %s, %d "
-             "expectations)", report["raw_rows"], report["kept_rows"], report["quarantined_rows"],
-             report["duplicate_rows"], cfg.raw_suite, report["expectations"])
+    log.info(
+        "validate: %d raw rows = %d kept + %d quarantined + %d duplicates (suite %s, %d "
+        "expectations)",
+        report["raw_rows"],
+        report["kept_rows"],
+        report["quarantined_rows"],
+        report["duplicate_rows"],
+        cfg.raw_suite,
+        report["expectations"],
+    )
     if report["quarantined_rows"]:
-        log.warning("validate: %d row(s) quarantined in %s: %s", report["quarantined_rows"],
-                    paths.quarantine.relative_to(settings.root),
-                    "; ".join(f"{f['expectation']}({f['column']}): {f['rows']}"
-                              for f in report["failed_expectations"]))
-    log_to_run(ctx, metrics={"validated_rows": report["kept_rows"],
-                             "quarantined_rows": report["quarantined_rows"],
-                             "duplicate_rows": report["duplicate_rows"],
-                             "raw_rows_validated": report["raw_rows"]},
-               artifacts=[paths.validation_report], artifact_dir="validation")
+        log.warning(
+            "validate: %d row(s) quarantined in %s: %s",
+            report["quarantined_rows"],
+            paths.quarantine.relative_to(settings.root),
+            "; ".join(
+                f"{f['expectation']}({f['column']}): {f['rows']}"
+                for f in report["failed_expectations"]
+            ),
+        )
+    log_to_run(
+        ctx,
+        metrics={
+            "validated_rows": report["kept_rows"],
+            "quarantined_rows": report["quarantined_rows"],
+            "duplicate_rows": report["duplicate_rows"],
+            "raw_rows_validated": report["raw_rows"],
+        },
+        artifacts=[paths.validation_report],
+        artifact_dir="validation",
+    )
     return paths.validated

@@ -25,10 +25,19 @@ CHROMIUM = Path("/usr/bin/chromium")
 
 def chromium(*args: str, timeout: float = 300) -> str:
     with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
-        cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu",
-               "--disable-dev-shm-usage", "--no-first-run", "--hide-scrollbars",
-               f"--user-data-dir={profile}", "--window-size=1400,1000",
-               "--virtual-time-budget=10000", *args]
+        cmd = [
+            str(CHROMIUM),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            "--window-size=1400,1000",
+            "--virtual-time-budget=10000",
+            *args,
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         return proc.stdout
 
@@ -47,8 +56,10 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = load_settings(args.params)
     if not CHROMIUM.exists():
-        print(f"error: {CHROMIUM} not found; install the Debian package: apt-get install chromium",
-              file=sys.stderr)
+        print(
+            f"error: {CHROMIUM} not found; install the Debian package: apt-get install chromium",
+            file=sys.stderr,
+        )
         return 2
     out = Path(args.out) if args.out else settings.root / "reports" / "registry.png"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -56,10 +67,24 @@ def main(argv: list[str] | None = None) -> int:
     port = free_port()
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     server = subprocess.Popen(
-        [str(mlflow_bin), "ui", "--backend-store-uri", settings.tracking_uri,
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cwd=settings.root, start_new_session=True, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, env={**os.environ, "MLFLOW_TRACKING_URI": settings.tracking_uri})
+        [
+            str(mlflow_bin),
+            "ui",
+            "--backend-store-uri",
+            settings.tracking_uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=settings.root,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "MLFLOW_TRACKING_URI": settings.tracking_uri},
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         wait_until_healthy(f"{base}/health", server, 180, what="mlflow ui")
@@ -71,8 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     text = re.sub(r"<[^>]+>", " ", dom).replace("&nbsp;", " ").replace("\xa0", " ")
     # The versions table renders an alias as a tag "@ champion" (tags named gate.champion_* or a
     # gate reason mentioning the champion do not count).
-    found = {"model name": name in text,
-             "champion alias": re.search(r"@\s*champion\b", text) is not None}
+    found = {
+        "model name": name in text,
+        "champion alias": re.search(r"@\s*champion\b", text) is not None,
+    }
     print(f"screenshot: {out} ({'ok' if out.is_file() else 'missing'}); page {page}")
     for what, ok in found.items():
         print(f"  {what}: {'visible' if ok else 'NOT visible'}")

@@ -25,9 +25,15 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
-from inference.compact import (CompactModel, LeanInput, NotCompilable, compile_lean, pack_trees,
-                           tree_stats)
 from core.config import CompressSettings, Settings
+from inference.compact import (
+    CompactModel,
+    LeanInput,
+    NotCompilable,
+    compile_lean,
+    pack_trees,
+    tree_stats,
+)
 from inference.model import InferenceModel
 from tasks.compress.report import Scored, score_split
 from tasks.compress.select import metric_drop
@@ -76,22 +82,46 @@ class BuildContext:
         return self.memo[key]
 
     @classmethod
-    def create(cls, full: InferenceModel, train: pd.DataFrame, valid: pd.DataFrame,
-               y_train: np.ndarray, y_valid: np.ndarray, settings: Settings) -> BuildContext:
+    def create(
+        cls,
+        full: InferenceModel,
+        train: pd.DataFrame,
+        valid: pd.DataFrame,
+        y_train: np.ndarray,
+        y_valid: np.ndarray,
+        settings: Settings,
+    ) -> BuildContext:
         limit = settings.compress.retrain_rows
         if len(train) > limit:
-            keep = sample_positions(y_train, limit, settings.base.seed,
-                                    stratify=full.task != "regression")
-            log.info("compress: retrained candidates fit on a seeded %d-row sample of the %d "
-                     "train rows (compress.retrain_rows)", limit, len(train))
+            keep = sample_positions(
+                y_train, limit, settings.base.seed, stratify=full.task != "regression"
+            )
+            log.info(
+                "compress: retrained candidates fit on a seeded %d-row sample of the %d "
+                "train rows (compress.retrain_rows)",
+                limit,
+                len(train),
+            )
             train, y_train = train.iloc[keep], y_train[keep]
         X_train, X_valid = full.model_input(train), full.model_input(valid)
         lean_ok = lean_parity_ok(full, valid, list(X_valid.columns))
         metric = settings.gate_metric
-        reference = score_predictions(full.task, y_valid, full.predict_scores(valid),
-                                      full.threshold)[metric]
-        return cls(full, settings, valid, X_train, X_valid, y_train, y_valid,
-                   categorical_inputs(full.estimator.booster_), lean_ok, metric, reference)
+        reference = score_predictions(
+            full.task, y_valid, full.predict_scores(valid), full.threshold
+        )[metric]
+        return cls(
+            full,
+            settings,
+            valid,
+            X_train,
+            X_valid,
+            y_train,
+            y_valid,
+            categorical_inputs(full.estimator.booster_),
+            lean_ok,
+            metric,
+            reference,
+        )
 
     @property
     def seed(self) -> int:
@@ -106,8 +136,9 @@ class BuildContext:
 def categorical_inputs(booster: lgb.Booster) -> list[str]:
     """Model-input columns LightGBM treats as categorical (from the model's feature_infos)."""
     text = booster.model_to_string(num_iteration=1)
-    header = dict(line.split("=", 1) for line in text.split("\nTree=", 1)[0].splitlines()
-                  if "=" in line)
+    header = dict(
+        line.split("=", 1) for line in text.split("\nTree=", 1)[0].splitlines() if "=" in line
+    )
     names = header.get("feature_names", "").split()
     infos = header.get("feature_infos", "").split()
     return [n for n, info in zip(names, infos) if not info.startswith("[") and info != "none"]
@@ -134,36 +165,57 @@ def lean_parity_ok(full: InferenceModel, rows: pd.DataFrame, columns: list[str])
     try:
         lean = compile_lean(full.input_transformer(), columns)
     except NotCompilable as exc:
-        log.info("compress: lean input path not available (%s); compact models use the fitted "
-                 "preprocessing", exc)
+        log.info(
+            "compress: lean input path not available (%s); compact models use the fitted "
+            "preprocessing",
+            exc,
+        )
         return False
     for frame in (rows, edge_rows(full, rows)):
         want = full.model_input(frame)[columns].to_numpy(dtype=np.float64)
         got = lean.transform(frame)
-        same = (np.isnan(want) == np.isnan(got)) & (np.isnan(want) | (np.abs(want - got)
-                                                                      <= LEAN_TOLERANCE))
+        same = (np.isnan(want) == np.isnan(got)) & (
+            np.isnan(want) | (np.abs(want - got) <= LEAN_TOLERANCE)
+        )
         if not same.all():
             bad = [c for c, ok in zip(columns, same.all(axis=0)) if not ok]
-            log.warning("compress: lean input path differs from the fitted preprocessing on %s; "
-                        "compact models use the fitted preprocessing", bad)
+            log.warning(
+                "compress: lean input path differs from the fitted preprocessing on %s; "
+                "compact models use the fitted preprocessing",
+                bad,
+            )
             return False
     return True
 
 
-def make_compact(ctx: BuildContext, name: str, booster: lgb.Booster, columns: list[str],
-                 precision: str = "f64", num_iteration: int | None = None,
-                 objective: str | None = None) -> CompactModel:
+def make_compact(
+    ctx: BuildContext,
+    name: str,
+    booster: lgb.Booster,
+    columns: list[str],
+    precision: str = "f64",
+    num_iteration: int | None = None,
+    objective: str | None = None,
+) -> CompactModel:
     full = ctx.full
-    lean: LeanInput | None = compile_lean(full.input_transformer(), columns) if ctx.lean_ok \
-        else None
+    lean: LeanInput | None = (
+        compile_lean(full.input_transformer(), columns) if ctx.lean_ok else None
+    )
     # The fitted preprocessing travels only when the lean path cannot replace it.
     model = CompactModel(
-        pipeline=None if lean is not None else full.input_transformer(), task=full.task, target=full.target,
-        feature_columns=list(full.feature_columns), feature_dtypes=dict(full.feature_dtypes),
-        classes=list(full.classes), threshold=full.threshold, metadata={}, name=name,
+        pipeline=None if lean is not None else full.input_transformer(),
+        task=full.task,
+        target=full.target,
+        feature_columns=list(full.feature_columns),
+        feature_dtypes=dict(full.feature_dtypes),
+        classes=list(full.classes),
+        threshold=full.threshold,
+        metadata={},
+        name=name,
         input_columns=list(columns),
         trees=pack_trees(booster, precision, num_iteration=num_iteration, objective=objective),
-        lean=lean)
+        lean=lean,
+    )
     # Scores do not depend on the threshold: the valid scores serve the threshold and the drop.
     tune_model_threshold(model, ctx.valid, ctx.settings, ctx.scores(model, "valid", ctx.valid))
     return model
@@ -171,8 +223,16 @@ def make_compact(ctx: BuildContext, name: str, booster: lgb.Booster, columns: li
 
 def built(name: str, kind: str, model: CompactModel, parity: float | None = None) -> Built:
     stats = tree_stats(model.trees)
-    return Built(name, kind, model, len(model.trees), stats["trees"], stats["leaves"],
-                 len(model.raw_columns), parity)
+    return Built(
+        name,
+        kind,
+        model,
+        len(model.trees),
+        stats["trees"],
+        stats["leaves"],
+        len(model.raw_columns),
+        parity,
+    )
 
 
 def _best_iteration(est: Any) -> int:
@@ -182,8 +242,9 @@ def _best_iteration(est: Any) -> int:
 def packed_full(ctx: BuildContext) -> Built:
     """The full model's trees, packed losslessly: the reference size and a fallback choice."""
     est = ctx.full.estimator
-    model = make_compact(ctx, "packed", est.booster_, list(ctx.X_valid.columns),
-                         num_iteration=_best_iteration(est))
+    model = make_compact(
+        ctx, "packed", est.booster_, list(ctx.X_valid.columns), num_iteration=_best_iteration(est)
+    )
     return built("packed", "packed", model)
 
 
@@ -193,8 +254,9 @@ def fewest_rounds(drops: Sequence[tuple[int, float]], max_drop: float) -> int:
     return min(ok) if ok else max(n for n, _ in drops)
 
 
-def staged_predictions(booster: lgb.Booster, X: np.ndarray, grid: Sequence[int],
-                       task_type: str) -> Iterator[tuple[int, np.ndarray]]:
+def staged_predictions(
+    booster: lgb.Booster, X: np.ndarray, grid: Sequence[int], task_type: str
+) -> Iterator[tuple[int, np.ndarray]]:
     """Predictions of the first k trees for each k in the (sorted) grid, each tree evaluated
     once: raw scores are accumulated chunk by chunk (start_iteration) and transformed the way
     LightGBM's objective for the task does (sigmoid, softmax, identity). Predicting every k from
@@ -202,8 +264,10 @@ def staged_predictions(booster: lgb.Booster, X: np.ndarray, grid: Sequence[int],
     raw: np.ndarray | None = None
     done = 0
     for k in grid:
-        chunk = np.asarray(booster.predict(X, start_iteration=done, num_iteration=k - done,
-                                           raw_score=True), dtype=np.float64)
+        chunk = np.asarray(
+            booster.predict(X, start_iteration=done, num_iteration=k - done, raw_score=True),
+            dtype=np.float64,
+        )
         raw = chunk if raw is None else raw + chunk
         done = k
         if task_type == "binary":
@@ -219,24 +283,36 @@ def prune_trees(ctx: BuildContext, max_drop: float, grid_points: int = 60) -> Bu
     """The fewest boosting rounds of the full model whose valid metric stays within tolerance."""
     est = ctx.full.estimator
     booster, n_iter = est.booster_, _best_iteration(est)
-    grid = sorted({int(round(v)) for v in np.linspace(1, n_iter, min(n_iter, grid_points))})
+    grid = sorted({round(v) for v in np.linspace(1, n_iter, min(n_iter, grid_points))})
     X = ctx.X_valid.to_numpy(dtype=np.float64)
-    drops = [(k, ctx.valid_drop(pred)) for k, pred in staged_predictions(booster, X, grid,
-                                                                         ctx.full.task)]
+    drops = [
+        (k, ctx.valid_drop(pred)) for k, pred in staged_predictions(booster, X, grid, ctx.full.task)
+    ]
     rounds = fewest_rounds(drops, max_drop)
-    model = make_compact(ctx, f"rounds-{rounds}", booster, list(ctx.X_valid.columns),
-                         num_iteration=rounds)
+    model = make_compact(
+        ctx, f"rounds-{rounds}", booster, list(ctx.X_valid.columns), num_iteration=rounds
+    )
     return built(f"rounds-{rounds}", "prune_trees", model)
 
 
-def _fit(est: Any, ctx: BuildContext, columns: list[str], y_train: np.ndarray,
-         y_valid: np.ndarray, X_train: pd.DataFrame | None = None) -> Any:
+def _fit(
+    est: Any,
+    ctx: BuildContext,
+    columns: list[str],
+    y_train: np.ndarray,
+    y_valid: np.ndarray,
+    X_train: pd.DataFrame | None = None,
+) -> Any:
     X_train = ctx.X_train[columns] if X_train is None else X_train[columns]
     cats = [c for c in ctx.categorical if c in columns]
-    est.fit(X_train, y_train, eval_X=(ctx.X_valid[columns],), eval_y=(y_valid,),
-            categorical_feature=cats or "auto",
-            callbacks=[lgb.early_stopping(ctx.settings.train.early_stopping_rounds,
-                                          verbose=False)])
+    est.fit(
+        X_train,
+        y_train,
+        eval_X=(ctx.X_valid[columns],),
+        eval_y=(y_valid,),
+        categorical_feature=cats or "auto",
+        callbacks=[lgb.early_stopping(ctx.settings.train.early_stopping_rounds, verbose=False)],
+    )
     return est
 
 
@@ -245,20 +321,22 @@ def prune_features(ctx: BuildContext, fractions: Sequence[float]) -> list[Built]
     est = ctx.full.estimator
     gain = est.booster_.feature_importance("gain", iteration=_best_iteration(est))
     order = [c for g, c in sorted(zip(gain, ctx.X_valid.columns), key=lambda t: -t[0]) if g > 0]
-    ks = sorted({max(1, int(round(f * len(order)))) for f in fractions if f < 1}, reverse=True)
+    ks = sorted({max(1, round(f * len(order))) for f in fractions if f < 1}, reverse=True)
     out = []
     for k in ks:
         columns = order[:k]
         fitted = _fit(clone(est), ctx, columns, ctx.y_train, ctx.y_valid)
         name = f"top{k}-features"
-        model = make_compact(ctx, name, fitted.booster_, columns,
-                             num_iteration=_best_iteration(fitted))
+        model = make_compact(
+            ctx, name, fitted.booster_, columns, num_iteration=_best_iteration(fitted)
+        )
         out.append(built(name, "prune_features", model))
     return out
 
 
-def synthetic_rows(X: pd.DataFrame, n: int, noise: float, discrete: Sequence[str],
-                   seed: int) -> pd.DataFrame:
+def synthetic_rows(
+    X: pd.DataFrame, n: int, noise: float, discrete: Sequence[str], seed: int
+) -> pd.DataFrame:
     """Rows sampled around X: resampled rows, continuous columns jittered by noise * std,
     discrete columns (categorical, indicators, few levels) swapped for another row's value
     with probability 0.3. Missing values stay missing."""
@@ -283,10 +361,16 @@ def _discrete(X: pd.DataFrame, categorical: Sequence[str]) -> list[str]:
 
 
 def _student(cfg: CompressSettings, ctx: BuildContext, regressor: bool) -> Any:
-    params = dict(num_leaves=cfg.student_leaves, n_estimators=cfg.student_rounds,
-                  learning_rate=cfg.student_learning_rate, random_state=ctx.seed,
-                  n_jobs=ctx.settings.train.n_jobs, deterministic=True, force_col_wise=True,
-                  verbose=-1)
+    params: dict[str, Any] = dict(
+        num_leaves=cfg.student_leaves,
+        n_estimators=cfg.student_rounds,
+        learning_rate=cfg.student_learning_rate,
+        random_state=ctx.seed,
+        n_jobs=ctx.settings.train.n_jobs,
+        deterministic=True,
+        force_col_wise=True,
+        verbose=-1,
+    )
     return lgb.LGBMRegressor(**params) if regressor else lgb.LGBMClassifier(**params)
 
 
@@ -304,19 +388,37 @@ def distill(ctx: BuildContext, cfg: CompressSettings) -> Built:
     teacher = ctx.full.estimator.booster_
     n_iter = _best_iteration(ctx.full.estimator)
     columns = list(ctx.X_train.columns)
-    extra = synthetic_rows(ctx.X_train, int(cfg.synthetic_factor * len(ctx.X_train)),
-                           cfg.synthetic_noise, _discrete(ctx.X_train, ctx.categorical), ctx.seed)
+    extra = synthetic_rows(
+        ctx.X_train,
+        int(cfg.synthetic_factor * len(ctx.X_train)),
+        cfg.synthetic_noise,
+        _discrete(ctx.X_train, ctx.categorical),
+        ctx.seed,
+    )
     X_aug = pd.concat([ctx.X_train.reset_index(drop=True), extra], ignore_index=True)
 
     def soft(X: pd.DataFrame) -> np.ndarray:
-        return np.asarray(teacher.predict(X.to_numpy(dtype=np.float64), raw_score=True,
-                                          num_iteration=n_iter))
+        return np.asarray(
+            teacher.predict(X.to_numpy(dtype=np.float64), raw_score=True, num_iteration=n_iter)
+        )
 
-    fitted = _fit(_student(cfg, ctx, regressor=True), ctx, columns, soft(X_aug),
-                  soft(ctx.X_valid), X_train=X_aug)
+    fitted = _fit(
+        _student(cfg, ctx, regressor=True),
+        ctx,
+        columns,
+        soft(X_aug),
+        soft(ctx.X_valid),
+        X_train=X_aug,
+    )
     name = f"distilled-{cfg.student_leaves}leaves"
-    model = make_compact(ctx, name, fitted.booster_, columns,
-                         num_iteration=_best_iteration(fitted), objective=_objective(teacher))
+    model = make_compact(
+        ctx,
+        name,
+        fitted.booster_,
+        columns,
+        num_iteration=_best_iteration(fitted),
+        objective=_objective(teacher),
+    )
     return built(name, "distill", model)
 
 
@@ -325,18 +427,25 @@ def hard_label_student(ctx: BuildContext, cfg: CompressSettings) -> Built:
     est = _student(cfg, ctx, regressor=ctx.full.task == "regression")
     fitted = _fit(est, ctx, list(ctx.X_train.columns), ctx.y_train, ctx.y_valid)
     name = f"hard-labels-{cfg.student_leaves}leaves"
-    model = make_compact(ctx, name, fitted.booster_, list(ctx.X_train.columns),
-                         num_iteration=_best_iteration(fitted))
+    model = make_compact(
+        ctx, name, fitted.booster_, list(ctx.X_train.columns), num_iteration=_best_iteration(fitted)
+    )
     return built(name, "hard_labels", model)
 
 
 def quantize(ctx: BuildContext, base: Built, precision: str, test: pd.DataFrame) -> Built:
     """The base candidate with float16 / int8 leaves (float32 thresholds), checked on test."""
     name = f"{base.name}+{precision}"
-    model = make_compact(ctx, name, base.model.booster, list(base.model.input_columns),
-                         precision=precision)
-    parity = float(np.max(np.abs(ctx.scores(model, "test", test)
-                                 - ctx.scores(base.model, "test", test)))) if len(test) else 0.0
+    model = make_compact(
+        ctx, name, base.model.booster, list(base.model.input_columns), precision=precision
+    )
+    parity = (
+        float(
+            np.max(np.abs(ctx.scores(model, "test", test) - ctx.scores(base.model, "test", test)))
+        )
+        if len(test)
+        else 0.0
+    )
     return built(name, "quantize", model, parity)
 
 
@@ -357,8 +466,10 @@ def captured_native_stderr() -> Iterator[Path]:
         with path.open("wb") as sink:
             os.dup2(sink.fileno(), 2)
             try:
-                with contextlib.redirect_stdout(printed), warnings.catch_warnings(record=True) \
-                        as caught:
+                with (
+                    contextlib.redirect_stdout(printed),
+                    warnings.catch_warnings(record=True) as caught,
+                ):
                     warnings.simplefilter("always")
                     yield path
             finally:
@@ -386,8 +497,13 @@ def compile_library(model: CompactModel, libpath: Path, nthread: int) -> str | N
     try:
         tl_model = treelite.frontend.from_lightgbm(model.booster)
         with captured_native_stderr() as log_path:
-            tl2cgen.export_lib(tl_model, toolchain="gcc", libpath=str(libpath),
-                               params={"parallel_comp": max(1, nthread)}, nthread=nthread)
+            tl2cgen.export_lib(
+                tl_model,
+                toolchain="gcc",
+                libpath=str(libpath),
+                params={"parallel_comp": max(1, nthread)},
+                nthread=nthread,
+            )
     except Exception as exc:
         first = str(exc).strip().splitlines()
         return f"{type(exc).__name__}: {first[0][:200] if first else ''}"
@@ -414,12 +530,15 @@ class Splits:
     y_valid: np.ndarray
     y_test: np.ndarray
 
-def build_candidates(settings: Settings, full: InferenceModel, splits: Splits,
-                     metric: str) -> list[Scored]:
+
+def build_candidates(
+    settings: Settings, full: InferenceModel, splits: Splits, metric: str
+) -> list[Scored]:
     """Every candidate model, scored on valid and test (latency is measured separately)."""
     cfg = settings.compress
-    ctx = BuildContext.create(full, splits.train, splits.valid, splits.y_train, splits.y_valid,
-                                 settings)
+    ctx = BuildContext.create(
+        full, splits.train, splits.valid, splits.y_train, splits.y_valid, settings
+    )
 
     def valid_drop(model: InferenceModel) -> float:
         return ctx.valid_drop(ctx.scores(model, "valid", splits.valid))
@@ -441,29 +560,61 @@ def build_candidates(settings: Settings, full: InferenceModel, splits: Splits,
             built.append(quantize(ctx, base, precision, splits.test))
     scored = []
     for b in built:
-        scored.append(Scored(b.name, b.kind, b.model, b.size_bytes, b.trees, b.leaves,
-                             b.features, parity=b.parity))
+        scored.append(
+            Scored(
+                b.name,
+                b.kind,
+                b.model,
+                b.size_bytes,
+                b.trees,
+                b.leaves,
+                b.features,
+                parity=b.parity,
+            )
+        )
     for s in scored:
-        s.valid_metric = score_split(s.model, splits.valid, splits.y_valid, metric,
-                                     ctx.scores(s.model, "valid", splits.valid))
-        s.test_metric = score_split(s.model, splits.test, splits.y_test, metric,
-                                    ctx.scores(s.model, "test", splits.test))
+        s.valid_metric = score_split(
+            s.model,
+            splits.valid,
+            splits.y_valid,
+            metric,
+            ctx.scores(s.model, "valid", splits.valid),
+        )
+        s.test_metric = score_split(
+            s.model, splits.test, splits.y_test, metric, ctx.scores(s.model, "test", splits.test)
+        )
     ctx.memo.clear()
     return scored
 
-def compile_chosen(chosen: Scored, test: pd.DataFrame, libpath: Path, nthread: int) -> Scored | None:
+
+def compile_chosen(
+    chosen: Scored, test: pd.DataFrame, libpath: Path, nthread: int
+) -> Scored | None:
     """Compile the chosen model; a row for the table, or None when no compiler/runtime works."""
     model = chosen.model
     assert isinstance(model, CompactModel)
     reason = compile_library(model, libpath, nthread)
     if reason is not None:
-        log.warning("compress: compiled inference unavailable (%s); the compact model predicts "
-                    "with LightGBM", reason)
+        log.warning(
+            "compress: compiled inference unavailable (%s); the compact model predicts "
+            "with LightGBM",
+            reason,
+        )
         return None
     before = model.predict_scores(test)
     if not model.attach_compiled(str(libpath)):
         return None
     parity = float(np.max(np.abs(model.predict_scores(test) - before))) if len(test) else 0.0
-    return Scored(f"{chosen.name}+compiled", "compiled", model, libpath.stat().st_size,
-                  chosen.trees, chosen.leaves, chosen.features, selectable=False, parity=parity,
-                  valid_metric=chosen.valid_metric, test_metric=chosen.test_metric)
+    return Scored(
+        f"{chosen.name}+compiled",
+        "compiled",
+        model,
+        libpath.stat().st_size,
+        chosen.trees,
+        chosen.leaves,
+        chosen.features,
+        selectable=False,
+        parity=parity,
+        valid_metric=chosen.valid_metric,
+        test_metric=chosen.test_metric,
+    )

@@ -20,9 +20,23 @@ from tasks.evaluate.metrics import score_predictions
 
 FULL = "full"
 
-COLUMNS = ["candidate", "kind", "size_bytes", "trees", "leaves", "features", "valid_metric",
-           "valid_drop", "test_metric", "test_drop", "p50_single_row_ms", "batch_rows_per_s",
-           "parity_max_abs", "selectable", "chosen"]
+COLUMNS = [
+    "candidate",
+    "kind",
+    "size_bytes",
+    "trees",
+    "leaves",
+    "features",
+    "valid_metric",
+    "valid_drop",
+    "test_metric",
+    "test_drop",
+    "p50_single_row_ms",
+    "batch_rows_per_s",
+    "parity_max_abs",
+    "selectable",
+    "chosen",
+]
 
 
 @dataclass
@@ -35,16 +49,23 @@ class Scored:
     leaves: int
     features: int
     selectable: bool = True
-    parity: float | None = None        # max |prediction - its source's prediction| on test
+    parity: float | None = None  # max |prediction - its source's prediction| on test
     valid_metric: float = math.nan
     test_metric: float = math.nan
     p50_ms: float = math.nan
     rows_per_s: float = math.nan
 
-def score_split(model: InferenceModel, rows: pd.DataFrame, y: np.ndarray, metric: str,
-                scores: np.ndarray | None = None) -> float:
+
+def score_split(
+    model: InferenceModel,
+    rows: pd.DataFrame,
+    y: np.ndarray,
+    metric: str,
+    scores: np.ndarray | None = None,
+) -> float:
     scores = model.predict_scores(rows) if scores is None else scores
     return float(score_predictions(model.task, y, scores, model.threshold)[metric])
+
 
 def single_row_p50_ms(predict: Callable[[pd.DataFrame], Any], rows: pd.DataFrame, n: int) -> float:
     """Median wall time of predicting one raw row (a one-row DataFrame), over n rows."""
@@ -57,8 +78,10 @@ def single_row_p50_ms(predict: Callable[[pd.DataFrame], Any], rows: pd.DataFrame
         times.append(time.perf_counter() - start)
     return float(np.median(times) * 1e3)
 
-def batch_rows_per_s(predict: Callable[[pd.DataFrame], Any], rows: pd.DataFrame,
-                     min_seconds: float = 0.3) -> float:
+
+def batch_rows_per_s(
+    predict: Callable[[pd.DataFrame], Any], rows: pd.DataFrame, min_seconds: float = 0.3
+) -> float:
     predict(rows)
     done, start = 0, time.perf_counter()
     while True:
@@ -68,45 +91,71 @@ def batch_rows_per_s(predict: Callable[[pd.DataFrame], Any], rows: pd.DataFrame,
         if elapsed >= min_seconds:
             return done / elapsed
 
+
 # Batch throughput is timed on batches of at most this many test rows: on the whole test split
 # of a 1M-row table (200k rows) the warm-up and one timed batch alone took 90 s per run.
 BATCH_ROWS = 20_000
 
-def measure_latency(scored: list[Scored], rows: pd.DataFrame, n_single: int,
-                    batch_seconds: float) -> None:
+
+def measure_latency(
+    scored: list[Scored], rows: pd.DataFrame, n_single: int, batch_seconds: float
+) -> None:
     batch = rows.head(BATCH_ROWS)
     for s in scored:
         s.p50_ms = single_row_p50_ms(s.model.predict_frame, rows, n_single)
         s.rows_per_s = batch_rows_per_s(s.model.predict_frame, batch, batch_seconds)
 
-def full_row(full: InferenceModel, packed: Scored, paths: ArtifactPaths, splits: Any,
-             metric: str) -> Scored:
+
+def full_row(
+    full: InferenceModel, packed: Scored, paths: ArtifactPaths, splits: Any, metric: str
+) -> Scored:
     """The full model as registered (its joblib file size; same trees as `packed`)."""
-    s = Scored(FULL, "full", full, paths.model.stat().st_size, packed.trees, packed.leaves,
-               len(full.feature_columns), selectable=False, parity=0.0)
+    s = Scored(
+        FULL,
+        "full",
+        full,
+        paths.model.stat().st_size,
+        packed.trees,
+        packed.leaves,
+        len(full.feature_columns),
+        selectable=False,
+        parity=0.0,
+    )
     s.valid_metric = score_split(full, splits.valid, splits.y_valid, metric)
     s.test_metric = score_split(full, splits.test, splits.y_test, metric)
     return s
 
-def pareto_table(scored: list[Scored], metric: str, full_valid: float, full_test: float,
-                 chosen: str | None) -> pd.DataFrame:
+
+def pareto_table(
+    scored: list[Scored], metric: str, full_valid: float, full_test: float, chosen: str | None
+) -> pd.DataFrame:
     rows = []
     for s in scored:
-        rows.append({
-            "candidate": s.name, "kind": s.kind, "size_bytes": s.size_bytes, "trees": s.trees,
-            "leaves": s.leaves, "features": s.features,
-            "valid_metric": round(s.valid_metric, 6),
-            "valid_drop": round(metric_drop(metric, full_valid, s.valid_metric), 6),
-            "test_metric": round(s.test_metric, 6),
-            "test_drop": round(metric_drop(metric, full_test, s.test_metric), 6),
-            "p50_single_row_ms": round(s.p50_ms, 4), "batch_rows_per_s": round(s.rows_per_s, 1),
-            "parity_max_abs": None if s.parity is None else float(f"{s.parity:.3g}"),
-            "selectable": s.selectable, "chosen": s.name == chosen,
-        })
+        rows.append(
+            {
+                "candidate": s.name,
+                "kind": s.kind,
+                "size_bytes": s.size_bytes,
+                "trees": s.trees,
+                "leaves": s.leaves,
+                "features": s.features,
+                "valid_metric": round(s.valid_metric, 6),
+                "valid_drop": round(metric_drop(metric, full_valid, s.valid_metric), 6),
+                "test_metric": round(s.test_metric, 6),
+                "test_drop": round(metric_drop(metric, full_test, s.test_metric), 6),
+                "p50_single_row_ms": round(s.p50_ms, 4),
+                "batch_rows_per_s": round(s.rows_per_s, 1),
+                "parity_max_abs": None if s.parity is None else float(f"{s.parity:.3g}"),
+                "selectable": s.selectable,
+                "chosen": s.name == chosen,
+            }
+        )
     return pd.DataFrame(rows, columns=COLUMNS)
 
-def plot_size_vs_metric(table: pd.DataFrame, metric: str, max_drop: float, full_valid: float,
-                        dest: Path) -> Path:
+
+def plot_size_vs_metric(
+    table: pd.DataFrame, metric: str, max_drop: float, full_valid: float, dest: Path
+) -> Path:
     from matplotlib.figure import Figure
 
     from tasks.evaluate.plots import _save
@@ -115,13 +164,21 @@ def plot_size_vs_metric(table: pd.DataFrame, metric: str, max_drop: float, full_
     ax = fig.add_subplot()
     ax.scatter(table["size_bytes"], table["valid_metric"], color="tab:blue")
     for _, r in table.iterrows():
-        ax.annotate(r["candidate"], (r["size_bytes"], r["valid_metric"]), fontsize=7,
-                    xytext=(3, 3), textcoords="offset points",
-                    color="tab:red" if r["chosen"] else "black")
+        ax.annotate(
+            r["candidate"],
+            (r["size_bytes"], r["valid_metric"]),
+            fontsize=7,
+            xytext=(3, 3),
+            textcoords="offset points",
+            color="tab:red" if r["chosen"] else "black",
+        )
     bound = full_valid + max_drop if metric in LOWER_IS_BETTER else full_valid - max_drop
     ax.axhline(bound, linestyle="--", color="grey", label=f"tolerance ({max_drop:g})")
     ax.set_xscale("log")
-    ax.set(xlabel="serialized size (bytes, log scale)", ylabel=f"valid {metric}",
-           title="Compression candidates: size vs metric")
+    ax.set(
+        xlabel="serialized size (bytes, log scale)",
+        ylabel=f"valid {metric}",
+        title="Compression candidates: size vs metric",
+    )
     ax.legend(loc="best")
     return _save(fig, dest)

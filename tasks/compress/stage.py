@@ -26,13 +26,27 @@ from prefect import task
 
 from adapters.tracking import RunContext, log_dir_to_run, log_to_run
 from core.config import Settings
-from core.io import (ArtifactPaths, atomic_dir, dump_joblib, file_md5, load_joblib, read_parquet,
-                     write_csv, write_json)
+from core.io import (
+    ArtifactPaths,
+    atomic_dir,
+    dump_joblib,
+    file_md5,
+    load_joblib,
+    read_parquet,
+    write_csv,
+    write_json,
+)
 from inference.compact import CompactModel
 from inference.model import InferenceModel, encode_target
 from tasks.compress.candidates import Splits, build_candidates, compile_chosen
-from tasks.compress.report import (COLUMNS, Scored, full_row, measure_latency, pareto_table,
-                                   plot_size_vs_metric)
+from tasks.compress.report import (
+    COLUMNS,
+    Scored,
+    full_row,
+    measure_latency,
+    pareto_table,
+    plot_size_vs_metric,
+)
 from tasks.compress.select import metric_drop, select_candidate
 
 log = logging.getLogger(__name__)
@@ -40,10 +54,13 @@ log = logging.getLogger(__name__)
 
 def load_splits(settings: Settings, model: InferenceModel, paths: ArtifactPaths) -> Splits:
     frames = {n: read_parquet(paths.split(n)) for n in ("train", "valid", "test")}
-    ys = {n: encode_target(f[settings.data.target], model.task, classes=model.classes or None)[0]
-          for n, f in frames.items()}
-    return Splits(frames["train"], frames["valid"], frames["test"], ys["train"], ys["valid"],
-                  ys["test"])
+    ys = {
+        n: encode_target(f[settings.data.target], model.task, classes=model.classes or None)[0]
+        for n, f in frames.items()
+    }
+    return Splits(
+        frames["train"], frames["valid"], frames["test"], ys["train"], ys["valid"], ys["test"]
+    )
 
 
 def write_disabled(paths: ArtifactPaths) -> Path:
@@ -60,28 +77,42 @@ def write_disabled(paths: ArtifactPaths) -> Path:
 
 def choose(settings: Settings, scored: list[Scored], reference: Scored, metric: str) -> Scored:
     """The candidate `select_candidate` picks from the Pareto table."""
-    table = pareto_table([reference, *scored], metric, reference.valid_metric,
-                         reference.test_metric, None)
+    table = pareto_table(
+        [reference, *scored], metric, reference.valid_metric, reference.test_metric, None
+    )
     pick = select_candidate(table.to_dict("records"), settings.compress.max_metric_drop)
     if pick is None:  # cannot happen: the lossless packed full model has drop 0
         raise RuntimeError("compress: no candidate within tolerance, not even the packed model")
     return next(s for s in scored if s.name == pick["candidate"])
 
 
-def compact_summary(settings: Settings, chosen: Scored, final: Scored, reference: Scored,
-                    packed: Scored, compiled: Scored | None, model: CompactModel,
-                    model_file: Path, train_rows: int) -> dict[str, Any]:
+def compact_summary(
+    settings: Settings,
+    chosen: Scored,
+    final: Scored,
+    reference: Scored,
+    packed: Scored,
+    compiled: Scored | None,
+    model: CompactModel,
+    model_file: Path,
+    train_rows: int,
+) -> dict[str, Any]:
     """models/compact/compact.json: what was chosen, its size, drop and speed against the full."""
     cfg, metric = settings.compress, settings.gate_metric
     summary: dict[str, Any] = {
-        "enabled": True, "metric": metric, "max_metric_drop": cfg.max_metric_drop,
-        "candidate": chosen.name, "kind": chosen.kind, "compiled": compiled is not None,
+        "enabled": True,
+        "metric": metric,
+        "max_metric_drop": cfg.max_metric_drop,
+        "candidate": chosen.name,
+        "kind": chosen.kind,
+        "compiled": compiled is not None,
         "parity_max_abs": compiled.parity if compiled else None,
         "raw_columns": model.raw_columns,
         "retrain_rows": min(train_rows, cfg.retrain_rows),
         "full_size_bytes": reference.size_bytes,
         "compact_size_bytes": model_file.stat().st_size,
-        "full_packed_bytes": packed.size_bytes, "compact_packed_bytes": chosen.size_bytes,
+        "full_packed_bytes": packed.size_bytes,
+        "compact_packed_bytes": chosen.size_bytes,
         "valid_drop": round(metric_drop(metric, reference.valid_metric, chosen.valid_metric), 6),
         "test_drop": round(metric_drop(metric, reference.test_metric, chosen.test_metric), 6),
         f"valid_{metric}": round(chosen.valid_metric, 6),
@@ -98,8 +129,15 @@ def compact_summary(settings: Settings, chosen: Scored, final: Scored, reference
     return summary
 
 
-def write_compact(settings: Settings, paths: ArtifactPaths, chosen: Scored, scored: list[Scored],
-                  reference: Scored, rows: pd.DataFrame, train_rows: int) -> dict[str, Any]:
+def write_compact(
+    settings: Settings,
+    paths: ArtifactPaths,
+    chosen: Scored,
+    scored: list[Scored],
+    reference: Scored,
+    rows: pd.DataFrame,
+    train_rows: int,
+) -> dict[str, Any]:
     """Compile the chosen model and write models/compact/ and reports/compress/, each as one
     folder swap; returns the manifest."""
     cfg, metric = settings.compress, settings.gate_metric
@@ -110,18 +148,37 @@ def write_compact(settings: Settings, paths: ArtifactPaths, chosen: Scored, scor
             if compiled is not None:
                 measure_latency([compiled], rows, cfg.latency_rows, cfg.batch_seconds)
                 chosen.model.detach_compiled()  # type: ignore[attr-defined]  # loaders attach it
-        table = pareto_table([reference, *scored, *([compiled] if compiled else [])], metric,
-                             reference.valid_metric, reference.test_metric, chosen.name)
+        table = pareto_table(
+            [reference, *scored, *([compiled] if compiled else [])],
+            metric,
+            reference.valid_metric,
+            reference.test_metric,
+            chosen.name,
+        )
         model: CompactModel = chosen.model  # type: ignore[assignment]
         model.metadata.update({"candidate": chosen.name, "full_model_md5": file_md5(paths.model)})
         dump_joblib(model, staging / "model.joblib")
-        summary = compact_summary(settings, chosen, compiled or chosen, reference, scored[0],
-                                  compiled, model, staging / "model.joblib", train_rows)
+        summary = compact_summary(
+            settings,
+            chosen,
+            compiled or chosen,
+            reference,
+            scored[0],
+            compiled,
+            model,
+            staging / "model.joblib",
+            train_rows,
+        )
         write_json(summary, staging / "compact.json")
         write_csv(table, reports / "pareto.csv")
         write_json(table.to_dict("records"), reports / "pareto.json")
-        plot_size_vs_metric(table, metric, cfg.max_metric_drop, reference.valid_metric,
-                            reports / "size_vs_metric.png")
+        plot_size_vs_metric(
+            table,
+            metric,
+            cfg.max_metric_drop,
+            reference.valid_metric,
+            reports / "size_vs_metric.png",
+        )
     return summary
 
 
@@ -141,18 +198,42 @@ def compress_stage(settings: Settings, ctx: RunContext) -> Path:
     measure_latency([reference, *scored], rows, cfg.latency_rows, cfg.batch_seconds)
     chosen = choose(settings, scored, reference, metric)
     summary = write_compact(settings, paths, chosen, scored, reference, rows, len(splits.train))
-    metrics = {k: summary[k] for k in ("size_ratio", "packed_size_ratio", "latency_ratio",
-                                       "throughput_ratio", "valid_drop", "test_drop")}
-    write_json({**metrics, "candidate": chosen.name, "compiled": summary["compiled"]},
-               paths.compress_metrics)
-    log.info("compress: %d candidates in %.1fs; chose %s (%s): %d bytes (%.1fx smaller), valid "
-             "%s drop %+.4f, test drop %+.4f, single row %.2f ms vs %.2f ms (%.1fx)%s",
-             len(scored), time.perf_counter() - start, chosen.name, chosen.kind,
-             summary["compact_size_bytes"], summary["size_ratio"], metric, summary["valid_drop"],
-             summary["test_drop"], summary["compact_p50_single_row_ms"], reference.p50_ms,
-             summary["latency_ratio"],
-             f"; compiled, parity {summary['parity_max_abs']:.2g}" if summary["compiled"] else "")
-    log_to_run(ctx, metrics={f"compress_{k}": v for k, v in metrics.items()},
-               params={"compress.chosen": chosen.name})
+    metrics = {
+        k: summary[k]
+        for k in (
+            "size_ratio",
+            "packed_size_ratio",
+            "latency_ratio",
+            "throughput_ratio",
+            "valid_drop",
+            "test_drop",
+        )
+    }
+    write_json(
+        {**metrics, "candidate": chosen.name, "compiled": summary["compiled"]},
+        paths.compress_metrics,
+    )
+    log.info(
+        "compress: %d candidates in %.1fs; chose %s (%s): %d bytes (%.1fx smaller), valid "
+        "%s drop %+.4f, test drop %+.4f, single row %.2f ms vs %.2f ms (%.1fx)%s",
+        len(scored),
+        time.perf_counter() - start,
+        chosen.name,
+        chosen.kind,
+        summary["compact_size_bytes"],
+        summary["size_ratio"],
+        metric,
+        summary["valid_drop"],
+        summary["test_drop"],
+        summary["compact_p50_single_row_ms"],
+        reference.p50_ms,
+        summary["latency_ratio"],
+        f"; compiled, parity {summary['parity_max_abs']:.2g}" if summary["compiled"] else "",
+    )
+    log_to_run(
+        ctx,
+        metrics={f"compress_{k}": v for k, v in metrics.items()},
+        params={"compress.chosen": chosen.name},
+    )
     log_dir_to_run(ctx, paths.compress_reports, "compress")
     return paths.compact_dir

@@ -33,15 +33,16 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
         return np.where(den > 0, num / np.where(den > 0, den, 1), 0.0)
 
 
-def _binary(W: np.ndarray, y: np.ndarray, p: np.ndarray, pred: np.ndarray,
-            only: str | None = None) -> dict[str, np.ndarray]:
+def _binary(
+    W: np.ndarray, y: np.ndarray, p: np.ndarray, pred: np.ndarray, only: str | None = None
+) -> dict[str, np.ndarray]:
     """Every binary metric per weight row; `only` skips the costly rank metrics not asked for."""
     tot = W.sum(axis=1)
     out: dict[str, np.ndarray] = {}
     if only in (None, "roc_auc", "pr_auc"):
         order = np.argsort(p, kind="stable")
         ps, ys = p[order], y[order]
-        starts = np.r_[0, np.flatnonzero(np.diff(ps)) + 1]       # tie groups of equal scores
+        starts = np.r_[0, np.flatnonzero(np.diff(ps)) + 1]  # tie groups of equal scores
         Ws = W[:, order]
         g_pos = np.add.reduceat(Ws * ys, starts, axis=1)
         g_neg = np.add.reduceat(Ws * (1 - ys), starts, axis=1)
@@ -53,24 +54,31 @@ def _binary(W: np.ndarray, y: np.ndarray, p: np.ndarray, pred: np.ndarray,
             if only in (None, "pr_auc"):
                 tp_desc = np.cumsum(g_pos[:, ::-1], axis=1)
                 fp_desc = np.cumsum(g_neg[:, ::-1], axis=1)
-                out["pr_auc"] = (g_pos[:, ::-1] * _ratio(tp_desc, tp_desc + fp_desc)).sum(axis=1) / pos
+                out["pr_auc"] = (g_pos[:, ::-1] * _ratio(tp_desc, tp_desc + fp_desc)).sum(
+                    axis=1
+                ) / pos
     else:
         pos = W @ y
     pc = np.clip(p, _EPS, 1 - _EPS)
     loss = -(y * np.log(pc) + (1 - y) * np.log(1 - pc))
     tp, predicted = W @ (pred * y), W @ pred
     fp, fn = predicted - tp, pos - tp
-    out.update({
-        "log_loss": (W @ loss) / tot, "brier": (W @ (p - y) ** 2) / tot,
-        "accuracy": (W @ (pred == y).astype(float)) / tot,
-        "precision": _ratio(tp, predicted), "recall": _ratio(tp, pos),
-        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
-    })
+    out.update(
+        {
+            "log_loss": (W @ loss) / tot,
+            "brier": (W @ (p - y) ** 2) / tot,
+            "accuracy": (W @ (pred == y).astype(float)) / tot,
+            "precision": _ratio(tp, predicted),
+            "recall": _ratio(tp, pos),
+            "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+        }
+    )
     return out
 
 
-def _multiclass(W: np.ndarray, y: np.ndarray, proba: np.ndarray,
-                pred: np.ndarray) -> dict[str, np.ndarray]:
+def _multiclass(
+    W: np.ndarray, y: np.ndarray, proba: np.ndarray, pred: np.ndarray
+) -> dict[str, np.ndarray]:
     tot = W.sum(axis=1)
     k = proba.shape[1]
     Y1 = np.eye(k)[y]
@@ -92,12 +100,17 @@ def _regression(W: np.ndarray, y: np.ndarray, pred: np.ndarray) -> dict[str, np.
     err = y - pred
     sse = W @ err**2
     sst = W @ y**2 - (W @ y) ** 2 / tot
-    return {"rmse": np.sqrt(sse / tot), "mae": (W @ np.abs(err)) / tot,
-            "r2": 1 - _ratio(sse, sst)}
+    return {"rmse": np.sqrt(sse / tot), "mae": (W @ np.abs(err)) / tot, "r2": 1 - _ratio(sse, sst)}
 
 
-def weighted_metrics(task: str, W: np.ndarray, y: np.ndarray, scores: np.ndarray,
-                     labels: np.ndarray, only: str | None = None) -> dict[str, np.ndarray]:
+def weighted_metrics(
+    task: str,
+    W: np.ndarray,
+    y: np.ndarray,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    only: str | None = None,
+) -> dict[str, np.ndarray]:
     """All metrics of `task` for each weight row (at least `only`, when given). `labels` are
     predicted class codes."""
     y = np.asarray(y)
@@ -125,18 +138,28 @@ def subsample_rows(n: int, max_rows: int | None, seed: int) -> np.ndarray | None
 
 
 def _point(task: str, y: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    return {k: float(v[0]) for k, v in
-            weighted_metrics(task, np.ones((1, len(y))), y, scores, labels).items()}
+    return {
+        k: float(v[0])
+        for k, v in weighted_metrics(task, np.ones((1, len(y))), y, scores, labels).items()
+    }
 
 
-def _rescaled(samples: np.ndarray, sub_point: float, full_point: float, m: int,
-              n: int) -> np.ndarray:
+def _rescaled(
+    samples: np.ndarray, sub_point: float, full_point: float, m: int, n: int
+) -> np.ndarray:
     """m-out-of-n bootstrap: deviations on m rows shrunk by sqrt(m/n), centred on all n rows."""
     return full_point + (samples - sub_point) * np.sqrt(m / n)
 
 
-def bootstrap_metrics(task: str, y: np.ndarray, scores: np.ndarray, labels: np.ndarray,
-                      n_boot: int, seed: int, max_rows: int | None = None) -> dict[str, np.ndarray]:
+def bootstrap_metrics(
+    task: str,
+    y: np.ndarray,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    n_boot: int,
+    seed: int,
+    max_rows: int | None = None,
+) -> dict[str, np.ndarray]:
     """Each metric's value on `n_boot` seeded resamples of the rows.
 
     The cost is n_boot x rows. Above `max_rows` rows the resamples are drawn from a seeded
@@ -146,17 +169,29 @@ def bootstrap_metrics(task: str, y: np.ndarray, scores: np.ndarray, labels: np.n
     idx = subsample_rows(len(y), max_rows, seed)
     if idx is not None:
         sub = bootstrap_metrics(task, y[idx], scores[idx], labels[idx], n_boot, seed)
-        sub_point, full_point = _point(task, y[idx], scores[idx], labels[idx]), \
-            _point(task, y, scores, labels)
-        return {k: _rescaled(v, sub_point[k], full_point[k], len(idx), len(y))
-                for k, v in sub.items()}
-    parts = [weighted_metrics(task, W, y, scores, labels) for W in weight_chunks(len(y), n_boot, seed)]
+        sub_point, full_point = (
+            _point(task, y[idx], scores[idx], labels[idx]),
+            _point(task, y, scores, labels),
+        )
+        return {
+            k: _rescaled(v, sub_point[k], full_point[k], len(idx), len(y)) for k, v in sub.items()
+        }
+    parts = [
+        weighted_metrics(task, W, y, scores, labels) for W in weight_chunks(len(y), n_boot, seed)
+    ]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def paired_differences(task: str, metric: str, y: np.ndarray,
-                       candidate: tuple[np.ndarray, np.ndarray], reference: tuple[np.ndarray, np.ndarray],
-                       n_boot: int, seed: int, max_rows: int | None = None) -> np.ndarray:
+def paired_differences(
+    task: str,
+    metric: str,
+    y: np.ndarray,
+    candidate: tuple[np.ndarray, np.ndarray],
+    reference: tuple[np.ndarray, np.ndarray],
+    n_boot: int,
+    seed: int,
+    max_rows: int | None = None,
+) -> np.ndarray:
     """Improvement of candidate over reference per resample (same resamples for both).
 
     Oriented so that positive always means "candidate is better": for metrics that improve
@@ -167,9 +202,13 @@ def paired_differences(task: str, metric: str, y: np.ndarray,
     idx = subsample_rows(len(y), max_rows, seed)
     if idx is not None:
         cand, ref = tuple(a[idx] for a in candidate), tuple(a[idx] for a in reference)
-        sub = paired_differences(task, metric, y[idx], cand, ref, n_boot, seed)  # type: ignore[arg-type]
+        sub = paired_differences(
+            task, metric, y[idx], (cand[0], cand[1]), (ref[0], ref[1]), n_boot, seed
+        )
         diff_sub = sign * (_point(task, y[idx], *cand)[metric] - _point(task, y[idx], *ref)[metric])
-        diff_full = sign * (_point(task, y, *candidate)[metric] - _point(task, y, *reference)[metric])
+        diff_full = sign * (
+            _point(task, y, *candidate)[metric] - _point(task, y, *reference)[metric]
+        )
         return _rescaled(sub, diff_sub, diff_full, len(idx), len(y))
     out = []
     for W in weight_chunks(len(y), n_boot, seed):

@@ -13,15 +13,22 @@ from inference.model import InferenceModel
 def _estimator(model: InferenceModel) -> Any:
     return model.pipeline.named_steps["model"]
 
+
 def importance_table(model: InferenceModel) -> pd.DataFrame:
     """Total gain per model input feature, largest first."""
     booster = _estimator(model).booster_
-    table = pd.DataFrame({"feature": booster.feature_name(),
-                          "gain": booster.feature_importance(importance_type="gain")})
+    table = pd.DataFrame(
+        {
+            "feature": booster.feature_name(),
+            "gain": booster.feature_importance(importance_type="gain"),
+        }
+    )
     return table.sort_values("gain", ascending=False, kind="stable").reset_index(drop=True).round(4)
 
-def shap_contributions(model: InferenceModel, rows: pd.DataFrame, sample: int,
-                       seed: int) -> tuple[np.ndarray, pd.DataFrame]:
+
+def shap_contributions(
+    model: InferenceModel, rows: pd.DataFrame, sample: int, seed: int
+) -> tuple[np.ndarray, pd.DataFrame]:
     """SHAP values from LightGBM's own TreeSHAP (`pred_contrib`) on a seeded sample of rows.
 
     Returns contributions shaped (rows, features) -- (rows, classes, features) for multiclass --
@@ -37,6 +44,7 @@ def shap_contributions(model: InferenceModel, rows: pd.DataFrame, sample: int,
     else:
         contrib = contrib[:, :-1]
     return contrib, X.reset_index(drop=True)
+
 
 def shap_table(model: InferenceModel, contrib: np.ndarray, X: pd.DataFrame) -> pd.DataFrame:
     """Mean |SHAP| per feature (per class for multiclass), largest total first."""

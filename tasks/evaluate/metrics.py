@@ -21,6 +21,7 @@ def score_binary(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, fl
         "f1": skm.f1_score(y, pred, zero_division=0),
     }
 
+
 def score_multiclass(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
     pred = proba.argmax(axis=1)
     return {
@@ -30,6 +31,7 @@ def score_multiclass(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
         "log_loss": skm.log_loss(y, proba, labels=list(range(proba.shape[1]))),
     }
 
+
 def score_regression(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     return {
         "rmse": float(np.sqrt(skm.mean_squared_error(y, pred))),
@@ -37,8 +39,10 @@ def score_regression(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
         "r2": skm.r2_score(y, pred),
     }
 
-def score_predictions(task: str, y: np.ndarray, scores: np.ndarray,
-                      threshold: float = 0.5) -> dict[str, float]:
+
+def score_predictions(
+    task: str, y: np.ndarray, scores: np.ndarray, threshold: float = 0.5
+) -> dict[str, float]:
     if task == "binary":
         raw = score_binary(y, scores, threshold)
     elif task == "multiclass":
@@ -47,12 +51,21 @@ def score_predictions(task: str, y: np.ndarray, scores: np.ndarray,
         raw = score_regression(y, scores)
     return {k: round(float(v), 6) for k, v in raw.items()}
 
-def metric_intervals(task: str, y: np.ndarray, scores: np.ndarray, threshold: float,
-                     n_boot: int, seed: int, level: float,
-                     max_rows: int | None = None) -> dict[str, dict[str, float]]:
+
+def metric_intervals(
+    task: str,
+    y: np.ndarray,
+    scores: np.ndarray,
+    threshold: float,
+    n_boot: int,
+    seed: int,
+    level: float,
+    max_rows: int | None = None,
+) -> dict[str, dict[str, float]]:
     """Percentile bootstrap interval of every metric, at the model's own threshold."""
-    samples = bootstrap_metrics(task, y, scores, predicted_codes(task, scores, threshold),
-                                n_boot, seed, max_rows)
+    samples = bootstrap_metrics(
+        task, y, scores, predicted_codes(task, scores, threshold), n_boot, seed, max_rows
+    )
     out = {}
     for name, values in samples.items():
         low, high = percentile_interval(values, level)

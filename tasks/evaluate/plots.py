@@ -53,23 +53,37 @@ def plot_calibration(table: pd.DataFrame, dest: Path) -> Path:
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
     ax.plot(table["mean_predicted"], table["observed_rate"], marker="o", label="model")
-    ax.set(xlabel="mean predicted probability", ylabel="observed positive rate",
-           title="Calibration (test, quantile bins)", xlim=(0, 1), ylim=(0, 1))
+    ax.set(
+        xlabel="mean predicted probability",
+        ylabel="observed positive rate",
+        title="Calibration (test, quantile bins)",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
     ax.legend(loc="upper left")
     return _save(fig, dest)
 
 
 def plot_confusion(table: pd.DataFrame, classes: list[str], title: str, dest: Path) -> Path:
-    counts = pd.crosstab(table["actual"], table["predicted"]).reindex(
-        index=classes, columns=classes, fill_value=0).to_numpy()
+    counts = (
+        pd.crosstab(table["actual"], table["predicted"])
+        .reindex(index=classes, columns=classes, fill_value=0)
+        .to_numpy()
+    )
     fig = Figure(figsize=(1.2 * len(classes) + 2.5, 1.2 * len(classes) + 2))
     ax = fig.add_subplot()
     im = ax.imshow(counts, cmap="Blues")
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
     ax.set_yticks(range(len(classes)), classes)
     for (i, j), v in np.ndenumerate(counts):
-        ax.text(j, i, str(v), ha="center", va="center",
-                color="white" if v > counts.max() / 2 else "black")
+        ax.text(
+            j,
+            i,
+            str(v),
+            ha="center",
+            va="center",
+            color="white" if v > counts.max() / 2 else "black",
+        )
     ax.set(xlabel="predicted", ylabel="actual", title=title)
     fig.colorbar(im, ax=ax, fraction=0.046)
     return _save(fig, dest)
@@ -95,8 +109,9 @@ def plot_importance(table: pd.DataFrame, top: int, dest: Path) -> Path:
     return _save(fig, dest)
 
 
-def plot_shap_summary(contrib: np.ndarray, values: pd.DataFrame, order: list[str],
-                      seed: int, dest: Path) -> Path:
+def plot_shap_summary(
+    contrib: np.ndarray, values: pd.DataFrame, order: list[str], seed: int, dest: Path
+) -> Path:
     """Beeswarm-style summary: one row per feature, a dot per explained row, colour = value."""
     names = list(values.columns)
     fig = Figure(figsize=(7, 0.4 * len(order) + 1.8))
@@ -112,11 +127,15 @@ def plot_shap_summary(contrib: np.ndarray, values: pd.DataFrame, order: list[str
         colour = np.clip((v - lo) / (hi - lo), 0, 1) if hi > lo else np.full_like(v, 0.5)
         y = row + rng.uniform(-0.3, 0.3, size=len(x))
         ax.scatter(x[~finite], y[~finite], s=6, color="lightgrey")
-        sc = ax.scatter(x[finite], y[finite], s=6, c=colour[finite], cmap="coolwarm", vmin=0, vmax=1)
+        sc = ax.scatter(
+            x[finite], y[finite], s=6, c=colour[finite], cmap="coolwarm", vmin=0, vmax=1
+        )
     ax.axvline(0, color="grey", linewidth=0.8)
     ax.set_yticks(range(len(order)), list(reversed(order)))
-    ax.set(xlabel="SHAP value (contribution to the raw score)",
-           title=f"SHAP summary ({len(contrib)} test rows, LightGBM pred_contrib)")
+    ax.set(
+        xlabel="SHAP value (contribution to the raw score)",
+        title=f"SHAP summary ({len(contrib)} test rows, LightGBM pred_contrib)",
+    )
     if sc is not None:
         bar = fig.colorbar(sc, ax=ax, fraction=0.04)
         bar.set_label("feature value (low -> high, grey = missing)")
@@ -144,18 +163,24 @@ def calibration_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> pd.DataFr
     """Observed positive rate per quantile bin of the predicted probability."""
     frame = pd.DataFrame({"p": p, "y": y})
     frame["bin"] = pd.qcut(frame["p"].rank(method="first"), q=min(bins, len(frame)), labels=False)
-    grouped = frame.groupby("bin").agg(mean_predicted=("p", "mean"), observed_rate=("y", "mean"),
-                                       rows=("y", "size"))
+    grouped = frame.groupby("bin").agg(
+        mean_predicted=("p", "mean"), observed_rate=("y", "mean"), rows=("y", "size")
+    )
     return grouped.reset_index(drop=True).round(6)
 
-def plot_tables(model: InferenceModel, y: np.ndarray, scores: np.ndarray) -> dict[str, pd.DataFrame]:
+
+def plot_tables(
+    model: InferenceModel, y: np.ndarray, scores: np.ndarray
+) -> dict[str, pd.DataFrame]:
     """Plot data as tables: ROC/PR/calibration curves, confusion pairs, residuals."""
     tables: dict[str, pd.DataFrame] = {}
     if model.task == "binary":
         fpr, tpr, _ = skm.roc_curve(y, scores)
         precision, recall, _ = skm.precision_recall_curve(y, scores)
         tables["roc"] = pd.DataFrame({"fpr": fpr, "tpr": tpr}).round(6)
-        tables["precision_recall"] = pd.DataFrame({"recall": recall, "precision": precision}).round(6)
+        tables["precision_recall"] = pd.DataFrame({"recall": recall, "precision": precision}).round(
+            6
+        )
         tables["calibration"] = calibration_table(y, scores)
     if model.task in ("binary", "multiclass"):
         classes = np.asarray(model.classes, dtype=object).astype(str)
@@ -163,11 +188,20 @@ def plot_tables(model: InferenceModel, y: np.ndarray, scores: np.ndarray) -> dic
         tables["confusion"] = pd.DataFrame({"actual": classes[y], "predicted": predicted})
     else:
         tables["residuals"] = pd.DataFrame(
-            {"actual": y, "predicted": scores, "residual": y - scores}).round(6)
+            {"actual": y, "predicted": scores, "residual": y - scores}
+        ).round(6)
     return tables
 
-def write_plots(model: InferenceModel, y: np.ndarray, scores: np.ndarray, test: pd.DataFrame,
-                metrics: dict[str, float], settings: Settings, dest: Path) -> dict[str, Any]:
+
+def write_plots(
+    model: InferenceModel,
+    y: np.ndarray,
+    scores: np.ndarray,
+    test: pd.DataFrame,
+    metrics: dict[str, float],
+    settings: Settings,
+    dest: Path,
+) -> dict[str, Any]:
     """All plot tables (CSV) and images (PNG) into `dest`; returns facts for the report."""
     ev = settings.evaluate
     tables = plot_tables(model, y, scores)
@@ -180,13 +214,18 @@ def write_plots(model: InferenceModel, y: np.ndarray, scores: np.ndarray, test: 
     classes = [str(c) for c in model.classes]
     if model.task == "binary":
         plot_roc(tables["roc"], metrics["roc_auc"], dest / "roc.png")
-        plot_precision_recall(tables["precision_recall"], metrics["pr_auc"],
-                                    float(np.mean(y)), dest / "precision_recall.png")
+        plot_precision_recall(
+            tables["precision_recall"],
+            metrics["pr_auc"],
+            float(np.mean(y)),
+            dest / "precision_recall.png",
+        )
         plot_calibration(tables["calibration"], dest / "calibration.png")
     if model.task in ("binary", "multiclass"):
         at = f" at threshold {model.threshold:.3f}" if model.task == "binary" else ""
-        plot_confusion(tables["confusion"], classes, f"Confusion matrix (test{at})",
-                             dest / "confusion.png")
+        plot_confusion(
+            tables["confusion"], classes, f"Confusion matrix (test{at})", dest / "confusion.png"
+        )
     else:
         plot_residuals(tables["residuals"], dest / "residuals.png")
     plot_importance(importance, ev.top_features, dest / "importance.png")
@@ -195,5 +234,8 @@ def write_plots(model: InferenceModel, y: np.ndarray, scores: np.ndarray, test: 
         plot_shap_bars(shap.set_index("feature").head(ev.top_features), dest / "shap_summary.png")
     else:
         plot_shap_summary(contrib, X, top, settings.base.seed, dest / "shap_summary.png")
-    return {"top_features_gain": importance.head(ev.top_features).to_dict(orient="records"),
-            "top_features_shap": top, "shap_rows": int(len(X))}
+    return {
+        "top_features_gain": importance.head(ev.top_features).to_dict(orient="records"),
+        "top_features_shap": top,
+        "shap_rows": len(X),
+    }

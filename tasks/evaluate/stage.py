@@ -39,25 +39,45 @@ def read_cv_summary(path: Path) -> dict[str, Any] | None:
     data = read_json(path)
     if not isinstance(data, dict) or "cv_mean" not in data or "cv_std" not in data:
         return None
-    out = {"mean": float(data["cv_mean"]), "std": float(data["cv_std"])}
+    out: dict[str, Any] = {"mean": float(data["cv_mean"]), "std": float(data["cv_std"])}
     if "cv_metric" in data:
         out["metric"] = str(data["cv_metric"])
     return out
+
 
 def class_balance(values: pd.Series) -> dict[str, int]:
     return {str(k): int(v) for k, v in values.value_counts().sort_index().items()}
 
 
-def test_summary(settings: Settings, model: InferenceModel, test: pd.DataFrame, y: np.ndarray,
-                 scores: np.ndarray, cv: dict[str, Any] | None) -> dict[str, Any]:
+def test_summary(
+    settings: Settings,
+    model: InferenceModel,
+    test: pd.DataFrame,
+    y: np.ndarray,
+    scores: np.ndarray,
+    cv: dict[str, Any] | None,
+) -> dict[str, Any]:
     """metrics/test.json: point metrics, their intervals, the threshold and the CV summary."""
     ev = settings.evaluate
     result = score_predictions(model.task, y, scores, model.threshold)
-    ci = metric_intervals(model.task, y, scores, model.threshold, ev.n_boot, settings.base.seed,
-                          ev.ci_level, ev.max_boot_rows)
-    summary: dict[str, Any] = {"test": result, "ci": ci, "ci_level": ev.ci_level,
-                               "n_boot": ev.n_boot, "test_rows": len(test),
-                               "boot_rows": min(len(test), ev.max_boot_rows)}
+    ci = metric_intervals(
+        model.task,
+        y,
+        scores,
+        model.threshold,
+        ev.n_boot,
+        settings.base.seed,
+        ev.ci_level,
+        ev.max_boot_rows,
+    )
+    summary: dict[str, Any] = {
+        "test": result,
+        "ci": ci,
+        "ci_level": ev.ci_level,
+        "n_boot": ev.n_boot,
+        "test_rows": len(test),
+        "boot_rows": min(len(test), ev.max_boot_rows),
+    }
     if model.task == "binary":
         summary["threshold"] = round(model.threshold, 6)
     if cv is not None:
@@ -68,8 +88,12 @@ def test_summary(settings: Settings, model: InferenceModel, test: pd.DataFrame, 
 def run_metrics(summary: dict[str, Any]) -> dict[str, float]:
     """The MLflow metrics of the evaluation: test_<metric>, their interval bounds, CV, threshold."""
     ci = summary["ci"]
-    flat_ci = {f"test_{k}_ci_{side}": v[side] for k, v in ci.items() for side in ("low", "high")
-               if math.isfinite(v[side])}
+    flat_ci = {
+        f"test_{k}_ci_{side}": v[side]
+        for k, v in ci.items()
+        for side in ("low", "high")
+        if math.isfinite(v[side])
+    }
     metrics = {f"test_{k}": v for k, v in summary["test"].items()} | flat_ci
     if "cv" in summary:
         metrics |= {"cv_mean": summary["cv"]["mean"], "cv_std": summary["cv"]["std"]}
@@ -88,16 +112,33 @@ def evaluate_stage(settings: Settings, ctx: RunContext) -> Path:
     summary = test_summary(settings, model, test, y, scores, read_cv_summary(paths.tuning_metrics))
     with atomic_dir(paths.plots_dir) as staging:
         facts = write_plots(model, y, scores, test, summary["test"], settings, staging)
-    report = {**facts, "class_balance_test": class_balance(test[settings.data.target])
-              if model.task != "regression" else None,
-              "threshold_objective": settings.evaluate.threshold.objective
-              if model.task == "binary" else None}
+    report = {
+        **facts,
+        "class_balance_test": class_balance(test[settings.data.target])
+        if model.task != "regression"
+        else None,
+        "threshold_objective": settings.evaluate.threshold.objective
+        if model.task == "binary"
+        else None,
+    }
     write_json(report, paths.evaluation_report)
     write_json(summary, paths.test_metrics)
     ci = summary["ci"]
-    log.info("evaluate: test %s", ", ".join(
-        f"{k}={v:.4f} [{ci[k]['low']:.4f}, {ci[k]['high']:.4f}]" for k, v in summary["test"].items()))
-    log_to_run(ctx, metrics=run_metrics(summary), artifact_dir="evaluation",
-               artifacts=[paths.test_metrics, paths.evaluation_report,
-                          *sorted(p for p in paths.plots_dir.iterdir() if p.is_file())])
+    log.info(
+        "evaluate: test %s",
+        ", ".join(
+            f"{k}={v:.4f} [{ci[k]['low']:.4f}, {ci[k]['high']:.4f}]"
+            for k, v in summary["test"].items()
+        ),
+    )
+    log_to_run(
+        ctx,
+        metrics=run_metrics(summary),
+        artifact_dir="evaluation",
+        artifacts=[
+            paths.test_metrics,
+            paths.evaluation_report,
+            *sorted(p for p in paths.plots_dir.iterdir() if p.is_file()),
+        ],
+    )
     return paths.test_metrics

@@ -20,49 +20,89 @@ def _fmt(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-def render_model_card(*, model_name: str, version: str | None, task: str, source: str,
-                      target: str, rows: int, data_md5: str, class_balance: Mapping[str, int] | None,
-                      params: Mapping[str, Any], test: Mapping[str, Any],
-                      cv: Mapping[str, Any] | None, threshold: float | None,
-                      threshold_objective: str | None, top_features: list[dict[str, Any]],
-                      decision: Decision, git_commit: str) -> str:
+def render_model_card(
+    *,
+    model_name: str,
+    version: str | None,
+    task: str,
+    source: str,
+    target: str,
+    rows: int,
+    data_md5: str,
+    class_balance: Mapping[str, int] | None,
+    params: Mapping[str, Any],
+    test: Mapping[str, Any],
+    cv: Mapping[str, Any] | None,
+    threshold: float | None,
+    threshold_objective: str | None,
+    top_features: list[dict[str, Any]],
+    decision: Decision,
+    git_commit: str,
+) -> str:
     title = f"{model_name} v{version}" if version else f"{model_name} (candidate, not registered)"
-    lines = [f"# Model card: {title}", "",
-             f"**Gate decision: {decision.action}**"
-             + (f" -> @{decision.alias}" if decision.alias else " (not registered)"),
-             "", f"{decision.reason}", "", "## Data", "",
-             f"- source: `{source}` (target `{target}`, task {task})",
-             f"- rows: {rows}; DVC md5 of data/raw/raw.parquet: `{data_md5}`",
-             f"- git commit: `{git_commit}`"]
+    lines = [
+        f"# Model card: {title}",
+        "",
+        f"**Gate decision: {decision.action}**"
+        + (f" -> @{decision.alias}" if decision.alias else " (not registered)"),
+        "",
+        f"{decision.reason}",
+        "",
+        "## Data",
+        "",
+        f"- source: `{source}` (target `{target}`, task {task})",
+        f"- rows: {rows}; DVC md5 of data/raw/raw.parquet: `{data_md5}`",
+        f"- git commit: `{git_commit}`",
+    ]
     if class_balance:
         total = sum(class_balance.values()) or 1
-        lines.append("- class balance: " + ", ".join(
-            f"{k} {v} ({v / total:.1%})" for k, v in class_balance.items()))
+        lines.append(
+            "- class balance: "
+            + ", ".join(f"{k} {v} ({v / total:.1%})" for k, v in class_balance.items())
+        )
     metrics, ci = test["test"], test.get("ci", {})
     level = test.get("ci_level", 0.95)
-    lines += ["", f"## Test metrics ({test.get('test_rows', '?')} rows, {level:.0%} bootstrap "
-                  f"intervals, {test.get('n_boot', '?')} resamples)", "",
-              "| metric | value | interval |", "|---|---|---|"]
+    lines += [
+        "",
+        f"## Test metrics ({test.get('test_rows', '?')} rows, {level:.0%} bootstrap "
+        f"intervals, {test.get('n_boot', '?')} resamples)",
+        "",
+        "| metric | value | interval |",
+        "|---|---|---|",
+    ]
     for k, v in metrics.items():
         iv = ci.get(k)
-        lines.append(f"| {k} | {v:.4f} | " + (f"[{iv['low']:.4f}, {iv['high']:.4f}] |" if iv else "|"))
+        lines.append(
+            f"| {k} | {v:.4f} | " + (f"[{iv['low']:.4f}, {iv['high']:.4f}] |" if iv else "|")
+        )
     if cv:
-        lines += ["", f"CV on the training folds: {cv.get('metric', 'score')} mean "
-                      f"{cv['mean']:.4f}, std {cv['std']:.4f}"]
+        lines += [
+            "",
+            f"CV on the training folds: {cv.get('metric', 'score')} mean "
+            f"{cv['mean']:.4f}, std {cv['std']:.4f}",
+        ]
     if threshold is not None:
-        lines += ["", "## Decision threshold", "",
-                  f"{threshold:.4f}, chosen on the valid split ({threshold_objective}); "
-                  "`predict` returns the probability and the label at this threshold."]
+        lines += [
+            "",
+            "## Decision threshold",
+            "",
+            f"{threshold:.4f}, chosen on the valid split ({threshold_objective}); "
+            "`predict` returns the probability and the label at this threshold.",
+        ]
     lines += ["", "## Top features (gain)", ""]
     lines += [f"{i}. {f['feature']} ({f['gain']:.1f})" for i, f in enumerate(top_features, 1)]
     if decision.comparison is not None:
         c = decision.comparison
-        lines += ["", "## Champion comparison", "",
-                  f"- champion: v{decision.champion_version}; metric {c.metric}",
-                  f"- candidate {c.candidate:.4f}, champion {c.reference:.4f}, improvement "
-                  f"{c.diff:+.4f}, {c.level:.0%} paired bootstrap interval "
-                  f"[{c.low:+.4f}, {c.high:+.4f}] ({c.n_boot} resamples)",
-                  f"- rule: {decision.rule}"]
+        lines += [
+            "",
+            "## Champion comparison",
+            "",
+            f"- champion: v{decision.champion_version}; metric {c.metric}",
+            f"- candidate {c.candidate:.4f}, champion {c.reference:.4f}, improvement "
+            f"{c.diff:+.4f}, {c.level:.0%} paired bootstrap interval "
+            f"[{c.low:+.4f}, {c.high:+.4f}] ({c.n_boot} resamples)",
+            f"- rule: {decision.rule}",
+        ]
     lines += ["", "## Params", ""]
     lines += [f"- {k}: {_fmt(v)}" for k, v in params.items()]
     return "\n".join(lines) + "\n"

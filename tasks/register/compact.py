@@ -12,8 +12,17 @@ from typing import Any
 
 import pandas as pd
 
-from adapters.registry import (CHALLENGER, CHAMPION, RegistryLock, alias_version, create_version,
-                               input_signature, log_pyfunc_model, model_exists, pip_requirements)
+from adapters.registry import (
+    CHALLENGER,
+    CHAMPION,
+    RegistryLock,
+    alias_version,
+    create_version,
+    input_signature,
+    log_pyfunc_model,
+    model_exists,
+    pip_requirements,
+)
 from core.config import Settings
 from core.io import ArtifactPaths, file_md5, load_joblib, read_json, read_parquet
 from inference.compact import CompactModel
@@ -33,8 +42,9 @@ def compact_signature(model: CompactModel, rows: pd.DataFrame) -> Any:
 
     full = input_signature(rows, model.predict_frame(rows))  # the full model's column types
     needed = set(model.raw_columns)
-    inputs = Schema([ColSpec(c.type, c.name, required=c.name in needed)
-                     for c in full.inputs.inputs])
+    inputs = Schema(
+        [ColSpec(c.type, c.name, required=c.name in needed) for c in full.inputs.inputs]
+    )
     return ModelSignature(inputs=inputs, outputs=full.outputs)
 
 
@@ -67,12 +77,21 @@ def sync_compact_aliases(client: Any, settings: Settings) -> dict[str, str]:
     return moved
 
 
-def compact_version_tags(manifest: dict[str, Any], model: CompactModel, settings: Settings,
-                         full_version: str, tags: dict[str, str]) -> dict[str, str]:
+def compact_version_tags(
+    manifest: dict[str, Any],
+    model: CompactModel,
+    settings: Settings,
+    full_version: str,
+    tags: dict[str, str],
+) -> dict[str, str]:
     return {
-        **tags, "full_model": settings.register_.model_name, "full_version": str(full_version),
-        "candidate": manifest["candidate"], "candidate_kind": manifest["kind"],
-        "metric": manifest["metric"], "valid_metric_drop": str(manifest["valid_drop"]),
+        **tags,
+        "full_model": settings.register_.model_name,
+        "full_version": str(full_version),
+        "candidate": manifest["candidate"],
+        "candidate_kind": manifest["kind"],
+        "metric": manifest["metric"],
+        "valid_metric_drop": str(manifest["valid_drop"]),
         "test_metric_drop": str(manifest["test_drop"]),
         "size_ratio": str(manifest["size_ratio"]),
         "packed_size_ratio": str(manifest["packed_size_ratio"]),
@@ -85,8 +104,13 @@ def compact_version_tags(manifest: dict[str, Any], model: CompactModel, settings
     }
 
 
-def register_compact(settings: Settings, client: Any, full_version: str | None,
-                     run_id: str | None, tags: dict[str, str]) -> dict[str, Any] | None:
+def register_compact(
+    settings: Settings,
+    client: Any,
+    full_version: str | None,
+    run_id: str | None,
+    tags: dict[str, str],
+) -> dict[str, Any] | None:
     """Log and register models/compact as a version of `<model_name>-compact` (inside the active
     MLflow run), tagged with the full version it came from, and let its aliases follow the full
     model's. None when compress is disabled or the full candidate was not registered."""
@@ -103,26 +127,52 @@ def register_compact(settings: Settings, client: Any, full_version: str | None,
         return None
     model: CompactModel = load_joblib(paths.compact_dir / "model.joblib")
     if model.metadata.get("full_model_md5") != file_md5(paths.model):
-        log.warning("register: %s not registered: models/compact was built from another "
-                    "models/model.joblib (rerun the compress stage)", name)
+        log.warning(
+            "register: %s not registered: models/compact was built from another "
+            "models/model.joblib (rerun the compress stage)",
+            name,
+        )
         return None
     example = read_parquet(paths.split("test"))[model.feature_columns].head(5)
     artifacts = {"compact_model": str(paths.compact_dir / "model.joblib")}
     if (paths.compact_dir / "compact.so").is_file():
         artifacts["compiled_lib"] = str(paths.compact_dir / "compact.so")
-    info = log_pyfunc_model("compact_model", "compact_pyfunc.py", artifacts,
-                            compact_signature(model, example), example,
-                            pip_requirements("treelite", "tl2cgen"))
-    registered = create_version(client, name, info, run_id,
-                                compact_version_tags(manifest, model, settings, full_version, tags))
+    info = log_pyfunc_model(
+        "compact_model",
+        "compact_pyfunc.py",
+        artifacts,
+        compact_signature(model, example),
+        example,
+        pip_requirements("treelite", "tl2cgen"),
+    )
+    registered = create_version(
+        client,
+        name,
+        info,
+        run_id,
+        compact_version_tags(manifest, model, settings, full_version, tags),
+    )
     version = str(registered.version)
     aliases = sync_compact_aliases(client, settings)
     mlflow.set_tags({"registered_compact_model": name, "registered_compact_version": version})
-    log.info("register: %s version %s%s (%s from %s v%s; %.1fx smaller, %.1fx faster single-row)",
-             name, version, f" @{aliases[version]}" if version in aliases else "",
-             manifest["candidate"], settings.register_.model_name, full_version,
-             manifest["size_ratio"], manifest["latency_ratio"])
-    return {"model_name": name, "version": int(version), "alias": aliases.get(version),
-            "candidate": manifest["candidate"], "size_ratio": manifest["size_ratio"],
-            "latency_ratio": manifest["latency_ratio"], "test_drop": manifest["test_drop"],
-            "compiled": manifest["compiled"]}
+    log.info(
+        "register: %s version %s%s (%s from %s v%s; %.1fx smaller, %.1fx faster single-row)",
+        name,
+        version,
+        f" @{aliases[version]}" if version in aliases else "",
+        manifest["candidate"],
+        settings.register_.model_name,
+        full_version,
+        manifest["size_ratio"],
+        manifest["latency_ratio"],
+    )
+    return {
+        "model_name": name,
+        "version": int(version),
+        "alias": aliases.get(version),
+        "candidate": manifest["candidate"],
+        "size_ratio": manifest["size_ratio"],
+        "latency_ratio": manifest["latency_ratio"],
+        "test_drop": manifest["test_drop"],
+        "compiled": manifest["compiled"],
+    }

@@ -21,12 +21,20 @@ import pandas as pd
 
 from core.config import LOWER_IS_BETTER, Settings
 from inference.model import InferenceModel
-from tasks.evaluate.bootstrap import (paired_differences, percentile_interval, predicted_codes,
-                                      weighted_metrics)
+from tasks.evaluate.bootstrap import (
+    paired_differences,
+    percentile_interval,
+    predicted_codes,
+    weighted_metrics,
+)
 
 Action = Literal["promote", "keep", "manual_review", "reject"]
-ALIAS_FOR: dict[str, str | None] = {"promote": "champion", "keep": "challenger",
-                                    "manual_review": "challenger", "reject": None}
+ALIAS_FOR: dict[str, str | None] = {
+    "promote": "champion",
+    "keep": "challenger",
+    "manual_review": "challenger",
+    "reject": None,
+}
 
 
 @dataclass(frozen=True)
@@ -46,8 +54,10 @@ class Comparison:
     clears: bool
 
     def describe(self) -> str:
-        return (f"{self.metric}: candidate {self.candidate:.4f} vs champion {self.reference:.4f}, "
-                f"improvement {self.diff:+.4f} [{self.level:.0%} CI {self.low:+.4f}, {self.high:+.4f}]")
+        return (
+            f"{self.metric}: candidate {self.candidate:.4f} vs champion {self.reference:.4f}, "
+            f"improvement {self.diff:+.4f} [{self.level:.0%} CI {self.low:+.4f}, {self.high:+.4f}]"
+        )
 
 
 @dataclass(frozen=True)
@@ -64,20 +74,37 @@ class Decision:
 
     def tags(self) -> dict[str, str]:
         """What is written on the registered version (and the run) as `gate.*` tags."""
-        tags = {"gate.decision": self.action, "gate.reason": self.reason, "gate.rule": self.rule,
-                "gate.champion_version": self.champion_version or "none"}
+        tags = {
+            "gate.decision": self.action,
+            "gate.reason": self.reason,
+            "gate.rule": self.rule,
+            "gate.champion_version": self.champion_version or "none",
+        }
         if self.comparison is not None:
             c = self.comparison
-            tags.update({"gate.metric": c.metric, "gate.candidate_score": f"{c.candidate:.6f}",
-                         "gate.champion_score": f"{c.reference:.6f}", "gate.diff": f"{c.diff:.6f}",
-                         "gate.ci_low": f"{c.low:.6f}", "gate.ci_high": f"{c.high:.6f}",
-                         "gate.ci_level": f"{c.level}", "gate.n_boot": str(c.n_boot)})
+            tags.update(
+                {
+                    "gate.metric": c.metric,
+                    "gate.candidate_score": f"{c.candidate:.6f}",
+                    "gate.champion_score": f"{c.reference:.6f}",
+                    "gate.diff": f"{c.diff:.6f}",
+                    "gate.ci_low": f"{c.low:.6f}",
+                    "gate.ci_high": f"{c.high:.6f}",
+                    "gate.ci_level": f"{c.level}",
+                    "gate.n_boot": str(c.n_boot),
+                }
+            )
         return tags
 
     def as_dict(self) -> dict[str, object]:
-        return {"action": self.action, "alias": self.alias, "reason": self.reason,
-                "rule": self.rule, "champion_version": self.champion_version,
-                "comparison": asdict(self.comparison) if self.comparison else None}
+        return {
+            "action": self.action,
+            "alias": self.alias,
+            "reason": self.reason,
+            "rule": self.rule,
+            "champion_version": self.champion_version,
+            "comparison": asdict(self.comparison) if self.comparison else None,
+        }
 
 
 def rule_text(rule: str, margin: float) -> str:
@@ -108,37 +135,64 @@ def clears_rule(low: float, rule: str, margin: float) -> bool:
     return low > 0 if rule == "superior" else low > -margin
 
 
-def compare_paired(metric: str, candidate: float, reference: float, diff_samples: np.ndarray,
-                   rule: str, margin: float, level: float) -> Comparison:
+def compare_paired(
+    metric: str,
+    candidate: float,
+    reference: float,
+    diff_samples: np.ndarray,
+    rule: str,
+    margin: float,
+    level: float,
+) -> Comparison:
     """Summarise the paired bootstrap differences (oriented: > 0 is better) against the rule."""
     low, high = percentile_interval(diff_samples, level)
     sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
-    return Comparison(metric=metric, candidate=float(candidate), reference=float(reference),
-                      diff=sign * (float(candidate) - float(reference)), low=low, high=high,
-                      level=level, n_boot=int(np.size(diff_samples)), rule=rule, margin=margin,
-                      clears=clears_rule(low, rule, margin))
+    return Comparison(
+        metric=metric,
+        candidate=float(candidate),
+        reference=float(reference),
+        diff=sign * (float(candidate) - float(reference)),
+        low=low,
+        high=high,
+        level=level,
+        n_boot=int(np.size(diff_samples)),
+        rule=rule,
+        margin=margin,
+        clears=clears_rule(low, rule, margin),
+    )
 
 
-def decide(failures: list[str], rule: str, margin: float, champion_version: str | None,
-           comparison: Comparison | None = None, champion_error: str | None = None) -> Decision:
+def decide(
+    failures: list[str],
+    rule: str,
+    margin: float,
+    champion_version: str | None,
+    comparison: Comparison | None = None,
+    champion_error: str | None = None,
+) -> Decision:
     """The gate's verdict. Order matters: absolute criteria, then champion, then the rule."""
     rule_s = rule_text(rule, margin)
     if failures:
-        return Decision("reject", "fails absolute criteria: " + "; ".join(failures), rule_s,
-                        champion_version)
+        return Decision(
+            "reject", "fails absolute criteria: " + "; ".join(failures), rule_s, champion_version
+        )
     if champion_version is None:
         return Decision("promote", "no current champion", rule_s)
     if champion_error is not None:
-        return Decision("manual_review",
-                        f"manual review: champion v{champion_version} cannot score the new test "
-                        f"data ({champion_error}); not promoted automatically", rule_s,
-                        champion_version)
+        return Decision(
+            "manual_review",
+            f"manual review: champion v{champion_version} cannot score the new test "
+            f"data ({champion_error}); not promoted automatically",
+            rule_s,
+            champion_version,
+        )
     if comparison is None:
         raise ValueError("a champion exists but no comparison was given")
     verdict = "clears" if comparison.clears else "does not clear"
     reason = f"{comparison.describe()} {verdict} rule {rule_s}"
-    return Decision("promote" if comparison.clears else "keep", reason, rule_s, champion_version,
-                    comparison)
+    return Decision(
+        "promote" if comparison.clears else "keep", reason, rule_s, champion_version, comparison
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -187,13 +241,27 @@ def point_score(task: str, metric: str, y: np.ndarray, pred: Predictions) -> flo
     return float(weighted_metrics(task, ones, y, pred.scores, pred.labels)[metric][0])
 
 
-def paired_comparison(settings: Settings, y: np.ndarray, candidate: Predictions,
-                      reference: Predictions) -> Comparison:
+def paired_comparison(
+    settings: Settings, y: np.ndarray, candidate: Predictions, reference: Predictions
+) -> Comparison:
     """The gate metric of both models on the same rows, with the paired bootstrap interval."""
     task, metric, gate = settings.data.task, settings.gate_metric, settings.gate
-    diffs = paired_differences(task, metric, y, (candidate.scores, candidate.labels),
-                               (reference.scores, reference.labels), settings.evaluate.n_boot,
-                               settings.base.seed, settings.evaluate.max_boot_rows)
-    return compare_paired(metric, point_score(task, metric, y, candidate),
-                          point_score(task, metric, y, reference), diffs, gate.rule, gate.margin,
-                          settings.evaluate.ci_level)
+    diffs = paired_differences(
+        task,
+        metric,
+        y,
+        (candidate.scores, candidate.labels),
+        (reference.scores, reference.labels),
+        settings.evaluate.n_boot,
+        settings.base.seed,
+        settings.evaluate.max_boot_rows,
+    )
+    return compare_paired(
+        metric,
+        point_score(task, metric, y, candidate),
+        point_score(task, metric, y, reference),
+        diffs,
+        gate.rule,
+        gate.margin,
+        settings.evaluate.ci_level,
+    )

@@ -26,19 +26,39 @@ import pandas as pd
 from prefect import task
 
 from adapters.git import git_commit
-from adapters.registry import (LockTimeout, RegistryLock, create_version, current_champion,
-                               input_signature, log_pyfunc_model, pip_requirements,
-                               predict_registered_version)
+from adapters.registry import (
+    LockTimeout,
+    RegistryLock,
+    create_version,
+    current_champion,
+    input_signature,
+    log_pyfunc_model,
+    pip_requirements,
+    predict_registered_version,
+)
 from adapters.tracking import RunContext, configure_mlflow, resumed_run
 from core.config import Settings
 from core.errors import PipelineError, TrackingError
-from core.io import (ArtifactPaths, file_md5, load_joblib, read_json, read_parquet, write_json,
-                     write_text)
+from core.io import (
+    ArtifactPaths,
+    file_md5,
+    load_joblib,
+    read_json,
+    read_parquet,
+    write_json,
+    write_text,
+)
 from inference.model import InferenceModel, encode_target
 from tasks.register.card import as_description, model_params, render_model_card
 from tasks.register.compact import register_compact
-from tasks.register.gate import (Decision, candidate_predictions, check_absolute, decide,
-                                 paired_comparison, predictions_from_output)
+from tasks.register.gate import (
+    Decision,
+    candidate_predictions,
+    check_absolute,
+    decide,
+    paired_comparison,
+    predictions_from_output,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +70,9 @@ class GateError(PipelineError):
     """The candidate failed the absolute criteria and params.yaml says to fail the run."""
 
 
-def with_retries(fn: Callable[[], T], what: str, attempts: int = ATTEMPTS,
-                 delay_s: float = RETRY_DELAY_S) -> T:
+def with_retries(
+    fn: Callable[[], T], what: str, attempts: int = ATTEMPTS, delay_s: float = RETRY_DELAY_S
+) -> T:
     """Call fn, retrying registry hiccups (TrackingError) a few times; other errors, such as a
     gate verdict, go straight through."""
     for attempt in range(1, attempts + 1):
@@ -60,13 +81,21 @@ def with_retries(fn: Callable[[], T], what: str, attempts: int = ATTEMPTS,
         except TrackingError as exc:
             if attempt == attempts:
                 raise
-            log.warning("%s failed (attempt %d of %d), retrying in %.0f s: %s", what, attempt,
-                        attempts, delay_s, exc)
+            log.warning(
+                "%s failed (attempt %d of %d), retrying in %.0f s: %s",
+                what,
+                attempt,
+                attempts,
+                delay_s,
+                exc,
+            )
             time.sleep(delay_s)
     raise AssertionError("unreachable")
 
 
-def version_tags(settings: Settings, ctx: RunContext, raw_path: Path, raw_rows: int) -> dict[str, str]:
+def version_tags(
+    settings: Settings, ctx: RunContext, raw_path: Path, raw_rows: int
+) -> dict[str, str]:
     return {
         "git_commit": git_commit(settings.root),
         "data_md5": file_md5(raw_path),
@@ -82,8 +111,14 @@ def version_tags(settings: Settings, ctx: RunContext, raw_path: Path, raw_rows: 
 def log_inference_model(model: InferenceModel, model_file: Path, example: pd.DataFrame) -> Any:
     """Log the full model as a pyfunc (the inference package is its code); return its ModelInfo."""
     signature = input_signature(example, model.predict_frame(example))
-    return log_pyfunc_model("model", "pyfunc.py", {"inference_model": str(model_file)},
-                            signature, example, pip_requirements())
+    return log_pyfunc_model(
+        "model",
+        "pyfunc.py",
+        {"inference_model": str(model_file)},
+        signature,
+        example,
+        pip_requirements(),
+    )
 
 
 def _short(exc: BaseException) -> str:
@@ -91,14 +126,16 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0][:200] if text else ''}"
 
 
-def gate_against_champion(client: Any, settings: Settings, model: InferenceModel,
-                          test: pd.DataFrame, failures: list[str]) -> Decision:
+def gate_against_champion(
+    client: Any, settings: Settings, model: InferenceModel, test: pd.DataFrame, failures: list[str]
+) -> Decision:
     """Read @champion, score it on the candidate's test rows and decide (call under the lock)."""
     gate, name = settings.gate, settings.register_.model_name
     champion = current_champion(client, name)
     if failures or champion is None:
-        return decide(failures, gate.rule, gate.margin,
-                      None if champion is None else str(champion.version))
+        return decide(
+            failures, gate.rule, gate.margin, None if champion is None else str(champion.version)
+        )
     y, _ = encode_target(test[settings.data.target], model.task, classes=model.classes or None)
     rows = test.drop(columns=[settings.data.target])
     try:
@@ -107,16 +144,19 @@ def gate_against_champion(client: Any, settings: Settings, model: InferenceModel
         out = predict_registered_version(name, str(champion.version), rows)
         reference = predictions_from_output(out, model.task, model.classes)
     except Exception as exc:  # any failure to score is a reason for a human to look
-        log.warning("register: champion v%s cannot score the current test split: %s",
-                    champion.version, _short(exc))
-        return decide([], gate.rule, gate.margin, str(champion.version),
-                      champion_error=_short(exc))
+        log.warning(
+            "register: champion v%s cannot score the current test split: %s",
+            champion.version,
+            _short(exc),
+        )
+        return decide([], gate.rule, gate.margin, str(champion.version), champion_error=_short(exc))
     comparison = paired_comparison(settings, y, candidate_predictions(model, test), reference)
     return decide([], gate.rule, gate.margin, str(champion.version), comparison)
 
 
-def promote(client: Any, settings: Settings, version: str, model: InferenceModel,
-            test: pd.DataFrame) -> Decision:
+def promote(
+    client: Any, settings: Settings, version: str, model: InferenceModel, test: pd.DataFrame
+) -> Decision:
     """Decide and move the alias as one critical section under the registry lock.
 
     The version's gate tags are written before its alias, so whoever sees the alias sees why.
@@ -128,33 +168,51 @@ def promote(client: Any, settings: Settings, version: str, model: InferenceModel
         for key, value in decision.tags().items():
             client.set_model_version_tag(name, version, key, value)
         if not lock.still_held():  # fencing: our lock expired and may be someone else's now
-            raise LockTimeout("the registry lock expired before the alias could be moved; "
-                              "no alias was changed (raise gate.lock_ttl_s)")
+            raise LockTimeout(
+                "the registry lock expired before the alias could be moved; "
+                "no alias was changed (raise gate.lock_ttl_s)"
+            )
         client.set_registered_model_alias(name, decision.alias, version)
         got = client.get_model_version_by_alias(name, decision.alias).version
         if str(got) != str(version):
-            raise TrackingError(f"alias @{decision.alias} points to v{got} right after this run "
-                                f"set it to v{version}: someone moved it without the lock")
+            raise TrackingError(
+                f"alias @{decision.alias} points to v{got} right after this run "
+                f"set it to v{version}: someone moved it without the lock"
+            )
     if lock.waited_s > 1:
         log.info("register: waited %.1fs for another run's promotion to finish", lock.waited_s)
     return decision
 
 
-def build_card(settings: Settings, model: InferenceModel, version: str | None,
-               decision: Decision, tags: dict[str, str], paths: ArtifactPaths) -> str:
+def build_card(
+    settings: Settings,
+    model: InferenceModel,
+    version: str | None,
+    decision: Decision,
+    tags: dict[str, str],
+    paths: ArtifactPaths,
+) -> str:
     test = read_json(paths.test_metrics)
     report = read_json(paths.evaluation_report) if paths.evaluation_report.is_file() else {}
     validation = read_json(paths.validation_report)
     return render_model_card(
-        model_name=settings.register_.model_name, version=version, task=model.task,
-        source=settings.data.source, target=settings.data.target,
-        rows=int(validation.get("raw_rows", 0)), data_md5=tags["data_md5"],
+        model_name=settings.register_.model_name,
+        version=version,
+        task=model.task,
+        source=settings.data.source,
+        target=settings.data.target,
+        rows=int(validation.get("raw_rows", 0)),
+        data_md5=tags["data_md5"],
         class_balance=validation.get("target_levels") if model.task != "regression" else None,
-        params=model_params(model), test=test, cv=test.get("cv"),
+        params=model_params(model),
+        test=test,
+        cv=test.get("cv"),
         threshold=model.threshold if model.task == "binary" else None,
         threshold_objective=report.get("threshold_objective"),
-        top_features=report.get("top_features_gain", [])[:settings.evaluate.top_features],
-        decision=decision, git_commit=tags["git_commit"])
+        top_features=report.get("top_features_gain", [])[: settings.evaluate.top_features],
+        decision=decision,
+        git_commit=tags["git_commit"],
+    )
 
 
 @dataclass
@@ -167,9 +225,14 @@ class Registration:
     compact: dict[str, Any] | None
 
 
-def register_candidate(settings: Settings, ctx: RunContext, model: InferenceModel,
-                       test: pd.DataFrame, failures: list[str],
-                       tags: dict[str, str]) -> Registration:
+def register_candidate(
+    settings: Settings,
+    ctx: RunContext,
+    model: InferenceModel,
+    test: pd.DataFrame,
+    failures: list[str],
+    tags: dict[str, str],
+) -> Registration:
     """Log the model into the parent run, register and gate it, register the compact model,
     write the card; one attempt (with_retries repeats it on a registry hiccup)."""
     import mlflow
@@ -194,13 +257,20 @@ def register_candidate(settings: Settings, ctx: RunContext, model: InferenceMode
             if version is not None:
                 client.update_model_version(name, version, description=as_description(card))
             mlflow.log_artifact(str(paths.model_card), artifact_path="evaluation")
-            mlflow.set_tags({**decision.tags(), "registered_model": name,
-                             "registered_version": version or "none",
-                             "registered_alias": decision.alias or "none"})
+            mlflow.set_tags(
+                {
+                    **decision.tags(),
+                    "registered_model": name,
+                    "registered_version": version or "none",
+                    "registered_alias": decision.alias or "none",
+                }
+            )
     except (TrackingError, LockTimeout) as exc:
         raise TrackingError(str(exc)) from None
     except Exception as exc:
-        raise TrackingError(f"registering {name!r} in {settings.tracking_uri} failed: {exc}") from None
+        raise TrackingError(
+            f"registering {name!r} in {settings.tracking_uri} failed: {exc}"
+        ) from None
     return Registration(decision, version, run_id, compact)
 
 
@@ -214,22 +284,34 @@ def register_stage(settings: Settings, ctx: RunContext) -> Path:
     name = settings.register_.model_name
     configure_mlflow(settings.tracking_uri)
     tags = version_tags(settings, ctx, paths.raw, raw_rows)
-    result = with_retries(lambda: register_candidate(settings, ctx, model, test, failures, tags),
-                          f"register: registering {name!r}")
+    result = with_retries(
+        lambda: register_candidate(settings, ctx, model, test, failures, tags),
+        f"register: registering {name!r}",
+    )
     version, decision = result.version, result.decision
-    write_json({"model_name": name, "version": int(version) if version else None,
-                "alias": decision.alias,
-                "model_uri": f"models:/{name}/{version}" if version else None,
-                "run_id": result.run_id, "tracking_uri": settings.tracking_uri,
-                "gate": decision.as_dict(), "compact": result.compact}, paths.registration)
+    write_json(
+        {
+            "model_name": name,
+            "version": int(version) if version else None,
+            "alias": decision.alias,
+            "model_uri": f"models:/{name}/{version}" if version else None,
+            "run_id": result.run_id,
+            "tracking_uri": settings.tracking_uri,
+            "gate": decision.as_dict(),
+            "compact": result.compact,
+        },
+        paths.registration,
+    )
     if version is None:
         log.warning("register: %s candidate NOT registered: %s", name, decision.reason)
         if settings.gate.fail_on_gate:
-            raise GateError(f"candidate rejected by the gate (gate.fail_on_gate is true): "
-                            f"{decision.reason}")
+            raise GateError(
+                f"candidate rejected by the gate (gate.fail_on_gate is true): {decision.reason}"
+            )
     else:
-        log.info("register: %s version %s is @%s (%s)", name, version, decision.alias,
-                 decision.reason)
+        log.info(
+            "register: %s version %s is @%s (%s)", name, version, decision.alias, decision.reason
+        )
     return paths.registration
 
 
@@ -251,7 +333,9 @@ def registration_in_store(settings: Settings) -> bool:
         return True
     configure_mlflow(settings.tracking_uri)
     try:
-        found = mlflow.MlflowClient().get_model_version(record["model_name"], str(record["version"]))
+        found = mlflow.MlflowClient().get_model_version(
+            record["model_name"], str(record["version"])
+        )
     except Exception:
         return False
     return found.run_id == record.get("run_id")

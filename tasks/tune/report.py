@@ -16,17 +16,31 @@ from adapters.tracking import RunContext
 from core.io import atomic_path
 from tasks.tune.study import TrialOutcome
 
+
 def trials_table(trials: Sequence[optuna.trial.FrozenTrial]) -> pd.DataFrame:
     rows = []
     for t in trials:
-        rows.append({"number": t.number, "state": t.state.name.lower(), "value": t.value,
-                     "rounds": t.user_attrs.get("rounds"), "seconds": t.user_attrs.get("seconds"),
-                     "error": t.user_attrs.get("error", ""),
-                     **{f"params_{k}": v for k, v in t.params.items()}})
+        rows.append(
+            {
+                "number": t.number,
+                "state": t.state.name.lower(),
+                "value": t.value,
+                "rounds": t.user_attrs.get("rounds"),
+                "seconds": t.user_attrs.get("seconds"),
+                "error": t.user_attrs.get("error", ""),
+                **{f"params_{k}": v for k, v in t.params.items()},
+            }
+        )
     return pd.DataFrame(rows)
 
-def plot_history(trials: Sequence[optuna.trial.FrozenTrial], direction: str, metric: str,
-                 base: dict[str, dict[str, float]], dest: Path) -> None:
+
+def plot_history(
+    trials: Sequence[optuna.trial.FrozenTrial],
+    direction: str,
+    metric: str,
+    base: dict[str, dict[str, float]],
+    dest: Path,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -34,18 +48,27 @@ def plot_history(trials: Sequence[optuna.trial.FrozenTrial], direction: str, met
 
     done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     fig, ax = plt.subplots(figsize=(7, 4))
-    xs, ys = [t.number for t in done], [t.value for t in done]
+    xs, ys = [t.number for t in done], [float(t.value or 0.0) for t in done]
     ax.scatter(xs, ys, s=18, label="complete trial")
     if ys:
         best = np.maximum.accumulate(ys) if direction == "maximize" else np.minimum.accumulate(ys)
         ax.step(xs, best, where="post", color="tab:red", label="best so far")
-    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED and t.intermediate_values]
+    pruned = [
+        t for t in trials if t.state == optuna.trial.TrialState.PRUNED and t.intermediate_values
+    ]
     if pruned:
-        ax.scatter([t.number for t in pruned],
-                   [t.intermediate_values[max(t.intermediate_values)] for t in pruned],
-                   marker="x", color="grey", s=18, label="pruned (last report)")
+        ax.scatter(
+            [t.number for t in pruned],
+            [t.intermediate_values[max(t.intermediate_values)] for t in pruned],
+            marker="x",
+            color="grey",
+            s=18,
+            label="pruned (last report)",
+        )
     for (name, b), style in zip(base.items(), ("--", ":")):
-        ax.axhline(b["mean"], linestyle=style, color="black", linewidth=1, label=f"baseline: {name}")
+        ax.axhline(
+            b["mean"], linestyle=style, color="black", linewidth=1, label=f"baseline: {name}"
+        )
     ax.set_xlabel("trial")
     ax.set_ylabel(f"CV {metric}")
     ax.set_title("Optimization history")
@@ -55,15 +78,20 @@ def plot_history(trials: Sequence[optuna.trial.FrozenTrial], direction: str, met
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
 
+
 def param_importances(study: optuna.Study, seed: int) -> dict[str, float]:
     """fANOVA sensitivity of the CV score to each parameter (needs >= 2 complete trials)."""
-    complete = [t for t in study.get_trials(deepcopy=False)
-                if t.state == optuna.trial.TrialState.COMPLETE]
+    complete = [
+        t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE
+    ]
     if len(complete) < 2:
         return {}
     evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
-    return {k: float(v) for k, v in optuna.importance.get_param_importances(
-        study, evaluator=evaluator).items()}
+    return {
+        k: float(v)
+        for k, v in optuna.importance.get_param_importances(study, evaluator=evaluator).items()
+    }
+
 
 def plot_importances(importances: dict[str, float], dest: Path) -> None:
     import matplotlib
@@ -81,10 +109,16 @@ def plot_importances(importances: dict[str, float], dest: Path) -> None:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
 
-def log_trial_runs(ctx: RunContext, outcomes: Sequence[TrialOutcome],
-                   params: dict[int, dict[str, Any]], study_name: str, metric: str) -> None:
+
+def log_trial_runs(
+    ctx: RunContext,
+    outcomes: Sequence[TrialOutcome],
+    params: dict[int, dict[str, Any]],
+    study_name: str,
+    metric: str,
+) -> None:
     """One nested MLflow child run per trial (params, CV score, state) under the parent run."""
-    if not ctx.enabled:
+    if ctx.run_id is None:
         return
     import mlflow
     from mlflow.entities import Metric, Param, RunTag
@@ -93,11 +127,19 @@ def log_trial_runs(ctx: RunContext, outcomes: Sequence[TrialOutcome],
     experiment_id = client.get_run(ctx.run_id).info.experiment_id
     now = int(time.time() * 1000)
     for outcome in outcomes:
-        run = client.create_run(experiment_id, run_name=f"trial-{outcome.number}",
-                                tags={"mlflow.parentRunId": ctx.run_id, "tune.state": outcome.state,
-                                      "tune.study": study_name})
-        metrics = [Metric(f"cv_{metric}_step", v, now, step) for step, v in
-                   sorted(outcome.intermediate.items())]
+        run = client.create_run(
+            experiment_id,
+            run_name=f"trial-{outcome.number}",
+            tags={
+                "mlflow.parentRunId": ctx.run_id,
+                "tune.state": outcome.state,
+                "tune.study": study_name,
+            },
+        )
+        metrics = [
+            Metric(f"cv_{metric}_step", v, now, step)
+            for step, v in sorted(outcome.intermediate.items())
+        ]
         if outcome.value is not None:
             metrics.append(Metric(f"cv_{metric}", outcome.value, now, 0))
             metrics.append(Metric(f"cv_{metric}_std", outcome.std or 0.0, now, 0))
@@ -105,7 +147,13 @@ def log_trial_runs(ctx: RunContext, outcomes: Sequence[TrialOutcome],
             metrics.append(Metric("rounds", float(outcome.rounds), now, 0))
         metrics.append(Metric("seconds", outcome.seconds, now, 0))
         tags = [RunTag("tune.error", outcome.error[:5000])] if outcome.error else []
-        client.log_batch(run.info.run_id, metrics=metrics, tags=tags,
-                         params=[Param(k, str(v)) for k, v in params[outcome.number].items()]
-                         + [Param("trial_number", str(outcome.number))])
-        client.set_terminated(run.info.run_id, "FAILED" if outcome.state == "failed" else "FINISHED")
+        client.log_batch(
+            run.info.run_id,
+            metrics=metrics,
+            tags=tags,
+            params=[Param(k, str(v)) for k, v in params[outcome.number].items()]
+            + [Param("trial_number", str(outcome.number))],
+        )
+        client.set_terminated(
+            run.info.run_id, "FAILED" if outcome.state == "failed" else "FINISHED"
+        )

@@ -25,40 +25,59 @@ INTERRUPTED = "interrupted: the process ended before the trial finished"
 
 @dataclass(frozen=True)
 class Fidelity:
-    level: str          # "full" or "reduced"
-    rows: int           # train rows the CV uses
-    total_rows: int     # rows of the train split
+    level: str  # "full" or "reduced"
+    rows: int  # train rows the CV uses
+    total_rows: int  # rows of the train split
     n_folds: int
     reason: str
+
 
 def choose_fidelity(n_rows: int, tune: TuneSettings) -> Fidelity:
     """Full CV on every train row, or (above tune.large_data.rows) a row subsample and fewer
     folds. The final model is always trained on the whole train split."""
     big = tune.large_data
     if n_rows <= big.rows:
-        return Fidelity("full", n_rows, n_rows, tune.n_folds,
-                        f"{n_rows} train rows <= tune.large_data.rows ({big.rows})")
-    return Fidelity("reduced", min(n_rows, big.subsample_rows), n_rows,
-                    min(tune.n_folds, big.n_folds),
-                    f"{n_rows} train rows > tune.large_data.rows ({big.rows}): "
-                    f"{min(n_rows, big.subsample_rows)}-row subsample, "
-                    f"{min(tune.n_folds, big.n_folds)} folds")
+        return Fidelity(
+            "full",
+            n_rows,
+            n_rows,
+            tune.n_folds,
+            f"{n_rows} train rows <= tune.large_data.rows ({big.rows})",
+        )
+    return Fidelity(
+        "reduced",
+        min(n_rows, big.subsample_rows),
+        n_rows,
+        min(tune.n_folds, big.n_folds),
+        f"{n_rows} train rows > tune.large_data.rows ({big.rows}): "
+        f"{min(n_rows, big.subsample_rows)}-row subsample, "
+        f"{min(tune.n_folds, big.n_folds)} folds",
+    )
 
-def select_best_trial(trials: Sequence[optuna.trial.FrozenTrial],
-                      direction: str) -> optuna.trial.FrozenTrial | None:
+
+def select_best_trial(
+    trials: Sequence[optuna.trial.FrozenTrial], direction: str
+) -> optuna.trial.FrozenTrial | None:
     """The best complete trial; equal scores go to the lower trial number (deterministic)."""
-    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE
-            and t.value is not None and math.isfinite(t.value)]
+    done = [
+        t
+        for t in trials
+        if t.state == optuna.trial.TrialState.COMPLETE
+        and t.value is not None
+        and math.isfinite(t.value)
+    ]
     if not done:
         return None
     sign = -1.0 if direction == "maximize" else 1.0
-    return min(done, key=lambda t: (sign * float(t.value), t.number))
+    return min(done, key=lambda t: (sign * float(t.value or 0.0), t.number))
+
 
 def counts_toward_budget(trial: optuna.trial.FrozenTrial) -> bool:
     """Finished trials count; running ones and those interrupted by a kill do not."""
     if trial.state == optuna.trial.TrialState.FAIL:
         return trial.user_attrs.get("error") != INTERRUPTED
     return trial.state.is_finished()
+
 
 def suggest_params(trial: optuna.trial.BaseTrial, space: TuneSettings) -> dict[str, Any]:
     params: dict[str, Any] = {}
@@ -68,18 +87,23 @@ def suggest_params(trial: optuna.trial.BaseTrial, space: TuneSettings) -> dict[s
         else:
             params[name] = trial.suggest_float(name, rng.low, rng.high, log=rng.log)
     if "subsample" in params:
-        params["subsample_freq"] = 1   # bagging only happens with a positive frequency
+        params["subsample_freq"] = 1  # bagging only happens with a positive frequency
     return params
+
 
 def make_pruner(tune: TuneSettings) -> optuna.pruners.BasePruner:
     if tune.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=tune.min_resource,
-                                              max_resource=tune.max_rounds,
-                                              reduction_factor=tune.reduction_factor)
+        return optuna.pruners.HyperbandPruner(
+            min_resource=tune.min_resource,
+            max_resource=tune.max_rounds,
+            reduction_factor=tune.reduction_factor,
+        )
     if tune.pruner == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=tune.min_resource,
-                                                      reduction_factor=tune.reduction_factor)
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=tune.min_resource, reduction_factor=tune.reduction_factor
+        )
     return optuna.pruners.NopPruner()
+
 
 def threads_per_trial(runner: TuneRunnerSettings, cores: int | None = None) -> int:
     """LightGBM threads per trial so that workers x threads never exceeds the cores."""

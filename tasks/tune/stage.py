@@ -20,12 +20,25 @@ from prefect import task
 
 from adapters.tracking import RunContext, log_to_run
 from core.config import LgbmParams, Settings
-from core.io import ArtifactPaths, atomic_dir, load_joblib, read_parquet, write_csv, write_json, write_text
+from core.io import (
+    ArtifactPaths,
+    atomic_dir,
+    load_joblib,
+    read_parquet,
+    write_csv,
+    write_json,
+    write_text,
+)
 from inference.model import encode_target
 from tasks.features import model_input_categoricals, transform_splits
 from tasks.tune.cv import CVData, baselines, cv_data
-from tasks.tune.report import (log_trial_runs, param_importances, plot_history, plot_importances,
-                               trials_table)
+from tasks.tune.report import (
+    log_trial_runs,
+    param_importances,
+    plot_history,
+    plot_importances,
+    trials_table,
+)
 from tasks.tune.search import CV_METRICS, Fidelity, choose_fidelity, threads_per_trial
 from tasks.tune.study import StudyResult, open_study, prefect_trials, run_study, study_fingerprint
 
@@ -35,8 +48,10 @@ log = logging.getLogger(__name__)
 def write_disabled(paths: ArtifactPaths) -> Path:
     """Tuning off: the declared outputs still exist (DVC requires them); no stale plots survive."""
     with atomic_dir(paths.tuning_reports) as staging:
-        write_text("Tuning is off (tune.enabled: false in params.yaml); train uses train.params.\n",
-                   staging / "README.txt")
+        write_text(
+            "Tuning is off (tune.enabled: false in params.yaml); train uses train.params.\n",
+            staging / "README.txt",
+        )
     write_json({"enabled": False}, paths.tuning_metrics)
     write_json({"enabled": False}, paths.tuning_dir / "state.json")
     log.info("tune: disabled (tune.enabled: false); train uses train.params")
@@ -49,34 +64,54 @@ def load_cv_data(settings: Settings, paths: ArtifactPaths) -> tuple[CVData, Fide
     train = read_parquet(paths.split("train"))
     model_input = load_joblib(paths.features_model)
     X = transform_splits(model_input, {"train": train}, data_cfg.target)["train"]
-    y, classes = encode_target(train[data_cfg.target], data_cfg.task,
-                               positive_label=data_cfg.positive_label)
+    y, classes = encode_target(
+        train[data_cfg.target], data_cfg.task, positive_label=data_cfg.positive_label
+    )
     fidelity = choose_fidelity(len(y), settings.tune)
     data = cv_data(X, y, model_input_categoricals(model_input), settings, fidelity, len(classes))
     return data, fidelity
 
 
-def run_trials(settings: Settings, ctx: RunContext, data: CVData, fidelity: Fidelity,
-               paths: ArtifactPaths) -> tuple[Any, StudyResult, int]:
+def run_trials(
+    settings: Settings, ctx: RunContext, data: CVData, fidelity: Fidelity, paths: ArtifactPaths
+) -> tuple[Any, StudyResult, int]:
     """Run (or resume) the study to its budget; each trial also becomes an MLflow child run."""
     tune, runner = settings.tune, settings.tune.runner
     metric, _, direction = CV_METRICS[settings.data.task]
     threads = threads_per_trial(runner)
     name = f"tune-{study_fingerprint(data, settings, fidelity)}"
     study = open_study(paths.study_journal, name, direction, settings.base.seed)
-    log.info("tune: study %s, %d trials, %d-fold CV (%s) on %d rows, %s fidelity; %s runner "
-             "with %d worker(s) x %d LightGBM thread(s), %d more queued", name, tune.n_trials,
-             fidelity.n_folds, metric, fidelity.rows, fidelity.level,
-             f"dask ({runner.address})" if runner.kind == "dask" and runner.address else runner.kind,
-             runner.workers, threads, runner.queued)
+    log.info(
+        "tune: study %s, %d trials, %d-fold CV (%s) on %d rows, %s fidelity; %s runner "
+        "with %d worker(s) x %d LightGBM thread(s), %d more queued",
+        name,
+        tune.n_trials,
+        fidelity.n_folds,
+        metric,
+        fidelity.rows,
+        fidelity.level,
+        f"dask ({runner.address})" if runner.kind == "dask" and runner.address else runner.kind,
+        runner.workers,
+        threads,
+        runner.queued,
+    )
     # Child runs are logged from a background thread while the next trials run.
     with ThreadPoolExecutor(max_workers=1) as logger, prefect_trials(runner, data) as submit:
         pending = []
-        result = run_study(study, tune, threads, runner.window, submit, metric,
-                           on_trial=lambda out, params: pending.append(logger.submit(
-                               log_trial_runs, ctx, [out], {out.number: params},
-                               study.study_name, metric)),
-                           progress_every=runner.workers)
+        result = run_study(
+            study,
+            tune,
+            threads,
+            runner.window,
+            submit,
+            metric,
+            on_trial=lambda out, params: pending.append(
+                logger.submit(
+                    log_trial_runs, ctx, [out], {out.number: params}, study.study_name, metric
+                )
+            ),
+            progress_every=runner.workers,
+        )
         for job in pending:
             job.result()
     return study, result, threads
@@ -91,28 +126,47 @@ def best_lgbm_params(result: StudyResult) -> dict[str, Any]:
     return params
 
 
-def tuning_summary(settings: Settings, result: StudyResult, fidelity: Fidelity, name: str,
-                   base: dict[str, Any], threads: int, timings: dict[str, float]) -> dict[str, Any]:
+def tuning_summary(
+    settings: Settings,
+    result: StudyResult,
+    fidelity: Fidelity,
+    name: str,
+    base: dict[str, Any],
+    threads: int,
+    timings: dict[str, float],
+) -> dict[str, Any]:
     metric = CV_METRICS[settings.data.task][0]
     best, runner = result.best, settings.tune.runner
     return {
-        "enabled": True, "cv_metric": metric, "cv_mean": round(float(best.value), 6),
+        "enabled": True,
+        "cv_metric": metric,
+        "cv_mean": round(float(best.value or 0.0), 6),
         "cv_std": round(float(best.user_attrs.get("cv_std") or 0.0), 6),
-        "cv_folds": fidelity.n_folds, "best_trial": best.number,
-        "best_rounds": best.user_attrs.get("rounds"), "best_params": best_lgbm_params(result),
-        "trials": {label: sum(1 for t in result.trials if t.state.name == state)
-                   for state, label in (("COMPLETE", "complete"), ("PRUNED", "pruned"),
-                                        ("FAIL", "failed"))},
-        "n_trials": settings.tune.n_trials, "study": name, "baselines": base,
+        "cv_folds": fidelity.n_folds,
+        "best_trial": best.number,
+        "best_rounds": best.user_attrs.get("rounds"),
+        "best_params": best_lgbm_params(result),
+        "trials": {
+            label: sum(1 for t in result.trials if t.state.name == state)
+            for state, label in (("COMPLETE", "complete"), ("PRUNED", "pruned"), ("FAIL", "failed"))
+        },
+        "n_trials": settings.tune.n_trials,
+        "study": name,
+        "baselines": base,
         "fidelity": asdict(fidelity),
-        "runner": {"kind": runner.kind, "workers": runner.workers, "queued": runner.queued,
-                   "threads_per_trial": threads},
+        "runner": {
+            "kind": runner.kind,
+            "workers": runner.workers,
+            "queued": runner.queued,
+            "threads_per_trial": threads,
+        },
         "seconds": timings,
     }
 
 
-def write_reports(settings: Settings, study: Any, result: StudyResult,
-                  base: dict[str, Any], paths: ArtifactPaths) -> dict[str, float]:
+def write_reports(
+    settings: Settings, study: Any, result: StudyResult, base: dict[str, Any], paths: ArtifactPaths
+) -> dict[str, float]:
     """reports/tuning/ (trials table, history and importance plots) as one folder swap;
     returns the fANOVA parameter importances."""
     metric, _, direction = CV_METRICS[settings.data.task]
@@ -129,18 +183,30 @@ def log_tuning(ctx: RunContext, summary: dict[str, Any], paths: ArtifactPaths) -
     metric = summary["cv_metric"]
     base = summary["baselines"]
     base_txt = "; ".join(f"{k} {v['mean']:.4f}" for k, v in base.items())
-    log.info("tune: best trial %d: CV %s %.4f +- %.4f%s (%s fidelity)", summary["best_trial"],
-             metric, summary["cv_mean"], summary["cv_std"],
-             f"; baselines: {base_txt}" if base else "", summary["fidelity"]["level"])
-    metrics = {f"tune_cv_{metric}_mean": summary["cv_mean"],
-               f"tune_cv_{metric}_std": summary["cv_std"],
-               "tune_best_trial": summary["best_trial"],
-               **{f"tune_trials_{k}": v for k, v in summary["trials"].items()},
-               **{f"tune_baseline_{k}_{metric}": v["mean"] for k, v in base.items()}}
-    log_to_run(ctx, params={f"tune.best.{k}": v for k, v in summary["best_params"].items()}
-               | {"tune.fidelity": summary["fidelity"]["level"]},
-               metrics=metrics,
-               artifacts=sorted(paths.tuning_reports.iterdir()), artifact_dir="tuning")
+    log.info(
+        "tune: best trial %d: CV %s %.4f +- %.4f%s (%s fidelity)",
+        summary["best_trial"],
+        metric,
+        summary["cv_mean"],
+        summary["cv_std"],
+        f"; baselines: {base_txt}" if base else "",
+        summary["fidelity"]["level"],
+    )
+    metrics = {
+        f"tune_cv_{metric}_mean": summary["cv_mean"],
+        f"tune_cv_{metric}_std": summary["cv_std"],
+        "tune_best_trial": summary["best_trial"],
+        **{f"tune_trials_{k}": v for k, v in summary["trials"].items()},
+        **{f"tune_baseline_{k}_{metric}": v["mean"] for k, v in base.items()},
+    }
+    log_to_run(
+        ctx,
+        params={f"tune.best.{k}": v for k, v in summary["best_params"].items()}
+        | {"tune.fidelity": summary["fidelity"]["level"]},
+        metrics=metrics,
+        artifacts=sorted(paths.tuning_reports.iterdir()),
+        artifact_dir="tuning",
+    )
 
 
 @task(name="tune")
@@ -159,8 +225,14 @@ def tune_stage(settings: Settings, ctx: RunContext) -> Path:
     summary = tuning_summary(settings, result, fidelity, study.study_name, base, threads, timings)
     importances = write_reports(settings, study, result, base, paths)
     summary["param_importance"] = {k: round(v, 4) for k, v in importances.items()}
-    write_json({"study": study.study_name, "trials_done": result.done,
-                "journal": paths.study_journal.name}, paths.tuning_dir / "state.json")
+    write_json(
+        {
+            "study": study.study_name,
+            "trials_done": result.done,
+            "journal": paths.study_journal.name,
+        },
+        paths.tuning_dir / "state.json",
+    )
     timings["total"] = round(time.perf_counter() - started, 2)
     write_json(summary, paths.tuning_metrics)
     log_tuning(ctx, summary, paths)

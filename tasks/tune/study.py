@@ -41,10 +41,17 @@ from adapters.prefect import task_runner
 from core.config import Settings, TuneRunnerSettings, TuneSettings
 from core.errors import PipelineError
 from tasks.tune.cv import CVData, cross_validate
-from tasks.tune.search import (INTERRUPTED, Fidelity, counts_toward_budget, make_pruner,
-                               select_best_trial, suggest_params)
+from tasks.tune.search import (
+    INTERRUPTED,
+    Fidelity,
+    counts_toward_budget,
+    make_pruner,
+    select_best_trial,
+    suggest_params,
+)
 
 log = logging.getLogger(__name__)
+
 
 class TuningError(PipelineError):
     """Every trial failed (the message carries the first error)."""
@@ -64,10 +71,11 @@ class TrialSpec:
     # Trials told before this one was asked (placeholders for those still running), for pruning.
     history: list[optuna.trial.FrozenTrial] = field(default_factory=list)
 
+
 @dataclass
 class TrialOutcome:
     number: int
-    state: str                      # complete | pruned | failed
+    state: str  # complete | pruned | failed
     value: float | None = None
     std: float | None = None
     rounds: int | None = None
@@ -76,13 +84,17 @@ class TrialOutcome:
     error: str | None = None
     seconds: float = 0.0
 
+
 def _pruning_study(spec: TrialSpec) -> tuple[optuna.Study, optuna.Trial]:
     """An in-memory study holding the earlier trials, so the pruner decides like the real one
     would (same study name and trial numbers, hence the same Hyperband brackets)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=spec.study_name, direction=spec.direction,
-                                pruner=make_pruner(spec.tune),
-                                sampler=optuna.samplers.RandomSampler(seed=0))
+    study = optuna.create_study(
+        study_name=spec.study_name,
+        direction=optuna.study.StudyDirection[spec.direction.upper()],
+        pruner=make_pruner(spec.tune),
+        sampler=optuna.samplers.RandomSampler(seed=0),
+    )
     study.add_trials(spec.history)
     gap = spec.number - len(spec.history)  # trials the snapshot does not carry: placeholders
     study.add_trials([optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL)] * max(0, gap))
@@ -90,6 +102,7 @@ def _pruning_study(spec: TrialSpec) -> tuple[optuna.Study, optuna.Trial]:
     if trial.number != spec.number:
         raise RuntimeError(f"trial numbering mismatch: {trial.number} != {spec.number}")
     return study, trial
+
 
 def run_trial(spec: TrialSpec, data: CVData) -> TrialOutcome:
     """Cross-validate one parameter set, pruning against earlier trials. Raises on failure."""
@@ -104,27 +117,48 @@ def run_trial(spec: TrialSpec, data: CVData) -> TrialOutcome:
 
     tune = spec.tune
     try:
-        mean, std, rounds = cross_validate(data, spec.params, tune.max_rounds,
-                                           tune.early_stopping_rounds, spec.threads, report,
-                                           tune.report_every)
+        mean, std, rounds = cross_validate(
+            data,
+            spec.params,
+            tune.max_rounds,
+            tune.early_stopping_rounds,
+            spec.threads,
+            report,
+            tune.report_every,
+        )
         state = "complete"
     except optuna.TrialPruned:
         mean, std, rounds, state = None, None, max(intermediate, default=0), "pruned"
-    attrs = {k: v for k, v in study.get_trials(deepcopy=False)[-1].system_attrs.items()
-             if k.startswith("completed_rung_")}
-    return TrialOutcome(spec.number, state, mean, std, rounds, intermediate, attrs,
-                        seconds=time.perf_counter() - started)
+    attrs = {
+        k: v
+        for k, v in study.get_trials(deepcopy=False)[-1].system_attrs.items()
+        if k.startswith("completed_rung_")
+    }
+    return TrialOutcome(
+        spec.number,
+        state,
+        mean,
+        std,
+        rounds,
+        intermediate,
+        attrs,
+        seconds=time.perf_counter() - started,
+    )
 
-trial_task = task(name="tune-trial", cache_policy=NO_CACHE, persist_result=False,
-                  log_prints=False)(run_trial)
 
-TrialWaiter = Callable[[], TrialOutcome]   # blocks until the trial ends; never raises
+trial_task = task(name="tune-trial", cache_policy=NO_CACHE, persist_result=False, log_prints=False)(
+    run_trial
+)
+
+TrialWaiter = Callable[[], TrialOutcome]  # blocks until the trial ends; never raises
 
 Submitter = Callable[[TrialSpec], TrialWaiter]
+
 
 def submitter(runner: Any, data: CVData) -> Submitter:
     """Submits each trial as a `tune-trial` task to the runner; the waiter returns its outcome
     (a trial that raised comes back as a failed outcome carrying the error)."""
+
     def submit(spec: TrialSpec) -> TrialWaiter:
         future = runner.submit(trial_task, {"spec": spec, "data": data})
 
@@ -133,8 +167,11 @@ def submitter(runner: Any, data: CVData) -> Submitter:
                 return future.result()
             except Exception as exc:  # a trial that raises is recorded failed; go on
                 return TrialOutcome(spec.number, "failed", error=f"{type(exc).__name__}: {exc}")
+
         return wait
+
     return submit
+
 
 @contextmanager
 def prefect_trials(runner_settings: TuneRunnerSettings, data: CVData) -> Iterator[Submitter]:
@@ -148,15 +185,27 @@ def prefect_trials(runner_settings: TuneRunnerSettings, data: CVData) -> Iterato
 def study_fingerprint(data: CVData, settings: Settings, fidelity: Fidelity) -> str:
     """Identity of a study: the data it tunes on and every setting that changes a trial's result
     (not the budget or the runner, so raising n_trials continues the same study)."""
-    tune = settings.tune.model_dump(mode="json", exclude={"n_trials", "timeout_s", "runner",
-                                                          "baselines"})
+    tune = settings.tune.model_dump(
+        mode="json", exclude={"n_trials", "timeout_s", "runner", "baselines"}
+    )
     h = hashlib.sha256()
-    h.update(json.dumps({"tune": tune, "seed": settings.base.seed, "task": data.task,
-                         "imbalance": data.imbalance, "categorical": data.categorical,
-                         "fidelity": asdict(fidelity)}, sort_keys=True).encode())
+    h.update(
+        json.dumps(
+            {
+                "tune": tune,
+                "seed": settings.base.seed,
+                "task": data.task,
+                "imbalance": data.imbalance,
+                "categorical": data.categorical,
+                "fidelity": asdict(fidelity),
+            },
+            sort_keys=True,
+        ).encode()
+    )
     h.update(pd.util.hash_pandas_object(data.X, index=False).to_numpy().tobytes())
     h.update(np.asarray(data.y).tobytes())
     return h.hexdigest()[:12]
+
 
 def open_study(journal: Path, name: str, direction: str, seed: int) -> optuna.Study:
     """Create or resume the study in the journal file; a journal of another study (other data
@@ -171,18 +220,27 @@ def open_study(journal: Path, name: str, direction: str, seed: int) -> optuna.St
         journal.unlink()
         storage = JournalStorage(JournalFileBackend(str(journal)))
     sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
-    return optuna.create_study(study_name=name, storage=storage, direction=direction,
-                               sampler=sampler, load_if_exists=True)
+    return optuna.create_study(
+        study_name=name,
+        storage=storage,
+        direction=optuna.study.StudyDirection[direction.upper()],
+        sampler=sampler,
+        load_if_exists=True,
+    )
+
 
 def recover_interrupted(study: optuna.Study) -> int:
     """Trials left RUNNING by a killed process: record them failed and queue their params again."""
-    stale = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING]
+    stale = [
+        t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING
+    ]
     for t in stale:
         optuna.trial.Trial(study, t._trial_id).set_user_attr("error", INTERRUPTED)
         study.tell(t.number, state=optuna.trial.TrialState.FAIL)
         if t.params:
             study.enqueue_trial(t.params, skip_if_exists=False)
     return len(stale)
+
 
 def history_for(study: optuna.Study, number: int) -> list[optuna.trial.FrozenTrial]:
     """Trials 0..number-1 as the pruner in a worker sees them: finished ones with their
@@ -192,14 +250,21 @@ def history_for(study: optuna.Study, number: int) -> list[optuna.trial.FrozenTri
         if t.number >= number:
             break
         if t.state.is_finished() and t.state != optuna.trial.TrialState.FAIL:
-            rungs = {k[len("pruner:"):]: v for k, v in t.user_attrs.items()
-                     if k.startswith("pruner:")}
-            out.append(optuna.trial.create_trial(
-                state=t.state, value=t.value if t.state == optuna.trial.TrialState.COMPLETE else None,
-                intermediate_values=dict(t.intermediate_values), system_attrs=rungs))
+            rungs = {
+                k[len("pruner:") :]: v for k, v in t.user_attrs.items() if k.startswith("pruner:")
+            }
+            out.append(
+                optuna.trial.create_trial(
+                    state=t.state,
+                    value=t.value if t.state == optuna.trial.TrialState.COMPLETE else None,
+                    intermediate_values=dict(t.intermediate_values),
+                    system_attrs=rungs,
+                )
+            )
         else:
             out.append(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
     return out
+
 
 @dataclass
 class StudyResult:
@@ -208,6 +273,7 @@ class StudyResult:
     done: int
     interrupted: int
     seconds: float
+
 
 def tell_outcome(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome) -> None:
     for step, value in sorted(outcome.intermediate.items()):
@@ -226,21 +292,35 @@ def tell_outcome(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome
         trial.set_user_attr("error", outcome.error or "unknown error")
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
-def run_study(study: optuna.Study, tune: TuneSettings, threads: int, window: int,
-              submit: Submitter, metric: str,
-              on_trial: Callable[[TrialOutcome, dict[str, Any]], None] | None = None,
-              progress_every: int = 2) -> StudyResult:
+
+def run_study(
+    study: optuna.Study,
+    tune: TuneSettings,
+    threads: int,
+    window: int,
+    submit: Submitter,
+    metric: str,
+    on_trial: Callable[[TrialOutcome, dict[str, Any]], None] | None = None,
+    progress_every: int = 2,
+) -> StudyResult:
     """Keep `window` trials in flight until the budget is spent: ask, submit, and when the
     window is full wait for the oldest trial and tell it (always in trial-number order)."""
     started = time.perf_counter()
     interrupted = recover_interrupted(study)
     if interrupted:
-        log.warning("tune: %d trial(s) of an earlier, interrupted run were recorded failed "
-                    "and queued again", interrupted)
+        log.warning(
+            "tune: %d trial(s) of an earlier, interrupted run were recorded failed "
+            "and queued again",
+            interrupted,
+        )
     done_before = sum(counts_toward_budget(t) for t in study.get_trials(deepcopy=False))
     if done_before:
-        log.info("tune: resuming study %s: %d of %d trials already done", study.study_name,
-                 done_before, tune.n_trials)
+        log.info(
+            "tune: resuming study %s: %d of %d trials already done",
+            study.study_name,
+            done_before,
+            tune.n_trials,
+        )
     direction = study.direction.name.lower()
     inflight: deque[tuple[optuna.Trial, dict[str, Any], TrialWaiter]] = deque()
     done = submitted = done_before
@@ -256,20 +336,35 @@ def run_study(study: optuna.Study, tune: TuneSettings, threads: int, window: int
             on_trial(outcome, params)
         done += 1
         if (done - done_before) % progress_every == 0 or not inflight:
-            log.info("tune: %s", progress_line(study, tune, done, done - done_before,
-                                               time.perf_counter() - started, metric))
+            log.info(
+                "tune: %s",
+                progress_line(
+                    study, tune, done, done - done_before, time.perf_counter() - started, metric
+                ),
+            )
 
     while submitted < tune.n_trials:
         if tune.timeout_s is not None and time.perf_counter() - started >= tune.timeout_s:
-            log.info("tune: time budget of %.0f s spent after %d trials; finishing the %d "
-                     "running", tune.timeout_s, done, len(inflight))
+            log.info(
+                "tune: time budget of %.0f s spent after %d trials; finishing the %d running",
+                tune.timeout_s,
+                done,
+                len(inflight),
+            )
             break
         if len(inflight) >= window:
             settle_oldest()
             continue
         trial = study.ask()
-        spec = TrialSpec(trial.number, suggest_params(trial, tune), study.study_name, direction,
-                         tune, threads, history_for(study, trial.number))
+        spec = TrialSpec(
+            trial.number,
+            suggest_params(trial, tune),
+            study.study_name,
+            direction,
+            tune,
+            threads,
+            history_for(study, trial.number),
+        )
         inflight.append((trial, dict(spec.params), submit(spec)))
         submitted += 1
     while inflight:
@@ -277,26 +372,39 @@ def run_study(study: optuna.Study, tune: TuneSettings, threads: int, window: int
     trials = study.get_trials(deepcopy=True)
     best = select_best_trial(trials, direction)
     if best is None:
-        failed = sorted((t for t in trials if t.state == optuna.trial.TrialState.FAIL),
-                        key=lambda t: t.number)
+        failed = sorted(
+            (t for t in trials if t.state == optuna.trial.TrialState.FAIL), key=lambda t: t.number
+        )
         first = next((t for t in failed if t.user_attrs.get("error") != INTERRUPTED), None)
         if first is not None and not any(t.state == optuna.trial.TrialState.PRUNED for t in trials):
-            raise TuningError(f"tune: all {len(failed)} trial(s) failed; first error (trial "
-                              f"{first.number}): {first.user_attrs.get('error')}")
-        raise TuningError(f"tune: no trial completed ({len(trials)} trial(s): "
-                          f"{describe_states(trials)}); raise tune.n_trials or tune.timeout_s")
+            raise TuningError(
+                f"tune: all {len(failed)} trial(s) failed; first error (trial "
+                f"{first.number}): {first.user_attrs.get('error')}"
+            )
+        raise TuningError(
+            f"tune: no trial completed ({len(trials)} trial(s): "
+            f"{describe_states(trials)}); raise tune.n_trials or tune.timeout_s"
+        )
     return StudyResult(best, trials, done, interrupted, time.perf_counter() - started)
 
+
 def describe_states(trials: Sequence[optuna.trial.FrozenTrial]) -> str:
-    names = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running",
-             "WAITING": "queued"}
+    names = {
+        "COMPLETE": "complete",
+        "PRUNED": "pruned",
+        "FAIL": "failed",
+        "RUNNING": "running",
+        "WAITING": "queued",
+    }
     counts = {v: 0 for v in names.values()}
     for t in trials:
         counts[names[t.state.name]] += 1
     return ", ".join(f"{n} {k}" for k, n in counts.items() if k not in ("running", "queued") or n)
 
-def progress_line(study: optuna.Study, tune: TuneSettings, done: int, done_now: int,
-                  elapsed: float, metric: str) -> str:
+
+def progress_line(
+    study: optuna.Study, tune: TuneSettings, done: int, done_now: int, elapsed: float, metric: str
+) -> str:
     """`done` trials count toward the budget, `done_now` of them finished in this run."""
     trials = study.get_trials(deepcopy=False)
     best = select_best_trial(trials, study.direction.name.lower())
@@ -304,5 +412,6 @@ def progress_line(study: optuna.Study, tune: TuneSettings, done: int, done_now: 
     left = max(0, tune.n_trials - done) * elapsed / max(1, done_now)
     if tune.timeout_s is not None:
         left = min(left, max(0.0, tune.timeout_s - elapsed))
-    return (f"{done}/{tune.n_trials} trials ({describe_states(trials)}), {best_txt}, "
-            f"~{left:.0f} s left")
+    return (
+        f"{done}/{tune.n_trials} trials ({describe_states(trials)}), {best_txt}, ~{left:.0f} s left"
+    )

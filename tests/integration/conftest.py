@@ -17,8 +17,15 @@ import yaml
 from core import CODE_PACKAGES
 from tests.conftest import ROOT
 
-COPY = [*CODE_PACKAGES, "expectations", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore",
-        "data/labelled"]
+COPY = [
+    *CODE_PACKAGES,
+    "expectations",
+    "dvc.yaml",
+    "params.yaml",
+    ".dvcignore",
+    ".gitignore",
+    "data/labelled",
+]
 
 # One real Prefect server (127.0.0.1, temp home) shared by the projects of a test session, so
 # each flow run does not pay for starting and migrating a temporary server of its own.
@@ -49,13 +56,33 @@ def prefect_server(tmp_path_factory):  # type: ignore[no-untyped-def]
     home = tmp_path_factory.mktemp("prefect-server-home")
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update({"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                "PREFECT_UI_ENABLED": "false", "DO_NOT_TRACK": "1",
-                "PREFECT_SERVER_LOGGING_LEVEL": "WARNING"})
+    env.update(
+        {
+            "PREFECT_HOME": str(home),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_UI_ENABLED": "false",
+            "DO_NOT_TRACK": "1",
+            "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+        }
+    )
     log = (home / "server.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host",
-                             "127.0.0.1", "--port", str(port)], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}/api"
     deadline = time.monotonic() + 240
     try:
@@ -67,7 +94,9 @@ def prefect_server(tmp_path_factory):  # type: ignore[no-untyped-def]
             except OSError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"prefect server did not start: {(home / 'server.log').read_text()}")
+                raise RuntimeError(
+                    f"prefect server did not start: {(home / 'server.log').read_text()}"
+                )
             time.sleep(0.5)
         _PREFECT_API["url"] = url
         yield url
@@ -86,12 +115,17 @@ class Project:
     root: Path
     env: dict[str, str]
 
-    def run(self, *args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(list(args), cwd=self.root, env=self.env, capture_output=True,
-                              text=True, timeout=timeout)
+    def run(
+        self, *args: str, check: bool = True, timeout: int = 600
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            list(args), cwd=self.root, env=self.env, capture_output=True, text=True, timeout=timeout
+        )
         if check and proc.returncode != 0:
-            raise AssertionError(f"{' '.join(args)} exited {proc.returncode}\n"
-                                 f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+            raise AssertionError(
+                f"{' '.join(args)} exited {proc.returncode}\n"
+                f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+            )
         return proc
 
     def flow(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -119,9 +153,14 @@ def _merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def make_project(tmp: Path, frame: pd.DataFrame | None = None, file_name: str = "data.csv",
-                 suggest_suites: bool = False, shared_prefect: bool = True,
-                 **sections: dict[str, Any]) -> Project:
+def make_project(
+    tmp: Path,
+    frame: pd.DataFrame | None = None,
+    file_name: str = "data.csv",
+    suggest_suites: bool = False,
+    shared_prefect: bool = True,
+    **sections: dict[str, Any],
+) -> Project:
     """A project copy. The committed suites in expectations/ describe the credit data; for any
     other dataset pass suggest_suites=True, which runs `python -m flows suggest-expectations`
     the way a new user would (and commits the result with the project).
@@ -139,20 +178,23 @@ def make_project(tmp: Path, frame: pd.DataFrame | None = None, file_name: str = 
     (root / "data" / "source" / ".gitkeep").touch()
     if frame is not None:
         dest = root / "data" / "source" / file_name
-        frame.to_parquet(dest, index=False) if file_name.endswith(".parquet") else \
-            frame.to_csv(dest, index=False)
+        frame.to_parquet(dest, index=False) if file_name.endswith(".parquet") else frame.to_csv(
+            dest, index=False
+        )
         sections.setdefault("data", {})["source"] = f"data/source/{file_name}"
     bin_dir = str(Path(sys.executable).parent)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))}
-    env.update({
-        "PATH": f"{bin_dir}{os.pathsep}{env.get('PATH', '')}",
-        "PYTHONPATH": str(root),
-        "PREFECT_HOME": str(tmp / "prefect-home"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "GIT_PYTHON_REFRESH": "quiet",
-        "DVC_NO_ANALYTICS": "1",
-        **({"PREFECT_API_URL": _PREFECT_API["url"]} if _PREFECT_API and shared_prefect else {}),
-    })
+    env.update(
+        {
+            "PATH": f"{bin_dir}{os.pathsep}{env.get('PATH', '')}",
+            "PYTHONPATH": str(root),
+            "PREFECT_HOME": str(tmp / "prefect-home"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "GIT_PYTHON_REFRESH": "quiet",
+            "DVC_NO_ANALYTICS": "1",
+            **({"PREFECT_API_URL": _PREFECT_API["url"]} if _PREFECT_API and shared_prefect else {}),
+        }
+    )
     project = Project(root, env)
     # Small and quick: few trees, one thread, tiny splits still stratified.
     # Tuning: a handful of trials on small folds, on threads (tests that exercise the process
@@ -161,17 +203,33 @@ def make_project(tmp: Path, frame: pd.DataFrame | None = None, file_name: str = 
     # Tuning and compression are OFF unless a test turns them on (`tune={"enabled": True}`):
     # their stages still run (and write their outputs) but cost little; tests/unit covers their
     # logic and a few integration tests run them for real.
-    tune = _merge({"enabled": False, "n_trials": 4, "n_folds": 3, "max_rounds": 150,
-                   "early_stopping_rounds": 10,
-                   "min_resource": 10, "report_every": 5,
-                   "runner": {"kind": "thread", "workers": 2, "threads_per_trial": 1}},
-                  sections.pop("tune", {}))
-    project.set_params(train={"n_estimators": 150, "early_stopping_rounds": 15, "n_jobs": 1},
-                       tune=tune,
-                       compress={"enabled": False, "feature_fractions": [0.5],
-                                 "student_rounds": 30,
-                                 "synthetic_factor": 0.5, "quantize": ["int8"], "compile": False,
-                                 "latency_rows": 5, "batch_seconds": 0.02})
+    tune = _merge(
+        {
+            "enabled": False,
+            "n_trials": 4,
+            "n_folds": 3,
+            "max_rounds": 150,
+            "early_stopping_rounds": 10,
+            "min_resource": 10,
+            "report_every": 5,
+            "runner": {"kind": "thread", "workers": 2, "threads_per_trial": 1},
+        },
+        sections.pop("tune", {}),
+    )
+    project.set_params(
+        train={"n_estimators": 150, "early_stopping_rounds": 15, "n_jobs": 1},
+        tune=tune,
+        compress={
+            "enabled": False,
+            "feature_fractions": [0.5],
+            "student_rounds": 30,
+            "synthetic_factor": 0.5,
+            "quantize": ["int8"],
+            "compile": False,
+            "latency_rows": 5,
+            "batch_seconds": 0.02,
+        },
+    )
     if sections:
         project.set_params(**sections)
     project.run("git", "init", "-q")

@@ -35,8 +35,12 @@ def _assert_png(path: Path) -> None:
 
 
 def test_two_trainings_gate_aliases_tags_card_and_plots(tmp_path, credit_small) -> None:
-    project = make_project(tmp_path, credit_small, gate={"rule": "superior", "margin": 0.0,
-                                                         "criteria": {"min_roc_auc": 0.6}}, **FAST)
+    project = make_project(
+        tmp_path,
+        credit_small,
+        gate={"rule": "superior", "margin": 0.0, "criteria": {"min_roc_auc": 0.6}},
+        **FAST,
+    )
     first = project.flow("run")
     assert "version 1 @champion" in first.stdout and "no current champion" in first.stdout
     assert "roc_auc=" in first.stdout and "threshold:" in first.stdout
@@ -45,13 +49,25 @@ def test_two_trainings_gate_aliases_tags_card_and_plots(tmp_path, credit_small) 
     test = json.loads((project.root / "metrics/test.json").read_text())
     auc, ci = test["test"]["roc_auc"], test["ci"]["roc_auc"]
     assert ci["low"] < auc < ci["high"] and test["n_boot"] == 200
-    assert test["threshold"] == json.loads((project.root / "metrics/train.json").read_text())["threshold"]
-    for name in ("roc", "precision_recall", "calibration", "confusion", "importance", "shap_summary"):
+    assert (
+        test["threshold"]
+        == json.loads((project.root / "metrics/train.json").read_text())["threshold"]
+    )
+    for name in (
+        "roc",
+        "precision_recall",
+        "calibration",
+        "confusion",
+        "importance",
+        "shap_summary",
+    ):
         _assert_png(project.root / "plots" / f"{name}.png")
     assert not (project.root / "plots/residuals.png").exists()
 
     # Second training with clearly weaker params: registered, but the champion stays.
-    project.set_params(train={"n_estimators": 3, "params": {"num_leaves": 2, "learning_rate": 0.02}})
+    project.set_params(
+        train={"n_estimators": 3, "params": {"num_leaves": 2, "learning_rate": 0.02}}
+    )
     second = project.dvc("repro")
     assert "Traceback" not in second.stderr
     client = _client(project.tracking_uri)
@@ -76,8 +92,10 @@ def test_two_trainings_gate_aliases_tags_card_and_plots(tmp_path, credit_small) 
     assert tags["gate.ci_low"][:6] in compared.stdout.replace("+", "") or "CI" in compared.stdout
 
     # A candidate below the absolute floor is logged, not registered; fail_on_gate exits 1.
-    project.set_params(gate={"criteria": {"min_roc_auc": 0.99}, "fail_on_gate": True},
-                       train={"params": {"num_leaves": 3}})
+    project.set_params(
+        gate={"criteria": {"min_roc_auc": 0.99}, "fail_on_gate": True},
+        train={"params": {"num_leaves": 3}},
+    )
     third = project.flow("run", check=False)
     assert third.returncode == 1
     assert "rejected by the gate" in third.stderr and "min_roc_auc" in third.stderr
@@ -94,13 +112,15 @@ def test_regression_plots_replace_classification_plots(tmp_path, credit_small) -
     assert (project.root / "plots/roc.png").is_file()
     frame = load_diabetes(as_frame=True).frame
     frame.to_csv(project.root / "data/source/data.csv", index=False)
-    project.set_params(data={"target": "target", "task": "regression", "positive_label": None},
-                       gate={"criteria": {}})                # replace the binary criteria
+    project.set_params(
+        data={"target": "target", "task": "regression", "positive_label": None},
+        gate={"criteria": {}},
+    )  # replace the binary criteria
     project.set_params(gate={"criteria": {"max_rmse": 500.0}})
-    project.flow("suggest-expectations", "--force")          # a new dataset gets its own suites
+    project.flow("suggest-expectations", "--force")  # a new dataset gets its own suites
     project.dvc("repro", "evaluate")
     names = sorted(p.name for p in (project.root / "plots").iterdir())
-    assert "roc.png" not in names and "roc.csv" not in names      # no stale binary plots
+    assert "roc.png" not in names and "roc.csv" not in names  # no stale binary plots
     for name in ("residuals", "importance", "shap_summary"):
         _assert_png(project.root / "plots" / f"{name}.png")
     test = json.loads((project.root / "metrics/test.json").read_text())
@@ -120,11 +140,25 @@ def mlflow_server(tmp_path):  # type: ignore[no-untyped-def]
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "GIT_PYTHON_REFRESH": "quiet"}
     log = (store / "server.log").open("w")
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "2",
-         "--backend-store-uri", f"sqlite:///{store}/mlflow.db",
-         "--artifacts-destination", str(store / "artifacts")],
-        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--backend-store-uri",
+            f"sqlite:///{store}/mlflow.db",
+            "--artifacts-destination",
+            str(store / "artifacts"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -167,7 +201,8 @@ sys.exit(main(["stage", "register"]))
 
 
 def test_concurrent_registrations_keep_versions_and_aliases_consistent(
-        tmp_path, credit_small, mlflow_server) -> None:
+    tmp_path, credit_small, mlflow_server
+) -> None:
     import shutil
 
     first = make_project(tmp_path, credit_small, **FAST)
@@ -178,10 +213,18 @@ def test_concurrent_registrations_keep_versions_and_aliases_consistent(
     procs = []
     for p in projects:
         env = {**p.env, "MLFLOW_TRACKING_URI": mlflow_server}
-        procs.append(subprocess.Popen([sys.executable, "-c", SLOW_REGISTER], cwd=p.root, env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", SLOW_REGISTER],
+                cwd=p.root,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     results = [(proc.wait(timeout=300), *proc.communicate()) for proc in procs]
-    for rc, out, err in results:
+    for rc, _out, err in results:
         assert rc == 0, err[-3000:]
         assert "Traceback" not in err
 

@@ -15,7 +15,9 @@ pytestmark = pytest.mark.integration
 
 
 def _stages_run(dvc_output: str) -> list[str]:
-    return [line.split("'")[1] for line in dvc_output.splitlines() if line.startswith("Running stage")]
+    return [
+        line.split("'")[1] for line in dvc_output.splitlines() if line.startswith("Running stage")
+    ]
 
 
 def _load_champion(project, name: str = "credit-scoring"):  # type: ignore[no-untyped-def]
@@ -28,9 +30,13 @@ def _load_champion(project, name: str = "credit-scoring"):  # type: ignore[no-un
 def test_flow_registers_a_champion_that_scores_raw_rows(tmp_path, credit_small) -> None:
     # As `make run` does: a temporary Prefect server; trials in worker processes (the default
     # runner), still deterministic across reruns; the compact model compiled.
-    project = make_project(tmp_path, credit_small, shared_prefect=False,
-                           tune={"enabled": True, "runner": {"kind": "process"}},
-                           compress={"enabled": True, "compile": True})
+    project = make_project(
+        tmp_path,
+        credit_small,
+        shared_prefect=False,
+        tune={"enabled": True, "runner": {"kind": "process"}},
+        compress={"enabled": True, "compile": True},
+    )
     first = project.flow("run")
     out = first.stdout + first.stderr
     assert "Traceback" not in out and "CancelledError" not in out
@@ -45,11 +51,11 @@ def test_flow_registers_a_champion_that_scores_raw_rows(tmp_path, credit_small) 
 
     model, client = _load_champion(project)
     rows = credit_small.drop(columns="Status").head(6).copy()
-    rows.loc[0, "Home"] = "martian"                   # unseen level
+    rows.loc[0, "Home"] = "martian"  # unseen level
     rows.loc[1, ["Income", "Assets", "Debt"]] = np.nan  # missing values
     rows.loc[2, "Job"] = None
     rows["Seniority"] = rows["Seniority"].astype("float64")
-    rows.loc[3, "Seniority"] = np.nan                 # missing in an integer column
+    rows.loc[3, "Seniority"] = np.nan  # missing in an integer column
     pred = model.predict(rows)
     assert list(pred.columns) == ["probability", "label"]
     assert pred["probability"].between(0, 1).all() and len(pred) == 6
@@ -96,11 +102,22 @@ def test_dvc_repro_reruns_only_what_changed(tmp_path, credit_small) -> None:
 
     # Tuning off: train uses train.params, so changing one of them changes the model (with
     # tuning on, tuned params override it and DVC rightly stops after an identical train).
-    project = make_project(tmp_path, credit_small, tune={"enabled": False},
-                           compress={"enabled": True})
+    project = make_project(
+        tmp_path, credit_small, tune={"enabled": False}, compress={"enabled": True}
+    )
     first = project.dvc("repro")
-    assert _stages_run(first.stdout) == ["ingest", "validate", "preprocess", "features", "tune",
-                                         "train", "evaluate", "compress", "register", "drift"]
+    assert _stages_run(first.stdout) == [
+        "ingest",
+        "validate",
+        "preprocess",
+        "features",
+        "tune",
+        "train",
+        "evaluate",
+        "compress",
+        "register",
+        "drift",
+    ]
     assert "Traceback" not in first.stderr
     assert _stages_run(project.dvc("repro").stdout) == []
 
@@ -114,11 +131,16 @@ def test_dvc_repro_reruns_only_what_changed(tmp_path, credit_small) -> None:
     assert _stages_run(second.stdout) == ["train", "evaluate", "compress", "register", "drift"]
     registration = json.loads((project.root / "models/registration.json").read_text())
     assert registration["version"] == 2 and registration["compact"] is None
-    assert registration["alias"] == {"promote": "champion", "keep": "challenger"}[
-        registration["gate"]["action"]]
+    assert (
+        registration["alias"]
+        == {"promote": "champion", "keep": "challenger"}[registration["gate"]["action"]]
+    )
     _use(project)
-    compact_champion = [mv for mv in mlflow.MlflowClient().search_model_versions(
-        "name='credit-scoring-compact'") if "champion" in mv.aliases]
+    compact_champion = [
+        mv
+        for mv in mlflow.MlflowClient().search_model_versions("name='credit-scoring-compact'")
+        if "champion" in mv.aliases
+    ]
     assert len(compact_champion) == (0 if registration["alias"] == "champion" else 1)
 
     metrics = project.dvc("metrics", "show", "--json")
@@ -127,10 +149,16 @@ def test_dvc_repro_reruns_only_what_changed(tmp_path, credit_small) -> None:
     assert (tmp_path / "plots" / "index.html").stat().st_size > 1000
     assert "Traceback" not in plots.stderr
 
-    runs = mlflow.search_runs(experiment_names=["credit-scoring"],
-                              filter_string="tags.`pipeline.entry` = 'dvc'",
-                              order_by=["start_time ASC"]) if _use(project) else None
-    assert runs is not None and len(runs) == 2          # one parent run per `dvc repro`
+    runs = (
+        mlflow.search_runs(
+            experiment_names=["credit-scoring"],
+            filter_string="tags.`pipeline.entry` = 'dvc'",
+            order_by=["start_time ASC"],
+        )
+        if _use(project)
+        else None
+    )
+    assert runs is not None and len(runs) == 2  # one parent run per `dvc repro`
     assert set(runs["status"]) == {"FINISHED"}
     assert runs.iloc[1]["params.train.params.learning_rate"] == "0.1"
     assert not np.isnan(runs.iloc[1]["metrics.test_roc_auc"])
@@ -153,11 +181,15 @@ def test_multiclass_from_csv(tmp_path) -> None:
     wine = load_wine(as_frame=True)
     frame = wine.frame.rename(columns={"target": "cultivar"})
     frame["cultivar"] = frame["cultivar"].map({0: "barolo", 1: "grignolino", 2: "barbera"})
-    project = make_project(tmp_path, frame, suggest_suites=True,
-                           data={"target": "cultivar", "task": "multiclass",
-                                                  "positive_label": None},
-                           register={"model_name": "wine"}, gate={"criteria": {}},
-                           compress={"enabled": True})     # multiclass candidates
+    project = make_project(
+        tmp_path,
+        frame,
+        suggest_suites=True,
+        data={"target": "cultivar", "task": "multiclass", "positive_label": None},
+        register={"model_name": "wine"},
+        gate={"criteria": {}},
+        compress={"enabled": True},
+    )  # multiclass candidates
     result = project.flow("run")
     assert "macro_f1=" in result.stdout and "version 1 @champion" in result.stdout
     model, _ = _load_champion(project, "wine")
@@ -171,10 +203,16 @@ def test_regression_from_parquet_through_dvc(tmp_path) -> None:
     from sklearn.datasets import load_diabetes
 
     frame = load_diabetes(as_frame=True).frame
-    project = make_project(tmp_path, frame, file_name="diabetes.parquet", suggest_suites=True,
-                           data={"target": "target", "task": "regression", "positive_label": None},
-                           register={"model_name": "diabetes"}, gate={"criteria": {}},
-                           tune={"enabled": True})         # regression CV (RMSE)
+    project = make_project(
+        tmp_path,
+        frame,
+        file_name="diabetes.parquet",
+        suggest_suites=True,
+        data={"target": "target", "task": "regression", "positive_label": None},
+        register={"model_name": "diabetes"},
+        gate={"criteria": {}},
+        tune={"enabled": True},
+    )  # regression CV (RMSE)
     project.dvc("repro")
     metrics = json.loads((project.root / "metrics/test.json").read_text())["test"]
     assert set(metrics) == {"rmse", "mae", "r2"} and metrics["r2"] > 0.2

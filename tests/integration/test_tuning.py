@@ -11,13 +11,16 @@ from tests.integration.conftest import make_project
 pytestmark = pytest.mark.integration
 
 
-def test_flow_tunes_on_a_local_dask_cluster_and_trains_with_the_best_params(tmp_path,
-                                                                         credit_small) -> None:
+def test_flow_tunes_on_a_local_dask_cluster_and_trains_with_the_best_params(
+    tmp_path, credit_small
+) -> None:
     import mlflow
 
-    project = make_project(tmp_path, credit_small,
-                           tune={"enabled": True, "n_trials": 4,
-                                 "runner": {"kind": "dask", "workers": 2}})
+    project = make_project(
+        tmp_path,
+        credit_small,
+        tune={"enabled": True, "n_trials": 4, "runner": {"kind": "dask", "workers": 2}},
+    )
     result = project.flow("run")
     out = result.stdout + result.stderr
     # Known noise: distributed can log a closed-comm traceback while the local cluster shuts down
@@ -25,7 +28,7 @@ def test_flow_tunes_on_a_local_dask_cluster_and_trains_with_the_best_params(tmp_
     tracebacks = out.count("Traceback")
     assert tracebacks == out.count("distributed/batched.py"), out[-3000:]
     assert "dask runner with 2 worker(s) x 1 LightGBM thread(s)" in out
-    assert "4/4 trials" in out and "best roc_auc" in out   # the progress line
+    assert "4/4 trials" in out and "best roc_auc" in out  # the progress line
 
     tuning = json.loads((project.root / "metrics/tuning.json").read_text())
     assert tuning["runner"] == {"kind": "dask", "workers": 2, "queued": 2, "threads_per_trial": 1}
@@ -33,7 +36,7 @@ def test_flow_tunes_on_a_local_dask_cluster_and_trains_with_the_best_params(tmp_
     assert sum(tuning["trials"].values()) == 4 and tuning["trials"]["failed"] == 0
     assert tuning["fidelity"]["level"] == "full" and tuning["fidelity"]["n_folds"] == 3
     assert set(tuning["baselines"]) == {"lightgbm_default", "linear"}
-    assert "tuned params from tuning.json" in out   # train used them
+    assert "tuned params from tuning.json" in out  # train used them
     test = json.loads((project.root / "metrics/test.json").read_text())
     assert test["cv"] == {"mean": tuning["cv_mean"], "std": tuning["cv_std"], "metric": "roc_auc"}
 
@@ -46,5 +49,8 @@ def test_flow_tunes_on_a_local_dask_cluster_and_trains_with_the_best_params(tmp_
     assert parent["params.tune.best.learning_rate"]
     assert parent["metrics.tune_cv_roc_auc_mean"] == tuning["cv_mean"]
     artifacts = {a.path for a in client.list_artifacts(parent["run_id"], "tuning")}
-    assert {"tuning/optimization_history.png", "tuning/param_importance.png",
-            "tuning/trials.csv"} <= artifacts
+    assert {
+        "tuning/optimization_history.png",
+        "tuning/param_importance.png",
+        "tuning/trials.csv",
+    } <= artifacts

@@ -16,18 +16,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.errors import DataError
-from tasks.ingest import ingest_stage
-from core.io import ArtifactPaths
 from adapters.tracking import NO_RUN
+from core.errors import DataError
+from core.io import ArtifactPaths
+from tasks.ingest import ingest_stage
 from tasks.validate import REASON, validate_stage
 from tests.conftest import ROOT, make_settings
 from tests.integration.conftest import make_project
 
 pytestmark = pytest.mark.integration
 
-SUITES = {"raw_suite": str(ROOT / "expectations/raw.json"),
-          "model_input_suite": str(ROOT / "expectations/model_input.json")}
+SUITES = {
+    "raw_suite": str(ROOT / "expectations/raw.json"),
+    "model_input_suite": str(ROOT / "expectations/model_input.json"),
+}
 
 
 def _settings(root: Path, source: str = "data/source/data.csv", **sections: dict):  # type: ignore[no-untyped-def]
@@ -57,7 +59,8 @@ def _validated_once(tmp_path_factory: pytest.TempPathFactory, credit: pd.DataFra
     root = tmp_path_factory.mktemp("validated")
     (root / "data/source").mkdir(parents=True)
     credit.sample(600, random_state=0).reset_index(drop=True).to_csv(
-        root / "data/source/data.csv", index=False)
+        root / "data/source/data.csv", index=False
+    )
     _run(_settings(root))
     return root
 
@@ -71,7 +74,7 @@ def good_project(tmp_path: Path, _validated_once: Path) -> tuple[Path, dict[str,
 
 
 def test_good_file_passes_with_report_docs_and_empty_quarantine(good_project) -> None:
-    root, snap = good_project
+    root, _snap = good_project
     report = json.loads((root / "reports/validation.json").read_text())
     assert report["raw_rows"] == 600 and report["quarantined_rows"] == 0
     assert (root / "reports/data_docs/raw/index.html").stat().st_size > 1000
@@ -82,20 +85,26 @@ def test_good_file_passes_with_report_docs_and_empty_quarantine(good_project) ->
 def test_quarantine_accounting_on_a_file(good_project, credit_sample: pd.DataFrame) -> None:
     root, _ = good_project
     df = credit_sample.copy()
-    df.loc[[1, 2], "Amount"] = -50                     # negative amount
-    df.loc[3, "Marital"] = "complicated"               # unknown category
-    df.loc[4, "Status"] = np.nan                       # no target
+    df.loc[[1, 2], "Amount"] = -50  # negative amount
+    df.loc[3, "Marital"] = "complicated"  # unknown category
+    df.loc[4, "Status"] = np.nan  # no target
     df = pd.concat([df, df.iloc[[20, 21, 22]]], ignore_index=True)  # 3 exact duplicates
     df.to_csv(root / "data/source/data.csv", index=False)
     _run(_settings(root))
     report = json.loads((root / "reports/validation.json").read_text())
     q = pd.read_parquet(root / "data/quarantine/quarantine.parquet")
     kept = pd.read_parquet(root / "data/validated/validated.parquet")
-    assert (report["raw_rows"], report["kept_rows"], report["quarantined_rows"],
-            report["duplicate_rows"]) == (603, 596, 4, 3)
+    assert (
+        report["raw_rows"],
+        report["kept_rows"],
+        report["quarantined_rows"],
+        report["duplicate_rows"],
+    ) == (603, 596, 4, 3)
     assert report["raw_rows"] == len(kept) + len(q) + report["duplicate_rows"]
     assert sorted(q[REASON]) == ["expect_column_values_to_be_between(Amount)"] * 2 + [
-        "expect_column_values_to_be_in_set(Marital)", "expect_column_values_to_not_be_null(Status)"]
+        "expect_column_values_to_be_in_set(Marital)",
+        "expect_column_values_to_not_be_null(Status)",
+    ]
 
 
 def _csv(df: pd.DataFrame, d: Path, **kw) -> str:  # type: ignore[no-untyped-def]
@@ -107,6 +116,7 @@ def _text(text: str | bytes, name: str = "data.csv") -> Callable[[pd.DataFrame, 
     def write(df: pd.DataFrame, d: Path) -> str:
         (d / name).write_bytes(text if isinstance(text, bytes) else text.encode())
         return f"data/source/{name}"
+
     return write
 
 
@@ -130,38 +140,80 @@ BAD_INPUTS = {
     "header only": (_text("Status,Seniority,Home\n"), {}, "the table has a header but no rows"),
     "file not found": (lambda df, d: "data/source/nope.csv", {}, r"nope\.csv: data file not found"),
     "unreadable file": (_folder, {}, r"data\.csv: is not a file"),
-    "wrong delimiter": (lambda df, d: _csv(df, d, sep=";"), {},
-                        r"semicolon \(';'\) as its delimiter.*csv_separator: ';'"),
-    "non-UTF-8 bytes": (_text("Status,Home\nbad,caf\xe9\n".encode("latin-1")), {}, "not valid UTF-8"),
-    "missing target column": (_mutate(lambda df: df.drop(columns="Status")), {},
-                              r"target column 'Status' \(data.target in params.yaml\) is not in"),
-    "single class": (_mutate(lambda df: df[df.Status == "good"]), {}, "1 distinct value.*two classes"),
-    "target level not in suite": (_mutate(lambda df: _set(df, [0, 1], "Status", "unknown")), {},
-                                  r"on column 'Status': 2 value\(s\) not in the allowed set.*'unknown'"),
-    "feature column missing": (_mutate(lambda df: df.drop(columns="Records")), {},
-                               r"expect_table_columns_to_match_set: missing column\(s\) 'Records'"),
-    "numeric column holding text": (_mutate(lambda df: _set(df.astype({"Age": object}), 5, "Age", "forty")), {},
-                                    r"'Age': expected int64/float64 values but the column holds "
-                                    r"str; values that are not numbers: 'forty'"),
-    "column entirely missing": (_mutate(lambda df: df.assign(Assets=np.nan)), {},
-                                r"'Assets' are entirely missing"),
-    "infinite values": (_text("Status,Seniority\nbad,inf\ngood,1\n"), {},
-                        r"column 'Seniority' holds 1 infinite value"),
-    "duplicated column names": (_text("Status,Age,Age\nbad,1,2\ngood,3,4\n"), {},
-                                "duplicated column names: Age"),
-    "corrupt parquet": (_text(b"PAR1\x00\x01garbage", "data.parquet"), {},
-                        r"data\.parquet: cannot be read as PARQUET"),
-    "over the quarantine threshold": (_mutate(lambda df: _set(df, range(40), "Age", 250)), {},
-                                      r"(?s)40 of 600 rows \(6.7%\) fail row-level checks.*"
-                                      r"between on column 'Age'.*e.g. 250$"),
-    "params target does not exist": (_csv, {"data": {"target": "Defaulted"}},
-                                     r"target column 'Defaulted' \(data.target in params.yaml\)"),
+    "wrong delimiter": (
+        lambda df, d: _csv(df, d, sep=";"),
+        {},
+        r"semicolon \(';'\) as its delimiter.*csv_separator: ';'",
+    ),
+    "non-UTF-8 bytes": (
+        _text("Status,Home\nbad,caf\xe9\n".encode("latin-1")),
+        {},
+        "not valid UTF-8",
+    ),
+    "missing target column": (
+        _mutate(lambda df: df.drop(columns="Status")),
+        {},
+        r"target column 'Status' \(data.target in params.yaml\) is not in",
+    ),
+    "single class": (
+        _mutate(lambda df: df[df.Status == "good"]),
+        {},
+        "1 distinct value.*two classes",
+    ),
+    "target level not in suite": (
+        _mutate(lambda df: _set(df, [0, 1], "Status", "unknown")),
+        {},
+        r"on column 'Status': 2 value\(s\) not in the allowed set.*'unknown'",
+    ),
+    "feature column missing": (
+        _mutate(lambda df: df.drop(columns="Records")),
+        {},
+        r"expect_table_columns_to_match_set: missing column\(s\) 'Records'",
+    ),
+    "numeric column holding text": (
+        _mutate(lambda df: _set(df.astype({"Age": object}), 5, "Age", "forty")),
+        {},
+        r"'Age': expected int64/float64 values but the column holds "
+        r"str; values that are not numbers: 'forty'",
+    ),
+    "column entirely missing": (
+        _mutate(lambda df: df.assign(Assets=np.nan)),
+        {},
+        r"'Assets' are entirely missing",
+    ),
+    "infinite values": (
+        _text("Status,Seniority\nbad,inf\ngood,1\n"),
+        {},
+        r"column 'Seniority' holds 1 infinite value",
+    ),
+    "duplicated column names": (
+        _text("Status,Age,Age\nbad,1,2\ngood,3,4\n"),
+        {},
+        "duplicated column names: Age",
+    ),
+    "corrupt parquet": (
+        _text(b"PAR1\x00\x01garbage", "data.parquet"),
+        {},
+        r"data\.parquet: cannot be read as PARQUET",
+    ),
+    "over the quarantine threshold": (
+        _mutate(lambda df: _set(df, range(40), "Age", 250)),
+        {},
+        r"(?s)40 of 600 rows \(6.7%\) fail row-level checks.*"
+        r"between on column 'Age'.*e.g. 250$",
+    ),
+    "params target does not exist": (
+        _csv,
+        {"data": {"target": "Defaulted"}},
+        r"target column 'Defaulted' \(data.target in params.yaml\)",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_bad_input_gets_a_clear_error_and_changes_nothing(case: str, good_project,
-                                                          credit_sample: pd.DataFrame) -> None:
+def test_bad_input_gets_a_clear_error_and_changes_nothing(
+    case: str, good_project, credit_sample: pd.DataFrame
+) -> None:
     root, before = good_project
     write, overrides, message = BAD_INPUTS[case]
     source = write(credit_sample, root / "data/source")
@@ -178,8 +230,9 @@ def test_missing_suite_tells_the_user_what_to_run(good_project) -> None:
         _run(_settings(root, validate={"raw_suite": "expectations/none.json"}))
 
 
-def test_flow_fails_on_bad_data_and_leaves_registry_and_artifacts_alone(tmp_path,
-                                                                         credit_small) -> None:
+def test_flow_fails_on_bad_data_and_leaves_registry_and_artifacts_alone(
+    tmp_path, credit_small
+) -> None:
     import mlflow
 
     project = make_project(tmp_path, credit_small)
@@ -188,8 +241,15 @@ def test_flow_fails_on_bad_data_and_leaves_registry_and_artifacts_alone(tmp_path
     assert "Calculating Metrics" not in out and "Traceback" not in out
     assert "900 raw rows = " in first.stdout and " + 0 quarantined" in first.stdout
     paths = ArtifactPaths(project.root)
-    watched = [paths.validated, paths.split("train"), paths.preprocessor, paths.model,
-               paths.test_metrics, paths.registration, project.root / "dvc.lock"]
+    watched = [
+        paths.validated,
+        paths.split("train"),
+        paths.preprocessor,
+        paths.model,
+        paths.test_metrics,
+        paths.registration,
+        project.root / "dvc.lock",
+    ]
     before = {p: p.read_bytes() for p in watched}
 
     mlflow.set_tracking_uri(project.tracking_uri)
@@ -199,15 +259,16 @@ def test_flow_fails_on_bad_data_and_leaves_registry_and_artifacts_alone(tmp_path
     assert {"data_docs/raw", "data_docs/model_input"} <= set(docs)
 
     bad = credit_small.copy()
-    bad.loc[:99, "Amount"] = -1                        # 11% of rows fail a row-level check
+    bad.loc[:99, "Amount"] = -1  # 11% of rows fail a row-level check
     bad.to_csv(project.root / "data/source/data.csv", index=False)
     second = project.flow("run", check=False)
     assert second.returncode != 0
     assert "100 of 900 rows" in second.stderr and "on column 'Amount'" in second.stderr
     assert "Traceback" not in second.stderr + second.stdout
     assert "Flow run" in second.stdout + second.stderr and "Failed" in second.stdout + second.stderr
-    assert {p: p.read_bytes() for p in watched if p.name != "dvc.lock"} == \
-        {p: b for p, b in before.items() if p.name != "dvc.lock"}
+    assert {p: p.read_bytes() for p in watched if p.name != "dvc.lock"} == {
+        p: b for p, b in before.items() if p.name != "dvc.lock"
+    }
     versions = client.search_model_versions("name='credit-scoring'")
     assert len(versions) == 1
     assert str(client.get_model_version_by_alias("credit-scoring", "champion").version) == "1"

@@ -14,8 +14,14 @@ from tests.conftest import ROOT
 MAX_STAGE_FUNCTION_LINES = 60
 # What the registered model's code may import besides itself (MLflow only for its pyfunc API).
 INFERENCE_ALLOWED_PROJECT = {"inference"}
-INFERENCE_FORBIDDEN = {"prefect", "mlflow.tracking", "mlflow.client", "dvc", "optuna",
-                       "great_expectations"}
+INFERENCE_FORBIDDEN = {
+    "prefect",
+    "mlflow.tracking",
+    "mlflow.client",
+    "dvc",
+    "optuna",
+    "great_expectations",
+}
 
 
 def project_modules() -> dict[str, Path]:
@@ -59,7 +65,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return [*stack[stack.index(nxt) :], nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         stack.pop()
@@ -77,10 +83,16 @@ def test_no_module_imports_itself_through_others() -> None:
 
 
 def test_the_cycle_finder_finds_a_cycle() -> None:
-    graph = {"tasks.register.stage": {"tasks.compress.stage"},
-             "tasks.compress.stage": {"tasks.register.stage"}, "core.io": set()}
-    assert find_cycle(graph) == ["tasks.compress.stage", "tasks.register.stage",
-                                 "tasks.compress.stage"]
+    graph = {
+        "tasks.register.stage": {"tasks.compress.stage"},
+        "tasks.compress.stage": {"tasks.register.stage"},
+        "core.io": set(),
+    }
+    assert find_cycle(graph) == [
+        "tasks.compress.stage",
+        "tasks.register.stage",
+        "tasks.compress.stage",
+    ]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
@@ -96,11 +108,14 @@ def test_inference_package_imports_only_itself_and_libraries() -> None:
         assert not bad, (name, bad)
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "tasks").rglob("*.py")),
-                         ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "tasks").rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT))
+)
 def test_stage_functions_fit_on_a_screen(path: Path) -> None:
-    long = [f"{node.name} ({node.end_lineno - node.lineno + 1} lines)"
-            for node in ast.walk(ast.parse(path.read_text()))
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
-            and node.end_lineno - node.lineno + 1 > MAX_STAGE_FUNCTION_LINES]
+    long = [
+        f"{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno - node.lineno + 1 > MAX_STAGE_FUNCTION_LINES
+    ]
     assert not long, f"{path.relative_to(ROOT)}: {', '.join(long)}"

@@ -1,5 +1,4 @@
 import time
-from pathlib import Path
 
 import pytest
 
@@ -32,13 +31,13 @@ def test_second_holder_waits_then_gets_it_after_release(client) -> None:  # type
 
 def test_expired_lock_of_a_crashed_run_is_broken(client) -> None:  # type: ignore[no-untyped-def]
     crashed = RegistryLock(client, "m2", ttl_s=0.3)
-    crashed.acquire()                              # never released: the process "died"
+    crashed.acquire()  # never released: the process "died"
     time.sleep(0.4)
-    assert not crashed.still_held()                # expired: fencing refuses its late write
+    assert not crashed.still_held()  # expired: fencing refuses its late write
     successor = RegistryLock(client, "m2", timeout_s=5, poll_s=0.05)
     with successor.held():
         assert successor.still_held()
-    crashed.release()                              # a late release does not delete others' locks
+    crashed.release()  # a late release does not delete others' locks
     assert not _exists(client, lock_name("m2"))
 
 
@@ -71,8 +70,14 @@ def test_models_pickled_under_the_old_module_paths_still_load(tmp_path) -> None:
     from adapters.registry import loading_registered_code
 
     X = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0]})
-    model = current.InferenceModel(Pipeline([("model", DummyClassifier().fit(X, [0, 1, 0, 1]))]),
-                                   "binary", "y", ["a"], {"a": "float64"}, ["no", "yes"])
+    model = current.InferenceModel(
+        Pipeline([("model", DummyClassifier().fit(X, [0, 1, 0, 1]))]),
+        "binary",
+        "y",
+        ["a"],
+        {"a": "float64"},
+        ["no", "yes"],
+    )
     cls = current.InferenceModel
     sys.modules["tasks.model"] = current  # as the old code was laid out when it was pickled
     cls.__module__ = "tasks.model"

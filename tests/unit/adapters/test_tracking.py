@@ -5,8 +5,9 @@ import pytest
 from adapters.tracking import RunContext, join_or_start_dvc_run, log_to_run
 
 
-def test_stages_of_one_invocation_share_a_parent_run(tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stages_of_one_invocation_share_a_parent_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import mlflow
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"

@@ -10,7 +10,7 @@ import pandas as pd
 from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))
-import synth  # noqa: E402
+import synth
 
 
 def test_same_seed_same_table_other_seed_other_table() -> None:
@@ -35,7 +35,7 @@ def test_missing_outliers_sentinels_imbalance_duplicates() -> None:
     assert missing["Age"] == 0 and 0 < missing["Home"] < 0.01
     assert 0.002 < (t["Income"] == synth.SENTINEL).mean() < 0.008
     assert 0.10 < (t[synth.TARGET] == synth.POSITIVE).mean() < 0.14
-    assert t["Price"].max() > 20 * t["Price"].median()           # outliers
+    assert t["Price"].max() > 20 * t["Price"].median()  # outliers
     assert t.duplicated().sum() >= 0.001 * len(t)
 
 

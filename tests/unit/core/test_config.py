@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from core.config import ConfigError, load_settings, parse_settings
 from tests.conftest import ROOT
@@ -15,7 +16,7 @@ def test_repo_params_load_with_types() -> None:
 
 def test_settings_are_frozen(tmp_path: Path) -> None:
     settings = parse_settings({}, tmp_path)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         settings.base.seed = 1  # type: ignore[misc]
 
 
@@ -35,7 +36,9 @@ def test_mistyped_value_names_key_and_type(tmp_path: Path) -> None:
 
 
 def test_bad_task_lists_choices(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"key 'data\.task'.*'binary', 'multiclass' or 'regression'"):
+    with pytest.raises(
+        ConfigError, match=r"key 'data\.task'.*'binary', 'multiclass' or 'regression'"
+    ):
         parse_settings({"data": {"task": "ranking"}}, tmp_path)
 
 
@@ -54,7 +57,9 @@ def test_missing_params_file(tmp_path: Path) -> None:
         load_settings(tmp_path / "nope.yaml")
 
 
-def test_relative_sqlite_uri_is_anchored_at_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_relative_sqlite_uri_is_anchored_at_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     settings = parse_settings({}, tmp_path)
     assert settings.tracking_uri == f"sqlite:///{tmp_path.resolve()}/mlflow.db"

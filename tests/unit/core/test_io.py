@@ -9,10 +9,9 @@ from core.io import atomic_path, read_json, write_json, write_parquet
 def test_failed_write_leaves_previous_artifact_and_no_temp(tmp_path: Path) -> None:
     dest = tmp_path / "m.json"
     write_json({"v": 1}, dest)
-    with pytest.raises(RuntimeError):
-        with atomic_path(dest) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("crash mid-write")
+    with pytest.raises(RuntimeError), atomic_path(dest) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash mid-write")
     assert read_json(dest) == {"v": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
 
@@ -40,10 +39,9 @@ def test_atomic_dir_swaps_the_whole_folder_only_on_success(tmp_path: Path) -> No
     dest = tmp_path / "plots"
     dest.mkdir()
     (dest / "old.png").write_text("from an earlier run")
-    with pytest.raises(RuntimeError):
-        with atomic_dir(dest) as tmp:
-            (tmp / "half.png").write_text("half")
-            raise RuntimeError("crash mid-write")
+    with pytest.raises(RuntimeError), atomic_dir(dest) as tmp:
+        (tmp / "half.png").write_text("half")
+        raise RuntimeError("crash mid-write")
     assert sorted(p.name for p in dest.iterdir()) == ["old.png"]
     assert [p.name for p in tmp_path.iterdir()] == ["plots"]  # no temp folder left behind
     with atomic_dir(dest) as tmp:

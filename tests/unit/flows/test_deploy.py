@@ -13,8 +13,9 @@ from tests.conftest import make_settings
 def test_deployments_have_cron_schedules_and_params(tmp_path: Path) -> None:
     from flows.deploy import SCORING_DEPLOYMENT, TRAINING_DEPLOYMENT, build_deployments
 
-    settings = make_settings(tmp_path, schedule={"training_cron": "30 1 * * *",
-                                                 "timezone": "Europe/Paris"})
+    settings = make_settings(
+        tmp_path, schedule={"training_cron": "30 1 * * *", "timezone": "Europe/Paris"}
+    )
     params = tmp_path / "params.yaml"
     deps = {d.name: d for d in build_deployments(settings, params)}
     assert set(deps) == {TRAINING_DEPLOYMENT, SCORING_DEPLOYMENT}
@@ -30,7 +31,9 @@ def test_deployments_have_cron_schedules_and_params(tmp_path: Path) -> None:
 
 def test_scoring_model_uri_defaults_to_champion_and_accepts_any(tmp_path: Path) -> None:
     assert make_settings(tmp_path).scoring_model_uri == "models:/credit-scoring@champion"
-    compact = make_settings(tmp_path, scoring={"model_uri": "models:/credit-scoring-compact@champion"})
+    compact = make_settings(
+        tmp_path, scoring={"model_uri": "models:/credit-scoring-compact@champion"}
+    )
     assert compact.scoring_model_uri == "models:/credit-scoring-compact@champion"
     with pytest.raises(ConfigError, match="retrain.drift_threshold"):
         parse_settings({"retrain": {"drift_threshold": -1}}, tmp_path)
@@ -42,8 +45,8 @@ def test_prefect_yaml_parses_and_matches_the_served_deployments() -> None:
     import yaml
     from prefect.cli.deploy._models import PrefectYamlModel
 
-    from flows.deploy import SCORING_DEPLOYMENT, TRAINING_DEPLOYMENT
     from core.config import Settings
+    from flows.deploy import SCORING_DEPLOYMENT, TRAINING_DEPLOYMENT
     from tests.conftest import ROOT
 
     raw = yaml.safe_load((ROOT / "prefect.yaml").read_text())

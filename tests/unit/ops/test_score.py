@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from core.errors import DataError
 from adapters.gx import load_suite, suite_to_dict
+from core.errors import DataError
 from ops.score import check_batch, incoming_files, move_aside, scoring_suite
 from tests.conftest import ROOT, make_settings
 
@@ -24,9 +24,15 @@ def test_scoring_suite_drops_target_row_count_and_missing_shares(suite) -> None:
     types = {e["type"] for e in d["expectations"]}
     assert "expect_table_row_count_to_be_between" not in types
     colset = next(e for e in d["expectations"] if e["type"] == "expect_table_columns_to_match_set")
-    assert "Status" not in colset["kwargs"]["column_set"] and "Income" in colset["kwargs"]["column_set"]
-    assert all(e["kwargs"].get("mostly") in (None, 1, 1.0) for e in d["expectations"]
-               if e["type"] == "expect_column_values_to_not_be_null")
+    assert (
+        "Status" not in colset["kwargs"]["column_set"]
+        and "Income" in colset["kwargs"]["column_set"]
+    )
+    assert all(
+        e["kwargs"].get("mostly") in (None, 1, 1.0)
+        for e in d["expectations"]
+        if e["type"] == "expect_column_values_to_not_be_null"
+    )
     assert any(e["type"] == "expect_column_values_to_be_between" for e in d["expectations"])
 
 
@@ -72,7 +78,6 @@ def test_incoming_files_and_move_aside(tmp_path: Path) -> None:
 
 
 def test_validated_rows_go_to_the_python_model_without_pyfunc_schema_checks() -> None:
-    import pandas as pd
 
     from ops.score import predict_validated
 

@@ -19,10 +19,20 @@ def test_identical_distributions_have_zero_psi() -> None:
 
 def test_shifted_numeric_and_new_level_are_flagged() -> None:
     rng = np.random.default_rng(1)
-    ref = pd.DataFrame({"x": rng.normal(size=3000), "y": rng.normal(size=3000),
-                        "c": rng.choice(["a", "b"], size=3000)})
-    new = pd.DataFrame({"x": rng.normal(loc=1.5, size=800), "y": rng.normal(size=800),
-                        "c": rng.choice(["a", "b", "zzz"], size=800)})
+    ref = pd.DataFrame(
+        {
+            "x": rng.normal(size=3000),
+            "y": rng.normal(size=3000),
+            "c": rng.choice(["a", "b"], size=3000),
+        }
+    )
+    new = pd.DataFrame(
+        {
+            "x": rng.normal(loc=1.5, size=800),
+            "y": rng.normal(size=800),
+            "c": rng.choice(["a", "b", "zzz"], size=800),
+        }
+    )
     report = drift_report(ref, new, ["x", "y", "c"], threshold=0.2, bins=10)
     assert report["flagged"] == ["c", "x"]
     assert report["features"]["y"]["psi"] < 0.05
@@ -53,7 +63,8 @@ def test_score_psi_uses_the_model() -> None:
 
 
 def test_a_missing_labelled_folder_is_recreated_empty(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """retrain.incoming is a DVC dependency of ingest and drift: deleting it must not break a run."""
+    """retrain.incoming is a DVC dependency of ingest and drift: deleting it must not break a
+    run."""
     from tasks.ingest import read_labelled
     from tests.conftest import make_settings
 

@@ -6,10 +6,15 @@ import pytest
 
 from core.config import ConfigError
 from core.errors import DataError
-from tasks.features import (balanced_weights, fit_model_input, model_input_categoricals,
-                            oversample_indices, transform_splits)
-from tasks.preprocess import build_preprocessor, feature_frame, split_frame
 from inference.transformers import FeatureBuilder, derive_column, missing_effect
+from tasks.features import (
+    balanced_weights,
+    fit_model_input,
+    model_input_categoricals,
+    oversample_indices,
+    transform_splits,
+)
+from tasks.preprocess import build_preprocessor, feature_frame, split_frame
 from tests.conftest import make_settings
 
 
@@ -21,15 +26,27 @@ def _model_input(df: pd.DataFrame, settings):  # type: ignore[no-untyped-def]
     return fit_model_input(pre, parts["train"], settings), parts
 
 
-def test_derived_features_guard_division_and_take_raw_rows(credit_sample: pd.DataFrame,
-                                                            tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, features={"derived": [
-        {"name": "debt_to_income", "left": "Debt", "right": "Income", "op": "ratio"},
-        {"name": "price_minus_amount", "left": "Price", "right": "Amount", "op": "difference"}]})
+def test_derived_features_guard_division_and_take_raw_rows(
+    credit_sample: pd.DataFrame, tmp_path: Path
+) -> None:
+    settings = make_settings(
+        tmp_path,
+        features={
+            "derived": [
+                {"name": "debt_to_income", "left": "Debt", "right": "Income", "op": "ratio"},
+                {
+                    "name": "price_minus_amount",
+                    "left": "Price",
+                    "right": "Amount",
+                    "op": "difference",
+                },
+            ]
+        },
+    )
     model_input, parts = _model_input(credit_sample, settings)
     rows = parts["test"].drop(columns="Status").head(5).copy()
     rows.loc[rows.index[0], "Income"] = 0  # zero denominator -> missing, never inf
-    out = model_input.transform(rows)      # raw rows in
+    out = model_input.transform(rows)  # raw rows in
     assert {"debt_to_income", "price_minus_amount"} <= set(out.columns)
     assert np.isnan(out["debt_to_income"].iloc[0])
     assert np.isfinite(out["debt_to_income"].iloc[1:]).all()
@@ -47,16 +64,26 @@ def test_derive_column_ops() -> None:
 
 def test_derived_op_is_a_closed_list_checked_at_load(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="features.derived.0.op"):
-        make_settings(tmp_path, features={"derived": [
-            {"name": "x", "left": "Debt", "right": "Income", "op": "__import__('os')"}]})
+        make_settings(
+            tmp_path,
+            features={
+                "derived": [
+                    {"name": "x", "left": "Debt", "right": "Income", "op": "__import__('os')"}
+                ]
+            },
+        )
     with pytest.raises(ConfigError, match="same column"):
-        make_settings(tmp_path, features={"derived": [
-            {"name": "x", "left": "Debt", "right": "Debt", "op": "ratio"}]})
+        make_settings(
+            tmp_path,
+            features={"derived": [{"name": "x", "left": "Debt", "right": "Debt", "op": "ratio"}]},
+        )
 
 
 def test_derived_unknown_column_is_named(credit_sample: pd.DataFrame, tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, features={"derived": [
-        {"name": "x", "left": "Debt", "right": "Salary", "op": "ratio"}]})
+    settings = make_settings(
+        tmp_path,
+        features={"derived": [{"name": "x", "left": "Debt", "right": "Salary", "op": "ratio"}]},
+    )
     with pytest.raises(DataError, match="'Salary' is not a model input column"):
         _model_input(credit_sample, settings)
 
@@ -66,9 +93,15 @@ def test_fitted_on_train_only(credit_sample: pd.DataFrame, tmp_path: Path) -> No
     model_input, parts = _model_input(credit_sample, settings)
     builder: FeatureBuilder = model_input.named_steps["features"]
     train_income = parts["train"]["Income"].astype(float)
-    q1, q3 = np.nanpercentile(model_input.named_steps["preprocess"].transform(
-        feature_frame(parts["train"], "Status"))["Income"], [25, 75])
-    assert builder.clip_bounds_["Income"] == pytest.approx((q1 - 1.5 * (q3 - q1), q3 + 1.5 * (q3 - q1)))
+    q1, q3 = np.nanpercentile(
+        model_input.named_steps["preprocess"].transform(feature_frame(parts["train"], "Status"))[
+            "Income"
+        ],
+        [25, 75],
+    )
+    assert builder.clip_bounds_["Income"] == pytest.approx(
+        (q1 - 1.5 * (q3 - q1), q3 + 1.5 * (q3 - q1))
+    )
     # Refitting with the test rows appended would move the bounds: they come from train alone.
     both = pd.concat([parts["train"], parts["test"].assign(Income=train_income.max() * 50)])
     other = fit_model_input(model_input.named_steps["preprocess"], both, settings)
@@ -89,11 +122,13 @@ def test_zscore_clip_bounds() -> None:
 def test_missing_indicators_kept_only_when_informative() -> None:
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 400)
-    X = pd.DataFrame({
-        "x": rng.normal(size=400),
-        "missingindicator_informative": (y == 1) & (rng.random(400) < 0.5),
-        "missingindicator_noise": rng.random(400) < 0.3,
-    }).astype(float)
+    X = pd.DataFrame(
+        {
+            "x": rng.normal(size=400),
+            "missingindicator_informative": (y == 1) & (rng.random(400) < 0.5),
+            "missingindicator_noise": rng.random(400) < 0.3,
+        }
+    ).astype(float)
     builder = FeatureBuilder(missing_indicators="informative", missing_min_effect=0.2).fit(X, y)
     assert "missingindicator_informative" in builder.columns_
     assert "missingindicator_noise" not in builder.columns_
@@ -102,11 +137,16 @@ def test_missing_indicators_kept_only_when_informative() -> None:
     assert missing_effect(np.zeros(5), np.arange(5), True) == 0.0
 
 
-def test_near_constant_and_importance_selection(credit_sample: pd.DataFrame, tmp_path: Path) -> None:
-    frame = credit_sample.assign(Flag=np.where(np.arange(len(credit_sample)) < 3, 1.0, 0.0),
-                                 Noise=np.random.default_rng(1).normal(size=len(credit_sample)))
-    settings = make_settings(tmp_path, features={"near_constant_share": 0.99,
-                                                 "importance_threshold": 0.05})
+def test_near_constant_and_importance_selection(
+    credit_sample: pd.DataFrame, tmp_path: Path
+) -> None:
+    frame = credit_sample.assign(
+        Flag=np.where(np.arange(len(credit_sample)) < 3, 1.0, 0.0),
+        Noise=np.random.default_rng(1).normal(size=len(credit_sample)),
+    )
+    settings = make_settings(
+        tmp_path, features={"near_constant_share": 0.99, "importance_threshold": 0.05}
+    )
     model_input, _ = _model_input(frame, settings)
     dropped = model_input.named_steps["features"].dropped_
     assert "near-constant" in dropped["Flag"]
@@ -125,15 +165,23 @@ def test_class_imbalance_helpers() -> None:
     assert np.array_equal(idx, oversample_indices(y, seed=3))
 
 
-def test_lean_input_path_replays_derived_features_and_clipping(credit_sample: pd.DataFrame,
-                                                               tmp_path: Path) -> None:
+def test_lean_input_path_replays_derived_features_and_clipping(
+    credit_sample: pd.DataFrame, tmp_path: Path
+) -> None:
     """The compact model's numpy path (tasks/compact.py) gives the fitted pipeline's model input,
     derived ratios (zero denominators), clipping and unseen levels included."""
     from inference.compact import compile_lean
 
-    settings = make_settings(tmp_path, features={"clip": "iqr", "derived": [
-        {"name": "debt_to_income", "left": "Debt", "right": "Income", "op": "ratio"},
-        {"name": "price_times_amount", "left": "Price", "right": "Amount", "op": "product"}]})
+    settings = make_settings(
+        tmp_path,
+        features={
+            "clip": "iqr",
+            "derived": [
+                {"name": "debt_to_income", "left": "Debt", "right": "Income", "op": "ratio"},
+                {"name": "price_times_amount", "left": "Price", "right": "Amount", "op": "product"},
+            ],
+        },
+    )
     model_input, parts = _model_input(credit_sample, settings)
     rows = parts["test"].drop(columns="Status").copy()
     rows.loc[rows.index[0], "Income"] = 0

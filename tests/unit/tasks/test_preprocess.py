@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 
 from core.config import PreprocessSettings
-from tasks.preprocess import build_preprocessor, column_roles, feature_frame, split_frame
 from inference.transformers import SentinelMapper
+from tasks.preprocess import build_preprocessor, column_roles, feature_frame, split_frame
 
 
 def test_split_is_stratified_disjoint_and_seeded(credit: pd.DataFrame) -> None:
@@ -39,7 +39,7 @@ def test_preprocessor_fits_on_train_and_handles_unseen_and_missing(credit: pd.Da
     rows.loc[0, "Home"] = "martian"
     rows.loc[1, "Income"] = np.nan
     out = pre.transform(rows)
-    assert np.isnan(out.loc[0, "Home"])            # unseen level -> missing for LightGBM
+    assert np.isnan(out.loc[0, "Home"])  # unseen level -> missing for LightGBM
     assert out.loc[1, "Income"] == X["Income"].median()
     assert out.loc[1, "missingindicator_Income"] == 1.0
     assert out.drop(columns=["Home", "Marital", "Job"]).notna().all().all()

@@ -20,7 +20,9 @@ def _fit(df: pd.DataFrame, settings):  # type: ignore[no-untyped-def]
 
 
 def test_encode_target_binary_puts_positive_last() -> None:
-    codes, classes = encode_target(pd.Series(["good", "bad", "good"]), "binary", positive_label="bad")
+    codes, classes = encode_target(
+        pd.Series(["good", "bad", "good"]), "binary", positive_label="bad"
+    )
     assert classes == ["good", "bad"] and codes.tolist() == [0, 1, 0]
     with pytest.raises(DataError, match="not seen in training"):
         encode_target(pd.Series(["ugly"]), "binary", classes=classes)
@@ -42,7 +44,9 @@ def test_binary_model_learns_and_is_deterministic(credit: pd.DataFrame, tmp_path
 
 
 def test_predict_frame_on_raw_rows_with_gaps(credit: pd.DataFrame, tmp_path: Path) -> None:
-    fit, parts = _fit(credit.sample(1000, random_state=2).reset_index(drop=True), make_settings(tmp_path))
+    fit, parts = _fit(
+        credit.sample(1000, random_state=2).reset_index(drop=True), make_settings(tmp_path)
+    )
     rows = parts["test"].drop(columns="Status").head(4).copy()
     rows.loc[rows.index[0], "Home"] = "martian"
     rows.loc[rows.index[1], ["Income", "Assets"]] = np.nan
@@ -53,6 +57,8 @@ def test_predict_frame_on_raw_rows_with_gaps(credit: pd.DataFrame, tmp_path: Pat
 
 
 def test_missing_input_column_is_named(credit: pd.DataFrame, tmp_path: Path) -> None:
-    fit, parts = _fit(credit.sample(800, random_state=3).reset_index(drop=True), make_settings(tmp_path))
+    fit, parts = _fit(
+        credit.sample(800, random_state=3).reset_index(drop=True), make_settings(tmp_path)
+    )
     with pytest.raises(DataError, match="missing required column.*'Income'"):
         fit.model.predict_frame(parts["test"].drop(columns=["Income"]))

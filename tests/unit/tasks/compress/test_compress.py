@@ -14,12 +14,18 @@ import pandas as pd
 import pytest
 from sklearn.preprocessing import FunctionTransformer
 
-from tasks.compress import candidates as cb
-from inference.compact import (CompactModel, NotCompilable, booster_from_packed, compile_lean,
-                           pack_trees, tree_stats)
-from tasks.compress.select import metric_drop, select_candidate
 from core.config import ConfigError
+from inference.compact import (
+    CompactModel,
+    NotCompilable,
+    booster_from_packed,
+    compile_lean,
+    pack_trees,
+    tree_stats,
+)
 from inference.model import encode_target
+from tasks.compress import candidates as cb
+from tasks.compress.select import metric_drop, select_candidate
 from tasks.preprocess import build_preprocessor, feature_frame, split_frame
 from tasks.train import fit_model
 from tests.conftest import ROOT, make_settings
@@ -31,20 +37,24 @@ COMPILED_BOUND = 1e-9
 
 @pytest.fixture(scope="module")
 def fitted(credit: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    settings = make_settings(tmp_path_factory.mktemp("compress"),
-                             data={"sentinels": {"Income": [99999999]}},
-                             compress={"student_rounds": 100, "synthetic_factor": 1.0})
+    settings = make_settings(
+        tmp_path_factory.mktemp("compress"),
+        data={"sentinels": {"Income": [99999999]}},
+        compress={"student_rounds": 100, "synthetic_factor": 1.0},
+    )
     df = credit.sample(1500, random_state=3).reset_index(drop=True)
-    df.loc[:20, "Income"] = 99999999        # sentinel codes -> missing
-    df.loc[21:40, "Job"] = None            # missing category
+    df.loc[:20, "Income"] = 99999999  # sentinel codes -> missing
+    df.loc[21:40, "Job"] = None  # missing category
     parts = split_frame(df, "Status", True, 0.2, 0.2, settings.base.seed)
     X = feature_frame(parts["train"], "Status")
     pre = build_preprocessor(X, settings.preprocess, settings.data.sentinels).fit(X)
     full = fit_model(parts["train"], parts["valid"], pre, settings).model
-    ys = {k: encode_target(v["Status"], "binary", classes=full.classes)[0]
-          for k, v in parts.items()}
-    ctx = cb.BuildContext.create(full, parts["train"], parts["valid"], ys["train"], ys["valid"],
-                                 settings)
+    ys = {
+        k: encode_target(v["Status"], "binary", classes=full.classes)[0] for k, v in parts.items()
+    }
+    ctx = cb.BuildContext.create(
+        full, parts["train"], parts["valid"], ys["train"], ys["valid"], settings
+    )
     return settings, full, parts, ctx
 
 
@@ -74,7 +84,7 @@ def test_lean_path_matches_fitted_preprocessing_on_edge_rows(fitted) -> None:  #
     columns = list(ctx.X_valid.columns)
     lean = compile_lean(full.input_transformer(), columns)
     rows = cb.edge_rows(full, parts["test"])
-    rows.loc[0, "Income"] = 99999999        # sentinel in a new row
+    rows.loc[0, "Income"] = 99999999  # sentinel in a new row
     rows.loc[1, "Home"] = "martian"
     want = full.model_input(rows)[columns].to_numpy()
     got = lean.transform(rows)
@@ -105,8 +115,9 @@ def test_tree_pruning_keeps_fewest_rounds_within_tolerance(fitted) -> None:  # t
     pruned = cb.prune_trees(ctx, max_drop=0.01)
     assert pruned.trees < packed.trees and pruned.size_bytes < packed.size_bytes
     assert ctx.valid_drop(pruned.model.predict_scores(parts["valid"])) <= 0.01 + 1e-12
-    assert not np.array_equal(pruned.model.predict_scores(parts["test"]),
-                              full.predict_scores(parts["test"]))
+    assert not np.array_equal(
+        pruned.model.predict_scores(parts["test"]), full.predict_scores(parts["test"])
+    )
     assert cb.fewest_rounds([(1, 0.05), (5, 0.004), (9, 0.0), (20, 0.0)], 0.005) == 5
     assert cb.fewest_rounds([(1, 0.05), (5, 0.04)], 0.005) == 5
 
@@ -173,7 +184,7 @@ def test_compiled_library_matches_and_bad_library_falls_back(fitted, tmp_path: P
     assert np.abs(model.predict_scores(parts["test"]) - plain).max() <= COMPILED_BOUND
     out = model.predict_frame(parts["test"].head(3))
     assert list(out.columns) == ["probability", "label"]
-    clone = pickle.loads(pickle.dumps(model))      # runtime handles are not pickled
+    clone = pickle.loads(pickle.dumps(model))  # runtime handles are not pickled
     assert clone.compiled is None
     bad = tmp_path / "bad.so"
     bad.write_bytes(b"not a library")
@@ -192,7 +203,7 @@ def test_select_candidate_picks_smallest_within_tolerance() -> None:
     assert select_candidate(rows, 0.005)["candidate"] == "small"
     assert select_candidate(rows, 0.05)["candidate"] == "tiny"
     assert select_candidate(rows, 0.0)["candidate"] == "packed"
-    tie = rows + [{"candidate": "also-small", "size_bytes": 3000, "valid_drop": 0.001}]
+    tie = [*rows, {"candidate": "also-small", "size_bytes": 3000, "valid_drop": 0.001}]
     assert select_candidate(tie, 0.005)["candidate"] == "also-small"
     assert select_candidate(rows[2:], 0.001) is None
 
@@ -212,7 +223,10 @@ def test_compress_settings_are_validated(tmp_path: Path) -> None:
 
 
 def test_compact_model_module_does_not_import_prefect() -> None:
-    code = "import sys, inference.compact, inference.compact_pyfunc; assert 'prefect' not in sys.modules"
+    code = (
+        "import sys, inference.compact, inference.compact_pyfunc; "
+        "assert 'prefect' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 
@@ -230,10 +244,10 @@ def test_compact_model_is_an_inference_model(fitted) -> None:  # type: ignore[no
 def test_disabled_stage_writes_markers_and_registers_nothing(tmp_path: Path) -> None:
     from mlflow.exceptions import MlflowException
 
+    from adapters.tracking import NO_RUN
+    from core.io import ArtifactPaths, read_json
     from tasks.compress.stage import compress_stage
     from tasks.register.compact import register_compact
-    from core.io import ArtifactPaths, read_json
-    from adapters.tracking import NO_RUN
 
     settings = make_settings(tmp_path, compress={"enabled": False})
     compress_stage.fn(settings, NO_RUN)
@@ -257,8 +271,11 @@ def test_staged_predictions_match_predicting_each_prefix(task_type: str) -> None
 
     rng = np.random.default_rng(3)
     X = rng.normal(size=(300, 4))
-    y = {"binary": (X[:, 0] > 0).astype(int), "multiclass": np.digitize(X[:, 0], [-0.5, 0.5]),
-         "regression": X[:, 0] * 2 + rng.normal(size=300)}[task_type]
+    y = {
+        "binary": (X[:, 0] > 0).astype(int),
+        "multiclass": np.digitize(X[:, 0], [-0.5, 0.5]),
+        "regression": X[:, 0] * 2 + rng.normal(size=300),
+    }[task_type]
     params = {"objective": task_type, "verbosity": -1, "num_leaves": 4, "seed": 0}
     if task_type == "multiclass":
         params["num_class"] = 3
@@ -272,21 +289,26 @@ def test_staged_predictions_match_predicting_each_prefix(task_type: str) -> None
 
 def test_retrained_candidates_fit_on_a_seeded_stratified_sample(fitted) -> None:  # type: ignore[no-untyped-def]
     settings, full, parts, ctx = fitted
-    small = settings.model_copy(update={"compress": settings.compress.model_copy(
-        update={"retrain_rows": 300})})
-    ys = {k: encode_target(v["Status"], "binary", classes=full.classes)[0] for k, v in parts.items()}
-    sampled = cb.BuildContext.create(full, parts["train"], parts["valid"], ys["train"],
-                                     ys["valid"], small)
-    again = cb.BuildContext.create(full, parts["train"], parts["valid"], ys["train"],
-                                   ys["valid"], small)
+    small = settings.model_copy(
+        update={"compress": settings.compress.model_copy(update={"retrain_rows": 300})}
+    )
+    ys = {
+        k: encode_target(v["Status"], "binary", classes=full.classes)[0] for k, v in parts.items()
+    }
+    sampled = cb.BuildContext.create(
+        full, parts["train"], parts["valid"], ys["train"], ys["valid"], small
+    )
+    again = cb.BuildContext.create(
+        full, parts["train"], parts["valid"], ys["train"], ys["valid"], small
+    )
     assert len(ctx.X_train) == len(parts["train"]) > 300 == len(sampled.X_train)
-    assert sampled.X_train.index.equals(again.X_train.index)          # seeded
-    assert abs(sampled.y_train.mean() - ys["train"].mean()) < 0.01    # stratified
-    assert len(sampled.X_valid) == len(ctx.X_valid)                   # valid is never sampled
+    assert sampled.X_train.index.equals(again.X_train.index)  # seeded
+    assert abs(sampled.y_train.mean() - ys["train"].mean()) < 0.01  # stratified
+    assert len(sampled.X_valid) == len(ctx.X_valid)  # valid is never sampled
 
 
 def test_text_columns_give_the_same_codes_arrow_backed_or_object(fitted) -> None:  # type: ignore[no-untyped-def]
-    settings, full, parts, ctx = fitted
+    _settings, full, parts, ctx = fitted
     lean = compile_lean(full.input_transformer(), list(ctx.X_valid.columns))
     rows = cb.edge_rows(full, parts["valid"].drop(columns=["Status"]), n=60)
     text = [c for c in rows.columns if not pd.api.types.is_numeric_dtype(rows[c])]

@@ -1,8 +1,14 @@
 import numpy as np
 import pytest
 
-from tasks.evaluate.bootstrap import (bootstrap_metrics, paired_differences, percentile_interval,
-                             predicted_codes, weight_chunks, weighted_metrics)
+from tasks.evaluate.bootstrap import (
+    bootstrap_metrics,
+    paired_differences,
+    percentile_interval,
+    predicted_codes,
+    weight_chunks,
+    weighted_metrics,
+)
 from tasks.evaluate.metrics import score_predictions
 
 
@@ -65,7 +71,7 @@ def test_paired_difference_is_oriented_so_positive_is_better() -> None:
     good, bad = y + rng.normal(scale=0.1, size=300), y + rng.normal(scale=1.0, size=300)
     zeros = np.zeros(300, dtype=int)
     diff = paired_differences("regression", "rmse", y, (good, zeros), (bad, zeros), 200, seed=0)
-    assert (diff > 0).all()                      # lower RMSE counts as an improvement
+    assert (diff > 0).all()  # lower RMSE counts as an improvement
 
 
 def test_max_rows_at_or_above_n_changes_nothing() -> None:
@@ -77,8 +83,10 @@ def test_max_rows_at_or_above_n_changes_nothing() -> None:
         assert all(np.array_equal(before[k], after[k]) for k in before)
     ref = np.clip(s + 0.1, 0, 1)
     pair = ((s, labels), (ref, predicted_codes("binary", ref, 0.5)))
-    assert np.array_equal(paired_differences("binary", "roc_auc", y, *pair, 200, 3),
-                          paired_differences("binary", "roc_auc", y, *pair, 200, 3, 400))
+    assert np.array_equal(
+        paired_differences("binary", "roc_auc", y, *pair, 200, 3),
+        paired_differences("binary", "roc_auc", y, *pair, 200, 3, 400),
+    )
 
 
 def test_subsampled_bootstrap_is_seeded_centred_on_all_rows_and_keeps_the_width() -> None:
@@ -93,7 +101,7 @@ def test_subsampled_bootstrap_is_seeded_centred_on_all_rows_and_keeps_the_width(
         lo_f, hi_f = percentile_interval(full[k], 0.95)
         lo_s, hi_s = percentile_interval(sub[k], 0.95)
         assert lo_s < point[k][0] < hi_s
-        assert 0.6 < (hi_s - lo_s) / (hi_f - lo_f) < 1.5, k   # m-out-of-n rescaling
+        assert 0.6 < (hi_s - lo_s) / (hi_f - lo_f) < 1.5, k  # m-out-of-n rescaling
 
 
 def test_subsampled_paired_differences_are_centred_on_the_full_difference() -> None:
@@ -104,8 +112,10 @@ def test_subsampled_paired_differences_are_centred_on_the_full_difference() -> N
     d = paired_differences("binary", "roc_auc", y, cand_pair, ref_pair, 300, 2, max_rows=2_000)
     full = paired_differences("binary", "roc_auc", y, cand_pair, ref_pair, 300, 2)
     ones = np.ones((1, len(y)))
-    diff = (weighted_metrics("binary", ones, y, *cand_pair)["roc_auc"]
-            - weighted_metrics("binary", ones, y, *ref_pair)["roc_auc"])[0]
+    diff = (
+        weighted_metrics("binary", ones, y, *cand_pair)["roc_auc"]
+        - weighted_metrics("binary", ones, y, *ref_pair)["roc_auc"]
+    )[0]
     lo, hi = percentile_interval(d, 0.95)
     lo_f, hi_f = percentile_interval(full, 0.95)
     assert lo < diff < hi and 0.6 < (hi - lo) / (hi_f - lo_f) < 1.5
@@ -117,5 +127,6 @@ def test_only_one_metric_gives_the_same_values() -> None:
     W = np.vstack(list(weight_chunks(len(y), 40, seed=2)))
     every = weighted_metrics("binary", W, y, s, labels)
     for name, values in every.items():
-        np.testing.assert_array_equal(weighted_metrics("binary", W, y, s, labels, only=name)[name],
-                                      values)
+        np.testing.assert_array_equal(
+            weighted_metrics("binary", W, y, s, labels, only=name)[name], values
+        )

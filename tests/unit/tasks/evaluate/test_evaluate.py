@@ -11,7 +11,16 @@ def test_binary_metrics_on_hand_built_scores() -> None:
     assert m["roc_auc"] == pytest.approx(0.75)
     assert m["accuracy"] == pytest.approx(0.5)
     assert m["precision"] == pytest.approx(0.5) and m["recall"] == pytest.approx(0.5)
-    assert set(m) == {"roc_auc", "pr_auc", "log_loss", "brier", "accuracy", "precision", "recall", "f1"}
+    assert set(m) == {
+        "roc_auc",
+        "pr_auc",
+        "log_loss",
+        "brier",
+        "accuracy",
+        "precision",
+        "recall",
+        "f1",
+    }
     assert m["brier"] == pytest.approx((0.01 + 0.36 + 0.36 + 0.01) / 4)
 
 
@@ -38,24 +47,33 @@ def test_regression_metrics() -> None:
 
 
 def test_write_plots_draws_every_image_of_the_task(credit, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from tasks.evaluate.plots import write_plots
     from inference.model import encode_target
+    from tasks.evaluate.plots import write_plots
     from tasks.preprocess import build_preprocessor, feature_frame, split_frame
     from tasks.train import fit_model
     from tests.conftest import make_settings
 
     settings = make_settings(tmp_path, evaluate={"shap_sample": 50})
-    parts = split_frame(credit.sample(600, random_state=4).reset_index(drop=True), "Status", True,
-                        0.2, 0.2, 42)
+    parts = split_frame(
+        credit.sample(600, random_state=4).reset_index(drop=True), "Status", True, 0.2, 0.2, 42
+    )
     X = feature_frame(parts["train"], "Status")
     pre = build_preprocessor(X, settings.preprocess, {}).fit(X)
     model = fit_model(parts["train"], parts["valid"], pre, settings).model
     test = parts["test"]
     y, _ = encode_target(test["Status"], "binary", classes=model.classes)
     scores = model.predict_scores(test)
-    facts = write_plots(model, y, scores, test, score_predictions("binary", y, scores), settings,
-                        tmp_path / "plots")
-    for name in ("roc", "precision_recall", "calibration", "confusion", "importance", "shap_summary"):
+    facts = write_plots(
+        model, y, scores, test, score_predictions("binary", y, scores), settings, tmp_path / "plots"
+    )
+    for name in (
+        "roc",
+        "precision_recall",
+        "calibration",
+        "confusion",
+        "importance",
+        "shap_summary",
+    ):
         data = (tmp_path / "plots" / f"{name}.png").read_bytes()
         assert data[:4] == b"\x89PNG" and len(data) > 5000, name
     assert facts["shap_rows"] == 50 and facts["top_features_gain"][0]["gain"] > 0

@@ -5,20 +5,35 @@ import pandas as pd
 import pytest
 
 from core.config import ConfigError, parse_settings
-from tasks.register.gate import compare_paired, decide
 from tasks.register.card import DESCRIPTION_LIMIT, as_description, render_model_card
-from tasks.register.gate import predictions_from_output
+from tasks.register.gate import compare_paired, decide, predictions_from_output
 
 
 def _card(decision, **over):  # type: ignore[no-untyped-def]
-    args = dict(model_name="m", version="3", task="binary", source="data/source/x.csv",
-                target="y", rows=100, data_md5="abc", class_balance={"bad": 30, "good": 70},
-                params={"num_leaves": 15}, cv={"mean": 0.8, "std": 0.02, "metric": "roc_auc"},
-                test={"test": {"roc_auc": 0.81}, "ci": {"roc_auc": {"low": 0.75, "high": 0.86}},
-                      "n_boot": 100, "test_rows": 20, "ci_level": 0.95},
-                threshold=0.31, threshold_objective="f1",
-                top_features=[{"feature": "Income", "gain": 12.5}], decision=decision,
-                git_commit="deadbeef")
+    args = dict(
+        model_name="m",
+        version="3",
+        task="binary",
+        source="data/source/x.csv",
+        target="y",
+        rows=100,
+        data_md5="abc",
+        class_balance={"bad": 30, "good": 70},
+        params={"num_leaves": 15},
+        cv={"mean": 0.8, "std": 0.02, "metric": "roc_auc"},
+        test={
+            "test": {"roc_auc": 0.81},
+            "ci": {"roc_auc": {"low": 0.75, "high": 0.86}},
+            "n_boot": 100,
+            "test_rows": 20,
+            "ci_level": 0.95,
+        },
+        threshold=0.31,
+        threshold_objective="f1",
+        top_features=[{"feature": "Income", "gain": 12.5}],
+        decision=decision,
+        git_commit="deadbeef",
+    )
     args.update(over)
     return render_model_card(**args)
 
@@ -26,14 +41,25 @@ def _card(decision, **over):  # type: ignore[no-untyped-def]
 def test_model_card_carries_data_metrics_threshold_features_and_decision() -> None:
     cmp = compare_paired("roc_auc", 0.81, 0.79, np.linspace(0.005, 0.03, 50), "superior", 0, 0.95)
     card = _card(decide([], "superior", 0.0, "2", cmp))
-    for needle in ("# Model card: m v3", "promote** -> @champion", "bad 30 (30.0%)", "`abc`",
-                   "| roc_auc | 0.8100 | [0.7500, 0.8600] |", "0.3100", "1. Income",
-                   "champion: v2", "superior: CI lower bound > 0", "mean 0.8000, std 0.0200"):
+    for needle in (
+        "# Model card: m v3",
+        "promote** -> @champion",
+        "bad 30 (30.0%)",
+        "`abc`",
+        "| roc_auc | 0.8100 | [0.7500, 0.8600] |",
+        "0.3100",
+        "1. Income",
+        "champion: v2",
+        "superior: CI lower bound > 0",
+        "mean 0.8000, std 0.0200",
+    ):
         assert needle in card, needle
 
 
 def test_rejected_card_says_not_registered_and_long_cards_fit_the_registry() -> None:
-    card = _card(decide(["roc_auc=0.6 is below min_roc_auc=0.7"], "superior", 0, None), version=None)
+    card = _card(
+        decide(["roc_auc=0.6 is below min_roc_auc=0.7"], "superior", 0, None), version=None
+    )
     assert "not registered" in card and "min_roc_auc" in card
     long = _card(decide([], "superior", 0, None), params={f"p{i}": i for i in range(800)})
     assert len(long) > DESCRIPTION_LIMIT
@@ -56,8 +82,13 @@ def test_champion_output_is_read_in_the_candidates_encoding() -> None:
 def test_gate_params_must_name_metrics_of_the_task(tmp_path: Path) -> None:
     parse_settings({"gate": {"criteria": {"min_roc_auc": 0.7}}}, tmp_path)
     with pytest.raises(ConfigError, match="'min_roc_auc' names metric 'roc_auc'.*regression"):
-        parse_settings({"data": {"task": "regression", "positive_label": None},
-                        "gate": {"criteria": {"min_roc_auc": 0.7}}}, tmp_path)
+        parse_settings(
+            {
+                "data": {"task": "regression", "positive_label": None},
+                "gate": {"criteria": {"min_roc_auc": 0.7}},
+            },
+            tmp_path,
+        )
     with pytest.raises(ConfigError, match="min_<metric> or max_<metric>"):
         parse_settings({"gate": {"criteria": {"roc_auc": 0.7}}}, tmp_path)
     settings = parse_settings({"data": {"task": "regression", "positive_label": None}}, tmp_path)

@@ -11,7 +11,9 @@ def _cmp(samples: np.ndarray, rule: str = "superior", margin: float = 0.0, metri
 def test_absolute_criteria_name_what_fails() -> None:
     metrics = {"roc_auc": 0.65, "rmse": 3.0}
     assert check_absolute(metrics, {"min_roc_auc": 0.6}) == []
-    assert check_absolute(metrics, {"min_roc_auc": 0.7}) == ["roc_auc=0.6500 is below min_roc_auc=0.7"]
+    assert check_absolute(metrics, {"min_roc_auc": 0.7}) == [
+        "roc_auc=0.6500 is below min_roc_auc=0.7"
+    ]
     assert check_absolute(metrics, {"max_rmse": 2.5}) == ["rmse=3.0000 is above max_rmse=2.5"]
     assert "not available" in check_absolute(metrics, {"min_r2": 0.1})[0]
 
@@ -44,12 +46,15 @@ def test_interval_touching_zero_keeps_the_champion() -> None:
 
 def test_non_inferior_edge_is_strict() -> None:
     assert clears_rule(-0.0099, "non_inferior", 0.01)
-    assert not clears_rule(-0.01, "non_inferior", 0.01)      # exactly at -margin: not enough
-    assert not clears_rule(0.0, "superior", 0.0)             # exactly 0: not superior
+    assert not clears_rule(-0.01, "non_inferior", 0.01)  # exactly at -margin: not enough
+    assert not clears_rule(0.0, "superior", 0.0)  # exactly 0: not superior
     assert not clears_rule(float("nan"), "non_inferior", 0.01)
     # same samples: non-inferior with a margin promotes, superior does not
     samples = np.linspace(-0.005, 0.02, 201)
-    assert decide([], "non_inferior", 0.01, "1", _cmp(samples, "non_inferior", 0.01)).action == "promote"
+    assert (
+        decide([], "non_inferior", 0.01, "1", _cmp(samples, "non_inferior", 0.01)).action
+        == "promote"
+    )
     assert decide([], "superior", 0.0, "1", _cmp(samples)).action == "keep"
 
 

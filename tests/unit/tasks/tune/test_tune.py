@@ -8,8 +8,14 @@ import pytest
 from core.config import ConfigError, TuneRunnerSettings
 from tasks.tune.cv import CVData, cross_validate, make_folds
 from tasks.tune.search import INTERRUPTED, choose_fidelity, select_best_trial, threads_per_trial
-from tasks.tune.study import (TrialOutcome, TuningError, describe_states, open_study, run_study,
-                              run_trial)
+from tasks.tune.study import (
+    TrialOutcome,
+    TuningError,
+    describe_states,
+    open_study,
+    run_study,
+    run_trial,
+)
 from tests.conftest import make_settings
 
 State = optuna.trial.TrialState
@@ -22,35 +28,59 @@ def _trial(number: int, value: float | None, state: State = State.COMPLETE):
 
 
 def test_select_best_trial_breaks_ties_by_lower_number() -> None:
-    trials = [_trial(0, 0.80), _trial(1, 0.85), _trial(2, 0.85), _trial(3, None, State.FAIL),
-              _trial(4, None, State.PRUNED)]
+    trials = [
+        _trial(0, 0.80),
+        _trial(1, 0.85),
+        _trial(2, 0.85),
+        _trial(3, None, State.FAIL),
+        _trial(4, None, State.PRUNED),
+    ]
     assert select_best_trial(trials, "maximize").number == 1
     assert select_best_trial(list(reversed(trials)), "maximize").number == 1
     assert select_best_trial(trials, "minimize").number == 0
     assert select_best_trial([_trial(5, 0.3), _trial(2, 0.3)], "minimize").number == 2
-    assert select_best_trial([_trial(0, None, State.PRUNED), _trial(1, None, State.FAIL)],
-                             "maximize") is None
+    assert (
+        select_best_trial([_trial(0, None, State.PRUNED), _trial(1, None, State.FAIL)], "maximize")
+        is None
+    )
 
 
-@pytest.mark.parametrize(("space", "message"), [
-    ({"learning_rate": {"low": 0.5, "high": 0.1}}, r"tune.search_space.learning_rate: low \(0.5\) is greater"),
-    ({"leaves": {"low": 2, "high": 8}}, "tune.search_space.leaves: unknown parameter"),
-    ({"reg_alpha": {"low": 0.0, "high": 1.0, "log": True}}, "tune.search_space.reg_alpha: log scale needs a positive range"),
-    ({"subsample": {"low": 0.5, "high": 1.5}}, "tune.search_space.subsample: 1.5 is not a valid value"),
-])
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        (
+            {"learning_rate": {"low": 0.5, "high": 0.1}},
+            r"tune.search_space.learning_rate: low \(0.5\) is greater",
+        ),
+        ({"leaves": {"low": 2, "high": 8}}, "tune.search_space.leaves: unknown parameter"),
+        (
+            {"reg_alpha": {"low": 0.0, "high": 1.0, "log": True}},
+            "tune.search_space.reg_alpha: log scale needs a positive range",
+        ),
+        (
+            {"subsample": {"low": 0.5, "high": 1.5}},
+            "tune.search_space.subsample: 1.5 is not a valid value",
+        ),
+    ],
+)
 def test_bad_search_space_fails_at_load_naming_the_key(tmp_path: Path, space, message) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ConfigError, match=message):
         make_settings(tmp_path, tune={"search_space": space})
 
 
 def test_fidelity_is_reduced_above_the_row_threshold(tmp_path: Path) -> None:
-    tune = make_settings(tmp_path, tune={"large_data": {"rows": 1000, "subsample_rows": 400,
-                                                        "n_folds": 2}}).tune
+    tune = make_settings(
+        tmp_path, tune={"large_data": {"rows": 1000, "subsample_rows": 400, "n_folds": 2}}
+    ).tune
     full = choose_fidelity(1000, tune)
     assert (full.level, full.rows, full.n_folds) == ("full", 1000, tune.n_folds)
     reduced = choose_fidelity(5000, tune)
-    assert (reduced.level, reduced.rows, reduced.total_rows, reduced.n_folds) == \
-        ("reduced", 400, 5000, 2)
+    assert (reduced.level, reduced.rows, reduced.total_rows, reduced.n_folds) == (
+        "reduced",
+        400,
+        5000,
+        2,
+    )
     assert "5000 train rows > tune.large_data.rows (1000)" in reduced.reason
 
 
@@ -63,8 +93,9 @@ def test_threads_never_oversubscribe() -> None:
 
 def _cv_data(n: int = 400, task: str = "binary", imbalance: str = "none") -> CVData:
     rng = np.random.default_rng(0)
-    X = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n),
-                      "c": rng.integers(0, 3, n).astype(float)})
+    X = pd.DataFrame(
+        {"a": rng.normal(size=n), "b": rng.normal(size=n), "c": rng.integers(0, 3, n).astype(float)}
+    )
     y = ((X["a"] + 0.5 * rng.normal(size=n)) > 0.8).astype(int).to_numpy()
     return CVData(X, y, make_folds(y, task, 3, 0), ["c"], task, 2, imbalance, 0)
 
@@ -74,8 +105,11 @@ def test_cross_validate_scores_and_stops_early(imbalance: str) -> None:
     data = _cv_data(imbalance=imbalance)
     mean, std, rounds = cross_validate(data, {"learning_rate": 0.1, "num_leaves": 4}, 300, 10, 1)
     assert 0.75 < mean <= 1 and std >= 0 and 1 <= rounds < 300
-    assert cross_validate(data, {"learning_rate": 0.1, "num_leaves": 4}, 300, 10, 1) == \
-        (mean, std, rounds)
+    assert cross_validate(data, {"learning_rate": 0.1, "num_leaves": 4}, 300, 10, 1) == (
+        mean,
+        std,
+        rounds,
+    )
 
 
 def _study(tmp_path: Path, settings, name: str = "s"):  # type: ignore[no-untyped-def]
@@ -97,14 +131,22 @@ def _local_submitter(data: CVData, fail: set[int] = frozenset()):  # type: ignor
             if spec.number in fail:
                 return TrialOutcome(spec.number, "failed", error=f"ValueError: boom {spec.number}")
             return run_trial(spec, data)
+
         return wait
+
     submit.seen, submit.specs = seen, specs  # type: ignore[attr-defined]
     return submit, seen
 
 
 def _tune(tmp_path: Path, **kw):  # type: ignore[no-untyped-def]
-    tune = {"n_trials": 6, "max_rounds": 60, "early_stopping_rounds": 10, "min_resource": 10,
-            "report_every": 5, **kw}
+    tune = {
+        "n_trials": 6,
+        "max_rounds": 60,
+        "early_stopping_rounds": 10,
+        "min_resource": 10,
+        "report_every": 5,
+        **kw,
+    }
     return make_settings(tmp_path, tune=tune)
 
 
@@ -123,8 +165,11 @@ def test_failed_trial_is_recorded_and_study_goes_on(tmp_path: Path) -> None:
 def test_every_trial_failing_fails_the_stage_with_the_first_error(tmp_path: Path) -> None:
     settings = _tune(tmp_path, n_trials=3)
     submit, _ = _local_submitter(_cv_data(), fail={0, 1, 2})
-    with pytest.raises(TuningError, match=r"all 3 trial\(s\) failed; first error \(trial 0\): "
-                                          r"ValueError: boom 0"):
+    with pytest.raises(
+        TuningError,
+        match=r"all 3 trial\(s\) failed; first error \(trial 0\): "
+        r"ValueError: boom 0",
+    ):
         run_study(_study(tmp_path, settings), settings.tune, 1, 2, submit, "roc_auc")
 
 
@@ -162,15 +207,22 @@ def test_study_is_deterministic_for_a_worker_count(tmp_path: Path) -> None:
     values = []
     for name in ("a", "b"):
         submit, _ = _local_submitter(data)
-        result = run_study(open_study(tmp_path / f"{name}.journal", "s", "maximize", 1),
-                           settings.tune, 1, 2, submit, "roc_auc")
+        result = run_study(
+            open_study(tmp_path / f"{name}.journal", "s", "maximize", 1),
+            settings.tune,
+            1,
+            2,
+            submit,
+            "roc_auc",
+        )
         values.append([(t.state, t.value, t.params) for t in result.trials])
     assert values[0] == values[1]
 
 
 @pytest.mark.parametrize("window", [1, 3])
-def test_trial_n_is_asked_knowing_exactly_the_trials_before_the_window(tmp_path: Path,
-                                                                         window: int) -> None:
+def test_trial_n_is_asked_knowing_exactly_the_trials_before_the_window(
+    tmp_path: Path, window: int
+) -> None:
     """No barrier, yet no timing in the result: trial n is sampled (and pruned) knowing trials
     0 .. n - window, whatever has finished meanwhile; results are told in trial order."""
     settings = _tune(tmp_path, n_trials=7)
@@ -187,7 +239,7 @@ def test_progress_counts_running_and_queued_trials() -> None:
     study.enqueue_trial({"x": 2.0})
     study.enqueue_trial({"x": 3.0})
     study.tell(study.ask(), 0.5)
-    study.ask()                                   # running; one more is still queued
+    study.ask()  # running; one more is still queued
     assert describe_states(study.trials) == "1 complete, 0 pruned, 0 failed, 1 running, 1 queued"
 
 
@@ -207,8 +259,8 @@ def test_train_reads_tuned_params_only_when_tuning_ran(tmp_path: Path) -> None:
 def test_tuning_off_still_writes_the_declared_outputs(tmp_path: Path) -> None:
     import json
 
-    from core.io import ArtifactPaths
     from adapters.tracking import NO_RUN
+    from core.io import ArtifactPaths
     from tasks.tune.stage import tune_stage
 
     settings = make_settings(tmp_path, tune={"enabled": False})
