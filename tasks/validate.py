@@ -106,61 +106,69 @@ def run_raw_suite(
     exact, sampled = split_suite(suite)
     context = gx_context(docs_dir)
     outcomes: list[Outcome] = []
-    success = True
     seen = len(frame)
     if exact.expectations:
-        # GX filters a copy of the whole frame for each column check. On a large table the text
-        # columns go in as categoricals (codes, not strings) and the column checks run on a few
-        # columns at a time, so each copy is narrow. Values and row labels are unchanged.
-        big = len(frame) > sample_rows
-        text = [c for c in frame.columns if pd.api.types.is_string_dtype(frame[c].dtype)]
-        coded = frame.astype(dict.fromkeys(text, "category")) if big else frame
-        for part, columns in exact_parts(exact, list(frame.columns), big):
-            run = run_suite(
-                coded if columns is None else coded[columns],
-                part,
-                docs_dir,
-                result_format="COMPLETE",
-                context=context,
-            )
-            outcomes += run.outcomes
-            success &= run.success
-        del coded
+        outcomes += run_exact_checks(frame, exact, sample_rows, docs_dir, context)
     if sampled.expectations:
         part = frame
         if len(frame) > sample_rows:
             part = frame.sample(sample_rows, random_state=seed).sort_index()
             seen = len(part)
-        run = run_suite(part, sampled, docs_dir, result_format="SUMMARY", context=context)
-        failed = {i for i, o in enumerate(run.outcomes) if not o.success}
-        if failed and part is not frame:
-            d = suite_to_dict(sampled)
-            recheck = type(sampled)(
-                **{
-                    **d,
-                    "name": f"{d['name']}.confirmed",
-                    "expectations": [
-                        e
-                        for e in d["expectations"]
-                        if any(_same(e, run.outcomes[i]) for i in failed)
-                    ],
-                }
-            )
-            confirmed = run_suite(
-                frame, recheck, docs_dir, result_format="SUMMARY", context=context
-            ).outcomes
-            run.outcomes = [
-                next((c for c in confirmed if _same_outcome(c, o)), o) if i in failed else o
-                for i, o in enumerate(run.outcomes)
-            ]
-        outcomes += run.outcomes
-        success &= all(o.success for o in run.outcomes)
+        outcomes += run_sampled_checks(frame, part, sampled, docs_dir, context)
     return SuiteRun(
         suite=suite.name,
-        success=success,
+        success=all(o.success for o in outcomes),
         outcomes=outcomes,
         docs_index=(docs_dir / "index.html") if docs_dir else None,
     ), seen
+
+
+def run_exact_checks(
+    frame: pd.DataFrame, exact: Any, sample_rows: int, docs_dir: Path | None, context: Any
+) -> list[Outcome]:
+    """The every-row checks. GX filters a copy of the whole frame for each column check, so on
+    a large table the text columns go in as categoricals (codes, not strings) and the column
+    checks run on a few columns at a time: each copy is narrow, values and row labels unchanged."""
+    big = len(frame) > sample_rows
+    text = [c for c in frame.columns if pd.api.types.is_string_dtype(frame[c].dtype)]
+    coded = frame.astype(dict.fromkeys(text, "category")) if big else frame
+    outcomes: list[Outcome] = []
+    for part, columns in exact_parts(exact, list(frame.columns), big):
+        run = run_suite(
+            coded if columns is None else coded[columns],
+            part,
+            docs_dir,
+            result_format="COMPLETE",
+            context=context,
+        )
+        outcomes += run.outcomes
+    return outcomes
+
+
+def run_sampled_checks(
+    frame: pd.DataFrame, part: pd.DataFrame, sampled: Any, docs_dir: Path | None, context: Any
+) -> list[Outcome]:
+    """The sample-safe checks on `part`; any that fails on a sample is run again on every row,
+    and that verdict replaces the sample's."""
+    run = run_suite(part, sampled, docs_dir, result_format="SUMMARY", context=context)
+    failed = {i for i, o in enumerate(run.outcomes) if not o.success}
+    if not failed or part is frame:
+        return run.outcomes
+    d = suite_to_dict(sampled)
+    recheck = type(sampled)(
+        **{
+            **d,
+            "name": f"{d['name']}.confirmed",
+            "expectations": [
+                e for e in d["expectations"] if any(_same(e, run.outcomes[i]) for i in failed)
+            ],
+        }
+    )
+    confirmed = run_suite(frame, recheck, docs_dir, result_format="SUMMARY", context=context)
+    return [
+        next((c for c in confirmed.outcomes if _same_outcome(c, o)), o) if i in failed else o
+        for i, o in enumerate(run.outcomes)
+    ]
 
 
 COLUMNS_PER_RUN = 6
@@ -300,6 +308,27 @@ def drop_duplicate_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     return deduped, len(df) - len(deduped)
 
 
+def _column_set_difference(kwargs: dict[str, Any], df: pd.DataFrame) -> str:
+    expected, observed = set(kwargs.get("column_set") or []), set(df.columns)
+    parts = []
+    if expected - observed:
+        parts.append(f"missing column(s) {preview(sorted(expected - observed), 10)}")
+    if kwargs.get("exact_match", True) and observed - expected:
+        parts.append(f"unexpected column(s) {preview(sorted(observed - expected), 10)}")
+    return "; ".join(parts) or "columns differ"
+
+
+def _wrong_type(kwargs: dict[str, Any], column: pd.Series) -> str:
+    wanted = kwargs.get("type_") or "/".join(kwargs.get("type_list") or [])
+    text = ""
+    if any(t in wanted for t in ("int", "float")) and not pd.api.types.is_numeric_dtype(column):
+        s = column.dropna()
+        not_numbers = s[pd.to_numeric(s, errors="coerce").isna()].unique()
+        if len(not_numbers):
+            text = f"; values that are not numbers: {preview(not_numbers)}"
+    return f"expected {wanted} values but the column holds {column.dtype}{text}"
+
+
 def describe_failure(o: Outcome, df: pd.DataFrame) -> str:
     """One line a data scientist can act on: expectation, column, what was wrong, examples."""
     k, col = o.kwargs, o.column
@@ -312,30 +341,14 @@ def describe_failure(o: Outcome, df: pd.DataFrame) -> str:
     count = o.unexpected_count or 0
     eg = f"; e.g. {preview(o.examples)}" if o.examples else ""
     if o.type == "expect_table_columns_to_match_set":
-        expected, observed = set(k.get("column_set") or []), set(df.columns)
-        parts = []
-        if expected - observed:
-            parts.append(f"missing column(s) {preview(sorted(expected - observed), 10)}")
-        if k.get("exact_match", True) and observed - expected:
-            parts.append(f"unexpected column(s) {preview(sorted(observed - expected), 10)}")
-        return f"{where}: {'; '.join(parts) or 'columns differ'}"
+        return f"{where}: {_column_set_difference(k, df)}"
     if o.type == "expect_table_row_count_to_be_between":
         return (
             f"{where}: the table has {n} rows; expected between {k.get('min_value')} and "
             f"{k.get('max_value') or 'any number'}"
         )
     if o.type in {"expect_column_values_to_be_of_type", "expect_column_values_to_be_in_type_list"}:
-        wanted = k.get("type_") or "/".join(k.get("type_list") or [])
-        found = str(df[col].dtype)
-        text = ""
-        if any(t in wanted for t in ("int", "float")) and not pd.api.types.is_numeric_dtype(
-            df[col]
-        ):
-            s = df[col].dropna()
-            not_numbers = s[pd.to_numeric(s, errors="coerce").isna()].unique()
-            if len(not_numbers):
-                text = f"; values that are not numbers: {preview(not_numbers)}"
-        return f"{where}: expected {wanted} values but the column holds {found}{text}"
+        return f"{where}: {_wrong_type(k, df[col])}"
     if o.type == "expect_column_values_to_not_be_null":
         missing = int(df[col].isna().sum())
         mostly = k.get("mostly")

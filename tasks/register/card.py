@@ -20,6 +20,47 @@ def _fmt(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
+def _metrics_section(test: Mapping[str, Any], cv: Mapping[str, Any] | None) -> list[str]:
+    metrics, ci = test["test"], test.get("ci", {})
+    level = test.get("ci_level", 0.95)
+    lines = [
+        "",
+        f"## Test metrics ({test.get('test_rows', '?')} rows, {level:.0%} bootstrap "
+        f"intervals, {test.get('n_boot', '?')} resamples)",
+        "",
+        "| metric | value | interval |",
+        "|---|---|---|",
+    ]
+    for k, v in metrics.items():
+        iv = ci.get(k)
+        lines.append(
+            f"| {k} | {v:.4f} | " + (f"[{iv['low']:.4f}, {iv['high']:.4f}] |" if iv else "|")
+        )
+    if cv:
+        lines += [
+            "",
+            f"CV on the training folds: {cv.get('metric', 'score')} mean "
+            f"{cv['mean']:.4f}, std {cv['std']:.4f}",
+        ]
+    return lines
+
+
+def _comparison_section(decision: Decision) -> list[str]:
+    c = decision.comparison
+    if c is None:
+        return []
+    return [
+        "",
+        "## Champion comparison",
+        "",
+        f"- champion: v{decision.champion_version}; metric {c.metric}",
+        f"- candidate {c.candidate:.4f}, champion {c.reference:.4f}, improvement "
+        f"{c.diff:+.4f}, {c.level:.0%} paired bootstrap interval "
+        f"[{c.low:+.4f}, {c.high:+.4f}] ({c.n_boot} resamples)",
+        f"- rule: {decision.rule}",
+    ]
+
+
 def render_model_card(
     *,
     model_name: str,
@@ -60,27 +101,7 @@ def render_model_card(
             "- class balance: "
             + ", ".join(f"{k} {v} ({v / total:.1%})" for k, v in class_balance.items())
         )
-    metrics, ci = test["test"], test.get("ci", {})
-    level = test.get("ci_level", 0.95)
-    lines += [
-        "",
-        f"## Test metrics ({test.get('test_rows', '?')} rows, {level:.0%} bootstrap "
-        f"intervals, {test.get('n_boot', '?')} resamples)",
-        "",
-        "| metric | value | interval |",
-        "|---|---|---|",
-    ]
-    for k, v in metrics.items():
-        iv = ci.get(k)
-        lines.append(
-            f"| {k} | {v:.4f} | " + (f"[{iv['low']:.4f}, {iv['high']:.4f}] |" if iv else "|")
-        )
-    if cv:
-        lines += [
-            "",
-            f"CV on the training folds: {cv.get('metric', 'score')} mean "
-            f"{cv['mean']:.4f}, std {cv['std']:.4f}",
-        ]
+    lines += _metrics_section(test, cv)
     if threshold is not None:
         lines += [
             "",
@@ -91,18 +112,7 @@ def render_model_card(
         ]
     lines += ["", "## Top features (gain)", ""]
     lines += [f"{i}. {f['feature']} ({f['gain']:.1f})" for i, f in enumerate(top_features, 1)]
-    if decision.comparison is not None:
-        c = decision.comparison
-        lines += [
-            "",
-            "## Champion comparison",
-            "",
-            f"- champion: v{decision.champion_version}; metric {c.metric}",
-            f"- candidate {c.candidate:.4f}, champion {c.reference:.4f}, improvement "
-            f"{c.diff:+.4f}, {c.level:.0%} paired bootstrap interval "
-            f"[{c.low:+.4f}, {c.high:+.4f}] ({c.n_boot} resamples)",
-            f"- rule: {decision.rule}",
-        ]
+    lines += _comparison_section(decision)
     lines += ["", "## Params", ""]
     lines += [f"- {k}: {_fmt(v)}" for k, v in params.items()]
     return "\n".join(lines) + "\n"

@@ -104,6 +104,22 @@ def compact_version_tags(
     }
 
 
+def log_compact_model(paths: ArtifactPaths, model: CompactModel) -> Any:
+    """Log models/compact (the joblib and, when compiled, the shared library) as a pyfunc."""
+    example = read_parquet(paths.split("test"))[model.feature_columns].head(5)
+    artifacts = {"compact_model": str(paths.compact_dir / "model.joblib")}
+    if (paths.compact_dir / "compact.so").is_file():
+        artifacts["compiled_lib"] = str(paths.compact_dir / "compact.so")
+    return log_pyfunc_model(
+        "compact_model",
+        "compact_pyfunc.py",
+        artifacts,
+        compact_signature(model, example),
+        example,
+        pip_requirements("treelite", "tl2cgen"),
+    )
+
+
 def register_compact(
     settings: Settings,
     client: Any,
@@ -133,18 +149,7 @@ def register_compact(
             name,
         )
         return None
-    example = read_parquet(paths.split("test"))[model.feature_columns].head(5)
-    artifacts = {"compact_model": str(paths.compact_dir / "model.joblib")}
-    if (paths.compact_dir / "compact.so").is_file():
-        artifacts["compiled_lib"] = str(paths.compact_dir / "compact.so")
-    info = log_pyfunc_model(
-        "compact_model",
-        "compact_pyfunc.py",
-        artifacts,
-        compact_signature(model, example),
-        example,
-        pip_requirements("treelite", "tl2cgen"),
-    )
+    info = log_compact_model(paths, model)
     registered = create_version(
         client,
         name,
@@ -155,16 +160,11 @@ def register_compact(
     version = str(registered.version)
     aliases = sync_compact_aliases(client, settings)
     mlflow.set_tags({"registered_compact_model": name, "registered_compact_version": version})
+    alias = f" @{aliases[version]}" if version in aliases else ""
     log.info(
-        "register: %s version %s%s (%s from %s v%s; %.1fx smaller, %.1fx faster single-row)",
-        name,
-        version,
-        f" @{aliases[version]}" if version in aliases else "",
-        manifest["candidate"],
-        settings.register_.model_name,
-        full_version,
-        manifest["size_ratio"],
-        manifest["latency_ratio"],
+        f"register: {name} version {version}{alias} ({manifest['candidate']} from "
+        f"{settings.register_.model_name} v{full_version}; {manifest['size_ratio']:.1f}x smaller, "
+        f"{manifest['latency_ratio']:.1f}x faster single-row)"
     )
     return {
         "model_name": name,

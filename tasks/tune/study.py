@@ -293,19 +293,8 @@ def tell_outcome(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
 
-def run_study(
-    study: optuna.Study,
-    tune: TuneSettings,
-    threads: int,
-    window: int,
-    submit: Submitter,
-    metric: str,
-    on_trial: Callable[[TrialOutcome, dict[str, Any]], None] | None = None,
-    progress_every: int = 2,
-) -> StudyResult:
-    """Keep `window` trials in flight until the budget is spent: ask, submit, and when the
-    window is full wait for the oldest trial and tell it (always in trial-number order)."""
-    started = time.perf_counter()
+def resume(study: optuna.Study, tune: TuneSettings) -> tuple[int, int]:
+    """Recover the trials a killed run left running; (interrupted, trials already done)."""
     interrupted = recover_interrupted(study)
     if interrupted:
         log.warning(
@@ -321,39 +310,87 @@ def run_study(
             done_before,
             tune.n_trials,
         )
-    direction = study.direction.name.lower()
-    inflight: deque[tuple[optuna.Trial, dict[str, Any], TrialWaiter]] = deque()
-    done = submitted = done_before
+    return interrupted, done_before
 
-    def settle_oldest() -> None:
-        nonlocal done
-        trial, params, wait = inflight.popleft()
+
+def no_best_trial_error(trials: Sequence[optuna.trial.FrozenTrial]) -> TuningError:
+    """Why no trial can be chosen: every trial failed (with the first error), or none finished."""
+    failed = sorted(
+        (t for t in trials if t.state == optuna.trial.TrialState.FAIL), key=lambda t: t.number
+    )
+    first = next((t for t in failed if t.user_attrs.get("error") != INTERRUPTED), None)
+    if first is not None and not any(t.state == optuna.trial.TrialState.PRUNED for t in trials):
+        return TuningError(
+            f"tune: all {len(failed)} trial(s) failed; first error (trial "
+            f"{first.number}): {first.user_attrs.get('error')}"
+        )
+    return TuningError(
+        f"tune: no trial completed ({len(trials)} trial(s): "
+        f"{describe_states(trials)}); raise tune.n_trials or tune.timeout_s"
+    )
+
+
+@dataclass
+class TrialWindow:
+    """The trials in flight, oldest first, and how many count toward the budget so far."""
+
+    study: optuna.Study
+    tune: TuneSettings
+    metric: str
+    on_trial: Callable[[TrialOutcome, dict[str, Any]], None] | None
+    progress_every: int
+    done_before: int
+    started: float = field(default_factory=time.perf_counter)
+    inflight: deque[tuple[optuna.Trial, dict[str, Any], TrialWaiter]] = field(default_factory=deque)
+    done: int = 0
+
+    def settle_oldest(self) -> None:
+        """Wait for the oldest trial, tell the study, report progress every few trials."""
+        trial, params, wait = self.inflight.popleft()
         outcome = wait()
-        tell_outcome(study, trial, outcome)
+        tell_outcome(self.study, trial, outcome)
         if outcome.state == "failed":
             log.warning("tune: trial %d failed: %s", outcome.number, outcome.error)
-        if on_trial is not None:
-            on_trial(outcome, params)
-        done += 1
-        if (done - done_before) % progress_every == 0 or not inflight:
+        if self.on_trial is not None:
+            self.on_trial(outcome, params)
+        self.done += 1
+        now = self.done - self.done_before
+        if now % self.progress_every == 0 or not self.inflight:
+            elapsed = time.perf_counter() - self.started
             log.info(
                 "tune: %s",
-                progress_line(
-                    study, tune, done, done - done_before, time.perf_counter() - started, metric
-                ),
+                progress_line(self.study, self.tune, self.done, now, elapsed, self.metric),
             )
 
+
+def run_study(
+    study: optuna.Study,
+    tune: TuneSettings,
+    threads: int,
+    window: int,
+    submit: Submitter,
+    metric: str,
+    on_trial: Callable[[TrialOutcome, dict[str, Any]], None] | None = None,
+    progress_every: int = 2,
+) -> StudyResult:
+    """Keep `window` trials in flight until the budget is spent: ask, submit, and when the
+    window is full wait for the oldest trial and tell it (always in trial-number order)."""
+    started = time.perf_counter()
+    interrupted, done_before = resume(study, tune)
+    direction = study.direction.name.lower()
+    w = TrialWindow(study, tune, metric, on_trial, progress_every, done_before, started)
+    w.done = submitted = done_before
     while submitted < tune.n_trials:
         if tune.timeout_s is not None and time.perf_counter() - started >= tune.timeout_s:
             log.info(
                 "tune: time budget of %.0f s spent after %d trials; finishing the %d running",
                 tune.timeout_s,
-                done,
-                len(inflight),
+                w.done,
+                len(w.inflight),
             )
             break
-        if len(inflight) >= window:
-            settle_oldest()
+        if len(w.inflight) >= window:
+            w.settle_oldest()
             continue
         trial = study.ask()
         spec = TrialSpec(
@@ -365,27 +402,15 @@ def run_study(
             threads,
             history_for(study, trial.number),
         )
-        inflight.append((trial, dict(spec.params), submit(spec)))
+        w.inflight.append((trial, dict(spec.params), submit(spec)))
         submitted += 1
-    while inflight:
-        settle_oldest()
+    while w.inflight:
+        w.settle_oldest()
     trials = study.get_trials(deepcopy=True)
     best = select_best_trial(trials, direction)
     if best is None:
-        failed = sorted(
-            (t for t in trials if t.state == optuna.trial.TrialState.FAIL), key=lambda t: t.number
-        )
-        first = next((t for t in failed if t.user_attrs.get("error") != INTERRUPTED), None)
-        if first is not None and not any(t.state == optuna.trial.TrialState.PRUNED for t in trials):
-            raise TuningError(
-                f"tune: all {len(failed)} trial(s) failed; first error (trial "
-                f"{first.number}): {first.user_attrs.get('error')}"
-            )
-        raise TuningError(
-            f"tune: no trial completed ({len(trials)} trial(s): "
-            f"{describe_states(trials)}); raise tune.n_trials or tune.timeout_s"
-        )
-    return StudyResult(best, trials, done, interrupted, time.perf_counter() - started)
+        raise no_best_trial_error(trials)
+    return StudyResult(best, trials, w.done, interrupted, time.perf_counter() - started)
 
 
 def describe_states(trials: Sequence[optuna.trial.FrozenTrial]) -> str:
