@@ -45,7 +45,7 @@ def fitted(credit: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory):  # t
     df = credit.sample(1500, random_state=3).reset_index(drop=True)
     df.loc[:20, "Income"] = 99999999  # sentinel codes -> missing
     df.loc[21:40, "Job"] = None  # missing category
-    parts = split_frame(df, "Status", True, 0.2, 0.2, settings.base.seed)
+    parts = split_frame(df, 0.2, 0.2, settings.base.seed)
     X = feature_frame(parts["train"], "Status")
     pre = build_preprocessor(X, settings.preprocess, settings.data.sentinels).fit(X)
     full = fit_model(parts["train"], parts["valid"], pre, settings).model
