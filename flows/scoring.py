@@ -1,4 +1,5 @@
-"""The batch scoring flow: score every file waiting in `scoring.incoming` (tasks/score.py)."""
+"""The batch scoring flow: score every complete file waiting in `scoring.incoming`
+(ops/score.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from prefect import flow, task
 
 from core.config import load_settings
 from ops.preflight import check_tracking_store
-from ops.score import score_incoming
+from ops.score import as_record, score_incoming
 
 log = logging.getLogger("flows.scoring")
 
@@ -17,19 +18,7 @@ log = logging.getLogger("flows.scoring")
 @task(name="score", retries=1, retry_delay_seconds=2)
 def score_task(params_path: str) -> list[dict[str, Any]]:
     settings = load_settings(params_path)
-    return [
-        {
-            "source": str(r.source),
-            "status": r.status,
-            "rows": r.rows,
-            "scored_rows": r.scored_rows,
-            "quarantined_rows": r.quarantined_rows,
-            "output": str(r.output) if r.output else None,
-            "moved_to": str(r.moved_to) if r.moved_to else None,
-            "reason": r.reason,
-        }
-        for r in score_incoming(settings)
-    ]
+    return [as_record(r) for r in score_incoming(settings)]
 
 
 @flow(name="scoring", log_prints=True)
