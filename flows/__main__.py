@@ -204,18 +204,18 @@ def run_score(params: Path) -> int:
     check_tracking_store(load_settings(params).tracking_uri)
     quiet_user_errors()
     state = scoring_flow(params_path=str(params), return_state=True)
-    if state.is_failed():
+    results = state.result(raise_on_failure=False)
+    if not isinstance(results, list):  # failed before reporting on the files: the error
         try:
             state.result()
         except Exception as exc:
             print(f"error: scoring flow failed: {exc}", file=sys.stderr)
         return 1
-    results = state.result()
     if not results:
         print("scoring: no files waiting")
     for r in results:
         print(score_line(r, params.parent))
-    return 1 if any(r["status"] == "rejected" for r in results) else 0
+    return 1 if state.is_failed() else 0
 
 
 def score_line(r: dict[str, Any], root: Path) -> str:
@@ -232,7 +232,8 @@ def score_line(r: dict[str, Any], root: Path) -> str:
             f"{rel(r['output'])}" + (f"; {quarantined} row(s) quarantined" if quarantined else "")
         )
     if r["status"] == "rejected":
-        return f"rejected {rel(r['source'])} -> {rel(r['moved_to'])}:\n  {r['reason']}"
+        rows = "rows unknown" if r["rows"] is None else f"{r['rejected_rows']} rows"
+        return f"rejected {rel(r['source'])} ({rows}) -> {rel(r['moved_to'])}:\n  {r['reason']}"
     return f"{r['status']}: {rel(r['source'])} ({r['reason']})"
 
 

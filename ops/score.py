@@ -33,7 +33,7 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,13 +62,15 @@ BATCH_SKIPPED_TYPES = frozenset({"expect_table_row_count_to_be_between"})
 
 @dataclass
 class ScoredFile:
-    """What became of one incoming file. For a scored file rows == scored + quarantined."""
+    """What became of one incoming file. For a scored file rows == scored + quarantined; a
+    rejected file's rows are all rejected (None when it could not be read as a table)."""
 
     source: Path
     status: str  # scored | rejected | waiting (not complete yet) | skipped (another scorer has it)
     rows: int | None = None
     scored_rows: int = 0
     quarantined_rows: int = 0
+    rejected_rows: int = 0
     output: Path | None = None
     moved_to: Path | None = None
     reason: str = ""
@@ -175,10 +177,20 @@ def as_record(r: ScoredFile) -> dict[str, Any]:
         "rows": r.rows,
         "scored_rows": r.scored_rows,
         "quarantined_rows": r.quarantined_rows,
+        "rejected_rows": r.rejected_rows,
         "output": str(r.output) if r.output else None,
         "moved_to": str(r.moved_to) if r.moved_to else None,
         "reason": r.reason,
     }
+
+
+def rejection_message(records: Sequence[Mapping[str, Any]], root: Path) -> str | None:
+    """Why a scoring run fails: the files it rejected. Waiting and skipped files do not count."""
+    rejected = [Path(r["source"]) for r in records if r["status"] == "rejected"]
+    if not rejected:
+        return None
+    names = [str(p.relative_to(root) if p.is_relative_to(root) else p) for p in rejected]
+    return f"{len(names)} file(s) rejected: {', '.join(names)}"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -499,7 +511,9 @@ def reject(
     log.error(
         "score: %s rejected, nothing scored -> %s", _display(source, batch.settings.root), dest
     )
-    return ScoredFile(source, "rejected", rows, moved_to=dest, reason=str(error))
+    return ScoredFile(
+        source, "rejected", rows, rejected_rows=rows or 0, moved_to=dest, reason=str(error)
+    )
 
 
 def write_outputs(

@@ -1,13 +1,16 @@
 """Batch scoring on one trained project (trained once for the module, tuning and compression
 off): scoring, quarantine and rejection; files still being written; two scorers at once; a
-scorer killed mid-file."""
+scorer killed mid-file; the Prefect state of a run that rejected a file."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import signal
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -124,6 +127,7 @@ def test_batch_scoring_scores_quarantines_rejects_and_never_rescores(trained: Pr
 
     rejected = results["broken.parquet"]
     assert rejected.status == "rejected" and "Income" in rejected.reason
+    assert rejected.rows == rejected.rejected_rows == 3 and rejected.scored_rows == 0
     assert "data/incoming/broken.parquet:" in rejected.reason  # the file as it was dropped
     reason = (incoming / "rejected/broken.parquet.reason.txt").read_text()
     assert "missing column(s) 'Income'" in reason and ".claimed" not in reason
@@ -308,3 +312,61 @@ def test_a_killed_scorers_file_is_recovered_and_scored_once(trained: Project, po
         assert _outputs(trained, "k", "predictions") == written
     assert (_incoming(trained) / "processed/k.csv").is_file()
     assert not _claimed_files(trained) and not list((_incoming(trained) / ".claimed").iterdir())
+
+
+# ------------------------------------------------------------------------------------------------
+# the Prefect state of a scoring run
+# ------------------------------------------------------------------------------------------------
+def _scoring_runs(project: Project) -> dict[str, str]:
+    """flow run id -> state type, for every run of the scoring flow on the shared server."""
+    api = project.env["PREFECT_API_URL"]
+    req = urllib.request.Request(
+        f"{api}/flow_runs/filter", data=b"{}", headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=30) as r:
+        runs = json.loads(r.read())
+    req = urllib.request.Request(
+        f"{api}/flows/filter",
+        data=json.dumps({"flows": {"name": {"any_": ["scoring"]}}}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as r:
+        flow_ids = {f["id"] for f in json.loads(r.read())}
+    return {r["id"]: r["state"]["type"] for r in runs if r["flow_id"] in flow_ids}
+
+
+def _new_run_state(project: Project, before: dict[str, str]) -> tuple[str, str]:
+    api = project.env["PREFECT_API_URL"]
+    (run_id,) = set(_scoring_runs(project)) - set(before)
+    with urllib.request.urlopen(f"{api}/flow_runs/{run_id}", timeout=30) as r:
+        state = json.loads(r.read())["state"]
+    return state["type"], state.get("message") or ""
+
+
+def test_a_run_that_rejects_a_file_fails_in_prefect_and_one_that_waits_does_not(
+    trained: Project,
+) -> None:
+    incoming = _incoming(trained)
+    _batch(trained, 0, 10).to_csv(incoming / "fine.csv", index=False)
+    _batch(trained, 10, 3).drop(columns="Income").to_parquet(incoming / "broken.parquet")
+    before = _scoring_runs(trained)
+    proc = trained.flow("score", check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    state, message = _new_run_state(trained, before)
+    assert state == "FAILED" and "broken.parquet" in message, (state, message)
+    assert "scored   data/incoming/fine.csv: 10 of 10 rows" in proc.stdout, proc.stdout
+    assert re.search(
+        r"^rejected data/incoming/broken\.parquet \(3 rows\) -> "
+        r"data/incoming/rejected/broken\.parquet:\n  .*missing column\(s\) 'Income'",
+        proc.stdout,
+        re.M | re.S,
+    ), proc.stdout
+    assert "error: scoring flow failed" not in proc.stderr
+
+    trained.set_params(scoring={"settle_s": 600})
+    _batch(trained, 20, 5).to_csv(incoming / "later.csv", index=False)
+    before = _scoring_runs(trained)
+    proc = trained.flow("score")
+    assert "waiting: data/incoming/later.csv (still changing)" in proc.stdout, proc.stdout
+    assert _new_run_state(trained, before)[0] == "COMPLETED"
+    assert os.path.exists(incoming / "later.csv")

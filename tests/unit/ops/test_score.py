@@ -14,7 +14,9 @@ from core.errors import DataError
 from ops.score import (
     Folders,
     Owner,
+    ScoredFile,
     Seen,
+    as_record,
     check_batch,
     claim,
     folder_owner,
@@ -25,6 +27,7 @@ from ops.score import (
     plan_of,
     recover_orphans,
     recovery_action,
+    rejection_message,
     scoring_suite,
     take_stock,
     waiting_reason,
@@ -226,3 +229,19 @@ def test_recovery_returns_or_finishes_the_files_of_dead_scorers_only(tmp_path: P
     assert (alive / "busy.csv").is_file()  # its scorer still runs
     assert sorted(p.name for p in folders.claimed.iterdir()) == ["me-11-bb"]
     assert recover_orphans(folders, "me", lambda pid: pid == 11, tmp_path) == 0
+
+
+# ------------------------------------------------------------------------------------------------
+# what a run reports
+# ------------------------------------------------------------------------------------------------
+def test_only_rejected_files_fail_a_run(tmp_path: Path) -> None:
+    results = [
+        ScoredFile(tmp_path / "in/a.csv", "scored", rows=5, scored_rows=4, quarantined_rows=1),
+        ScoredFile(tmp_path / "in/b.csv", "waiting", reason="still changing"),
+        ScoredFile(tmp_path / "in/c.csv", "skipped", reason="claimed by another scorer"),
+    ]
+    records = [as_record(r) for r in results]
+    assert records[0]["rows"] == records[0]["scored_rows"] + records[0]["quarantined_rows"]
+    assert rejection_message(records, tmp_path) is None
+    bad = ScoredFile(tmp_path / "in/d.csv", "rejected", rows=3, rejected_rows=3, reason="no")
+    assert rejection_message([*records, as_record(bad)], tmp_path) == "1 file(s) rejected: in/d.csv"
