@@ -8,7 +8,8 @@ python -m flows suggest-expectations [--force] [--only raw|model_input]
                                  (validate.raw_suite / validate.model_input_suite) to review
 python -m flows compare 3 2      paired comparison of two registered versions (3 vs 2)
                                  on the current test split, with the gate's metric and rule
-python -m flows score            score the files waiting in scoring.incoming (batch flow)
+python -m flows score            score the complete files waiting in scoring.incoming (batch
+                                 flow; exit 1 if a file was rejected)
 python -m flows serve [--interval N] [--only training|scoring]
                                  serve the training and scoring deployments (schedule.*);
                                  --start-server also starts a local Prefect server
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from flows._runtime import LOGGERS, configure_stage_logging, prepare_environment
 
@@ -202,31 +204,37 @@ def run_score(params: Path) -> int:
     check_tracking_store(load_settings(params).tracking_uri)
     quiet_user_errors()
     state = scoring_flow(params_path=str(params), return_state=True)
-    if state.is_failed():
+    results = state.result(raise_on_failure=False)
+    if not isinstance(results, list):  # failed before reporting on the files: the error
         try:
             state.result()
         except Exception as exc:
             print(f"error: scoring flow failed: {exc}", file=sys.stderr)
         return 1
-    results = state.result()
     if not results:
         print("scoring: no files waiting")
+    for r in results:
+        print(score_line(r, params.parent))
+    return 1 if state.is_failed() else 0
+
+
+def score_line(r: dict[str, Any], root: Path) -> str:
+    """One file of a scoring run, as the summary shows it."""
     import os
 
     def rel(path: str | None) -> str | None:
-        return os.path.relpath(path, params.parent) if path else path
+        return os.path.relpath(path, root) if path else path
 
-    for r in results:
-        if r["status"] == "scored":
-            quarantined = r["quarantined_rows"]
-            print(
-                f"scored   {rel(r['source'])}: {r['scored_rows']} of {r['rows']} rows -> "
-                f"{rel(r['output'])}"
-                + (f"; {quarantined} row(s) quarantined" if quarantined else "")
-            )
-        else:
-            print(f"rejected {rel(r['source'])} -> {rel(r['moved_to'])}:\n  {r['reason']}")
-    return 1 if any(r["status"] == "rejected" for r in results) else 0
+    if r["status"] == "scored":
+        quarantined = r["quarantined_rows"]
+        return (
+            f"scored   {rel(r['source'])}: {r['scored_rows']} of {r['rows']} rows -> "
+            f"{rel(r['output'])}" + (f"; {quarantined} row(s) quarantined" if quarantined else "")
+        )
+    if r["status"] == "rejected":
+        rows = "rows unknown" if r["rows"] is None else f"{r['rejected_rows']} rows"
+        return f"rejected {rel(r['source'])} ({rows}) -> {rel(r['moved_to'])}:\n  {r['reason']}"
+    return f"{r['status']}: {rel(r['source'])} ({r['reason']})"
 
 
 def run_serve(

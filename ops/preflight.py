@@ -98,7 +98,8 @@ def remove_stale_temp_files(root: Path) -> list[Path]:
     return removed
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host with that id runs (or exists under another user)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -121,7 +122,7 @@ def break_dead_owner_lock(client: Any, model_name: str) -> bool:
     except MlflowException:
         return False
     host, _, pid = tags.get("lock.owner", "").rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit() or _pid_alive(int(pid)):
+    if host != socket.gethostname() or not pid.isdigit() or pid_alive(int(pid)):
         return False
     with contextlib.suppress(MlflowException):
         client.delete_registered_model(name)

@@ -1,7 +1,7 @@
-"""Day-to-day operations on one trained project (trained once for the module): batch scoring,
-REST serving, the Prefect deployments on a real server, the DVC remote, reproduction of a
-registered version, the registry UI in a headless browser, and faults (unusable tracking store,
-a run killed mid-stage)."""
+"""Day-to-day operations on one trained project (trained once for the module): REST serving,
+the Prefect deployments on a real server (batch scoring on its schedule), the DVC remote,
+reproduction of a registered version, the registry UI in a headless browser, and faults
+(unusable tracking store, a run killed mid-stage). Batch scoring itself: test_scoring.py."""
 
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, credit: pd.DataFrame) -> P
         remote={"url": str(tmp / "dvc-remote")},
         evaluate={"n_boot": 200},
         compress={"enabled": True},
+        scoring={"settle_s": 0},  # the scheduled run scores the file written just before
     )
     project.frame = frame  # type: ignore[attr-defined]
     project.unused = credit.drop(index=frame.index, errors="ignore")  # type: ignore[attr-defined]
@@ -139,44 +140,6 @@ def test_registered_models_load_and_predict_without_the_training_code(
     for r in results:
         assert r["rows"] == 20 and "probability" in r["columns"] and "label" in r["columns"]
         assert r["training_code_loaded"] == []
-
-
-# ------------------------------------------------------------------------------------------------
-# batch scoring
-# ------------------------------------------------------------------------------------------------
-def test_batch_scoring_scores_quarantines_rejects_and_never_rescores(trained: Project) -> None:
-    from ops.score import score_incoming
-
-    incoming = trained.root / "data" / "incoming"
-    incoming.mkdir(parents=True, exist_ok=True)
-    good = trained.frame.drop(columns="Status").head(12).copy()  # type: ignore[attr-defined]
-    good.loc[3, "Age"] = -4  # row-level: out of range
-    good.to_csv(incoming / "batch1.csv", index=False)
-    good.drop(columns="Income").head(3).to_parquet(incoming / "broken.parquet", index=False)
-
-    results = {r.source.name: r for r in score_incoming(_settings(trained))}
-    assert results["batch1.csv"].status == "scored"
-    assert results["batch1.csv"].scored_rows == 11 and results["batch1.csv"].quarantined_rows == 1
-    out = pd.read_parquet(results["batch1.csv"].output)
-    assert set(out["model_version"]) == {_champion_version(trained)}
-    assert out["scored_at"].str.endswith("+00:00").all()
-    expected = _in_process_predictions(trained, good.drop(index=3))
-    np.testing.assert_allclose(out["probability"].to_numpy(), expected["probability"].to_numpy())
-    assert (out["Age"] >= 0).all()
-    quarantine = next((trained.root / "data/predictions").glob("batch1.*.quarantine.parquet"))
-    q = pd.read_parquet(quarantine)
-    assert q["_source_row"].tolist() == [3] and "Age" in q["_reason"].iloc[0]
-
-    rejected = results["broken.parquet"]
-    assert rejected.status == "rejected" and "Income" in rejected.reason
-    reason = (trained.root / "data/incoming/rejected/broken.parquet.reason.txt").read_text()
-    assert "missing column(s) 'Income'" in reason
-    assert (trained.root / "data/incoming/processed/batch1.csv").is_file()
-    assert not list(incoming.glob("*.csv")) and not list(incoming.glob("*.parquet"))
-    # Nothing waits any more: a second pass scores nothing and writes nothing.
-    before = sorted((trained.root / "data/predictions").iterdir())
-    assert score_incoming(_settings(trained)) == []
-    assert sorted((trained.root / "data/predictions").iterdir()) == before
 
 
 # ------------------------------------------------------------------------------------------------
