@@ -31,7 +31,6 @@ import os
 import secrets
 import shutil
 import socket
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from typing import Any
 import pandas as pd
 
 from adapters.gx import import_gx, suite_to_dict
+from adapters.registry import load_registered_model
 from core.config import Settings
 from core.errors import DataError, TrackingError
 from core.io import ArtifactPaths, read_json, write_json, write_parquet, write_text
@@ -274,11 +274,7 @@ def resolve_model(uri: str) -> ResolvedModel:
                 )
             else:
                 version = str(client.get_model_version(name, ver).version)
-        saved = list(sys.path)
-        try:
-            model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
-        finally:
-            sys.path[:] = saved  # the model's logged code must not shadow the current tasks/
+        model = load_registered_model(f"models:/{name}/{version}")
     except Exception as exc:
         raise TrackingError(
             f"cannot load the scoring model {uri} from {mlflow.get_tracking_uri()}: "
