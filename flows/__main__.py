@@ -24,7 +24,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from flows._runtime import LOGGERS, configure_stage_logging, prepare_environment
+from flows._runtime import configure_stage_logging, prepare_environment
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,15 +100,9 @@ def main(argv: list[str] | None = None) -> int:
 def quiet_user_errors() -> None:
     """In a flow: no tracebacks for errors written for the user, and our loggers at INFO
     (Prefect attaches its handlers; the level is ours to set)."""
-    import logging
+    from flows._runtime import configure_flow_logging
 
-    from core.config import ConfigError
-    from core.errors import PipelineError
-    from flows._runtime import hide_user_error_tracebacks
-
-    hide_user_error_tracebacks((PipelineError, ConfigError))
-    for name in LOGGERS:
-        logging.getLogger(name).setLevel(logging.INFO)
+    configure_flow_logging()
 
 
 def run_stage(name: str, params: Path) -> int:

@@ -16,7 +16,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -246,44 +248,76 @@ def test_mlflow_models_serve_answers_like_the_in_process_model(trained: Project)
 # ------------------------------------------------------------------------------------------------
 # Prefect deployments on a real server
 # ------------------------------------------------------------------------------------------------
-def _flow_runs(api: str) -> list[dict]:
+def _api(api: str, path: str, body: dict | None = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(
-        f"{api}/flow_runs/filter", data=b"{}", headers={"Content-Type": "application/json"}
+        f"{api}{path}", data=data, headers={"Content-Type": "application/json"}
     )
     with urllib.request.urlopen(req, timeout=10) as r:
         return json.loads(r.read())
 
 
+def _flow_runs(api: str) -> list[dict]:
+    return _api(api, "/flow_runs/filter", {})
+
+
 def _deployments(api: str) -> dict[str, dict]:
-    req = urllib.request.Request(
-        f"{api}/deployments/filter", data=b"{}", headers={"Content-Type": "application/json"}
+    return {d["id"]: d for d in _api(api, "/deployments/filter", {})}
+
+
+@pytest.fixture(scope="module")
+def prefect_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """One Prefect server for this module's deployment tests, UI on, on a free port (never the
+    default 4200): the API URL and the server's PREFECT_HOME."""
+    from adapters.prefect import free_port, start_server, stop_process_group
+
+    home = tmp_path_factory.mktemp("prefect-home")
+    server, api = start_server(home, port=free_port(), ui=True)
+    yield api, home
+    stop_process_group(server)
+
+
+def _serve(project: Project, api: str, home: Path, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "flows", "serve", *args],
+        cwd=project.root,
+        env={**project.env, "PREFECT_HOME": str(home), "PREFECT_API_URL": api},
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return {d["id"]: d for d in json.loads(r.read())}
 
 
-def test_served_deployments_run_on_schedule(trained: Project, tmp_path: Path) -> None:
-    from adapters.prefect import start_server, stop_process_group
+def _stop_serving(serve: subprocess.Popen[bytes]) -> None:
+    from adapters.prefect import stop_process_group
+
+    serve.send_signal(signal.SIGINT)  # cancels a run in flight, pauses the schedules, stops
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        serve.wait(timeout=60)
+    stop_process_group(serve)
+
+
+def test_prefect_ui_on_another_port_calls_that_ports_api(prefect_ui: tuple[str, Path]) -> None:
+    api, _ = prefect_ui
+    base = api.removesuffix("/api")
+    assert not base.endswith(":4200")
+    with urllib.request.urlopen(f"{base}/ui-settings", timeout=10) as r:
+        assert json.loads(r.read())["api_url"] == api
+    with urllib.request.urlopen(f"{base}/", timeout=10) as r:
+        assert r.status == 200 and b"<html" in r.read().lower()
+
+
+def test_served_deployments_run_on_schedule(trained: Project, prefect_ui: tuple[str, Path]) -> None:
     from flows.deploy import SCORING_DEPLOYMENT
 
+    api, home = prefect_ui
     incoming = trained.root / "data" / "incoming"
     incoming.mkdir(parents=True, exist_ok=True)
     trained.frame.drop(columns="Status").iloc[40:45].to_csv(  # type: ignore[attr-defined]
         incoming / "scheduled.csv", index=False
     )
-    home = tmp_path / "prefect-home"
-    server, api = start_server(home, ui=False)
-    serve = None
+    serve = _serve(trained, api, home, "--interval", "10", "--only", "scoring")
     try:
-        env = {**trained.env, "PREFECT_HOME": str(home), "PREFECT_API_URL": api}
-        serve = subprocess.Popen(
-            [sys.executable, "-m", "flows", "serve", "--interval", "10", "--only", "scoring"],
-            cwd=trained.root,
-            env=env,
-            start_new_session=True,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
         done: dict[str, dict] = {}
         deadline = time.monotonic() + 240
         while not done and time.monotonic() < deadline:
@@ -292,6 +326,8 @@ def test_served_deployments_run_on_schedule(trained: Project, tmp_path: Path) ->
             deployments = _deployments(api)
             for run in _flow_runs(api):
                 dep = deployments.get(run.get("deployment_id") or "", {})
+                if dep.get("name") != SCORING_DEPLOYMENT:
+                    continue
                 state = run["state"]["type"] if run.get("state") else None
                 assert state not in ("FAILED", "CRASHED"), run
                 if state == "COMPLETED":
@@ -305,13 +341,124 @@ def test_served_deployments_run_on_schedule(trained: Project, tmp_path: Path) ->
         assert len(predictions) == 1 and len(pd.read_parquet(predictions[0])) == 5
         assert (trained.root / "data/incoming/processed/scheduled.csv").is_file()
     finally:
-        if serve is not None:
-            serve.send_signal(signal.SIGINT)  # pauses the schedule, then stops
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                serve.wait(timeout=30)
-            stop_process_group(serve)
-        stop_process_group(server)
-    assert server.poll() is not None and serve is not None and serve.poll() is not None
+        _stop_serving(serve)
+    assert serve.poll() is not None
+
+
+@pytest.fixture(scope="module")
+def served_training(
+    trained: Project, prefect_ui: tuple[str, Path]
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`python -m flows serve --only training` against the module's server: the API URL, the
+    serving process (a test may stop it) and, once registered, the deployment's id."""
+    from flows.deploy import TRAINING_DEPLOYMENT
+
+    api, home = prefect_ui
+    serve = _serve(trained, api, home, "--only", "training")
+    try:
+        deadline = time.monotonic() + 120
+        while not [d for d in _deployments(api).values() if d["name"] == TRAINING_DEPLOYMENT]:
+            assert serve.poll() is None, serve.stdout.read().decode()[-3000:]  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "the training deployment was never registered"
+            time.sleep(1)
+        yield api, serve
+    finally:
+        _stop_serving(serve)
+
+
+def _trigger_training(api: str, parameters: dict[str, Any] | None = None) -> str:
+    from flows.deploy import TRAINING_DEPLOYMENT
+
+    (dep,) = [d for d in _deployments(api).values() if d["name"] == TRAINING_DEPLOYMENT]
+    return _api(api, f"/deployments/{dep['id']}/create_flow_run", {"parameters": parameters or {}})[
+        "id"
+    ]
+
+
+def _wait_for_state(api: str, run_id: str, states: set[str], timeout_s: float = 300) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        run = _api(api, f"/flow_runs/{run_id}")
+        if run.get("state") and run["state"]["type"] in states:
+            return run
+        time.sleep(1)
+    raise AssertionError(f"flow run {run_id} never reached {states}: {run.get('state')}")
+
+
+def _run_log(api: str, run_id: str) -> list[dict]:
+    time.sleep(2)  # the run's process sends its last lines in batches
+    body = {"logs": {"flow_run_id": {"any_": [run_id]}}, "sort": "TIMESTAMP_ASC", "limit": 200}
+    return _api(api, "/logs/filter", body)
+
+
+def test_scheduled_training_run_logs_every_stage_like_make_run(
+    trained: Project, served_training: tuple[str, subprocess.Popen[bytes]]
+) -> None:
+    api, _ = served_training
+    (trained.root / "reports/drift.json").unlink()  # so that exactly one stage has work to do
+    run_id = _trigger_training(api)
+    run = _wait_for_state(api, run_id, {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+    logs = _run_log(api, run_id)
+    assert run["state"]["type"] == "COMPLETED", [entry["message"] for entry in logs]
+    ours = [(e["name"], e["message"]) for e in logs if not e["name"].startswith("prefect")]
+    skipped = [
+        "ingest", "validate", "preprocess", "features", "tune", "train", "evaluate", "compress",
+        "register",
+    ]  # fmt: skip
+    for stage in skipped:
+        assert ("flows.training", f"{stage}: up to date (dvc.lock), skipped") in ours, ours
+    assert any(name == "tasks.drift" and msg.startswith("drift: ") for name, msg in ours), ours
+    assert ours[-1] == (
+        "flows.training",
+        f"training: stages run: drift; skipped: {', '.join(skipped)} (current in dvc.lock)",
+    )
+    assert (trained.root / "reports/drift.json").is_file()
+
+
+def test_scheduled_training_run_fails_where_the_cli_exits_non_zero(
+    trained: Project, served_training: tuple[str, subprocess.Popen[bytes]]
+) -> None:
+    """The tracking store is down at run time: `python -m flows run` exits 1, the run is Failed
+    and its log says why, without a traceback."""
+    import yaml
+
+    from adapters.prefect import free_port
+
+    api, _ = served_training
+    closed = f"http://127.0.0.1:{free_port()}"
+    params = yaml.safe_load((trained.root / "params.yaml").read_text())
+    params["register"]["tracking_uri"] = closed
+    offline = trained.root / "params-offline.yaml"
+    offline.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        cli = trained.run(
+            sys.executable, "-m", "flows", "--params", str(offline), "run", check=False
+        )
+        assert cli.returncode == 1 and closed in cli.stderr
+        run_id = _trigger_training(api, {"params_path": str(offline)})
+        run = _wait_for_state(api, run_id, {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+        assert run["state"]["type"] == "FAILED", run["state"]
+        text = "\n".join(e["message"] for e in _run_log(api, run_id))
+        assert closed in text and "unreachable" in text and "Traceback" not in text, text
+    finally:
+        offline.unlink()
+
+
+def test_interrupting_the_serving_process_cancels_the_run_in_flight(
+    trained: Project, served_training: tuple[str, subprocess.Popen[bytes]]
+) -> None:
+    api, serve = served_training
+    run_id = _trigger_training(api, {"force": True})
+    _wait_for_state(api, run_id, {"RUNNING"}, timeout_s=120)
+    deadline = time.monotonic() + 120
+    while not [e for e in _run_log(api, run_id) if e["name"].startswith("tasks.")]:
+        assert time.monotonic() < deadline, "no stage started"  # inside a stage from here on
+    serve.send_signal(signal.SIGINT)  # Ctrl-C
+    assert serve.wait(timeout=90) == 0
+    run = _api(api, f"/flow_runs/{run_id}")
+    assert run["state"]["type"] == "CANCELLED", run["state"]
+    paused = [d for d in _deployments(api).values() if d["id"] == run["deployment_id"]]
+    assert paused[0]["paused"] is True
 
 
 # ------------------------------------------------------------------------------------------------
