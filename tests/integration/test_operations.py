@@ -62,12 +62,20 @@ def _champion_version(project: Project) -> str:
 def _in_process_predictions(project: Project, rows: pd.DataFrame) -> pd.DataFrame:
     import mlflow
 
+    from adapters.registry import integer_columns_as_float
+
     mlflow.set_tracking_uri(project.tracking_uri)
     saved = list(sys.path)
     try:
-        return mlflow.pyfunc.load_model(f"models:/{MODEL}@champion").predict(rows)
+        model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+        # The logged Python model takes the rows as they are (ints included); pyfunc.predict
+        # wants the integer columns as the signature declares them (double).
+        direct = model.unwrap_python_model().predict(None, rows)
+        out = model.predict(integer_columns_as_float(rows))
     finally:
         sys.path[:] = saved
+    pd.testing.assert_frame_equal(out, direct)
+    return out
 
 
 def _md5(path: Path) -> str:
@@ -98,6 +106,7 @@ sys.meta_path.insert(0, Blocked())
 import json, mlflow, pandas as pd
 mlflow.set_tracking_uri(sys.argv[1])
 rows = pd.read_parquet(sys.argv[2])
+rows = rows.astype({c: "float64" for c in rows.select_dtypes("integer").columns})
 for uri in sys.argv[3:]:
     out = mlflow.pyfunc.load_model(uri).predict(rows)
     print(json.dumps({"uri": uri, "rows": len(out), "columns": list(out.columns),
@@ -184,8 +193,8 @@ def test_batch_scoring_scores_quarantines_rejects_and_never_rescores(trained: Pr
 # ------------------------------------------------------------------------------------------------
 # REST serving
 # ------------------------------------------------------------------------------------------------
-def _post(url: str, body: bytes) -> tuple[int, str]:
-    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+def _post(url: str, body: bytes, content_type: str = "application/json") -> tuple[int, str]:
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": content_type})
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
             return r.status, r.read().decode()
@@ -193,56 +202,89 @@ def _post(url: str, body: bytes) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-def test_mlflow_models_serve_answers_like_the_in_process_model(trained: Project) -> None:
+def _split(rows: pd.DataFrame) -> bytes:
+    return json.dumps({"dataframe_split": json.loads(rows.to_json(orient="split"))}).encode()
+
+
+def test_mlflow_models_serve_answers_like_the_in_process_model(
+    trained: Project, tmp_path: Path
+) -> None:
     from adapters.prefect import free_port, stop_process_group, wait_until_healthy
 
     port = free_port()
     mlflow_bin = str(Path(sys.executable).with_name("mlflow"))
-    server = subprocess.Popen(
-        [
-            mlflow_bin,
-            "models",
-            "serve",
-            "-m",
-            f"models:/{MODEL}@champion",
-            "--env-manager",
-            "local",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
-        cwd=trained.root,
-        env=_env_with_mlflow(trained),
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server_log = tmp_path / "serve.log"
+    with server_log.open("wb") as log:
+        server = subprocess.Popen(
+            [
+                mlflow_bin,
+                "models",
+                "serve",
+                "-m",
+                f"models:/{MODEL}@champion",
+                "--env-manager",
+                "local",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            cwd=trained.root,
+            env=_env_with_mlflow(trained),
+            start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(f"{base}/ping", server, 120, what="mlflow models serve")
         rows = trained.frame.drop(columns="Status").iloc[20:27].copy()  # type: ignore[attr-defined]
+        assert pd.api.types.is_integer_dtype(rows["Age"])
         rows.loc[rows.index[0], "Income"] = np.nan
-        body = json.dumps({"dataframe_split": json.loads(rows.to_json(orient="split"))}).encode()
-        status, text = _post(f"{base}/invocations", body)
-        assert status == 200, text
-        served = pd.DataFrame(json.loads(text)["predictions"])
+        rows["Age"] = rows["Age"].astype("float64")
+        rows.loc[rows.index[1], "Age"] = np.nan  # missing in an integer column
         local = _in_process_predictions(trained, rows)
-        np.testing.assert_allclose(
-            served["probability"].to_numpy(), local["probability"].to_numpy(), rtol=0, atol=1e-12
-        )
-        assert served["label"].tolist() == local["label"].tolist()
 
+        def same_as_local(text: str) -> None:
+            served = pd.DataFrame(json.loads(text)["predictions"])
+            np.testing.assert_allclose(
+                served["probability"].to_numpy(), local["probability"].to_numpy(), atol=1e-12
+            )
+            assert served["label"].tolist() == local["label"].tolist()
+
+        status, text = _post(f"{base}/invocations", _split(rows))
+        assert status == 200, text
+        same_as_local(text)
+        # MLflow's other standard input: CSV (integers, a missing value, text columns).
+        status, text = _post(f"{base}/invocations", rows.to_csv(index=False).encode(), "text/csv")
+        assert status == 200, text
+        same_as_local(text)
+
+        def assert_readable_400(status: int, text: str, *names: str) -> None:
+            assert 400 <= status < 500, (status, text)
+            assert "Traceback" not in text and 'File "' not in text and ".py" not in text, text
+            assert str(trained.root) not in text and "site-packages" not in text, text
+            for name in names:
+                assert name in text, text
+
+        wrong = rows.astype({"Age": object})
+        wrong.loc[wrong.index[2], "Age"] = "thirty"
+        assert_readable_400(*_post(f"{base}/invocations", _split(wrong)), "Age")
         status, text = _post(f"{base}/invocations", b'{"dataframe_split": {"columns": ["Age"]')
-        assert 400 <= status < 500 and "Traceback" not in text
+        assert_readable_400(status, text)
         assert "json" in text.lower() or "parse" in text.lower(), text
-        missing = rows.drop(columns="Income")
-        body = json.dumps({"dataframe_split": json.loads(missing.to_json(orient="split"))}).encode()
-        status, text = _post(f"{base}/invocations", body)
-        assert 400 <= status < 500 and "Income" in text, (status, text)
+        assert_readable_400(
+            *_post(f"{base}/invocations", _split(rows.drop(columns="Income"))), "Income"
+        )
+        # An unknown extra column is ignored (same predictions) and named in the server's log.
+        status, text = _post(f"{base}/invocations", _split(rows.assign(Nickname="bob")))
+        assert status == 200, text
+        same_as_local(text)
     finally:
         stop_process_group(server)
     assert server.poll() is not None
+    log_text = server_log.read_text(errors="replace")
+    assert "extra inputs" in log_text and "Nickname" in log_text, log_text[-3000:]
 
 
 # ------------------------------------------------------------------------------------------------
