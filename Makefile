@@ -41,8 +41,10 @@ lint: setup  ## ruff (lint + format check) and mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-ui: setup  ## MLflow UI on http://127.0.0.1:5000 for the project's tracking store
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+# One worker and no job runner (adapters/tracking.py ui_command); another port: make ui PORT=5050
+PORT = 5000
+ui: setup  ## MLflow UI on http://127.0.0.1:$(PORT) for the project's tracking store
+	$(BIN)/python -m flows ui --port $(PORT)
 
 serve: setup  ## local Prefect server (http://127.0.0.1:4200) + the training and scoring deployments
 	$(BIN)/python -m flows serve --start-server --port 4200
