@@ -556,24 +556,37 @@ def test_dvc_push_then_pull_in_a_fresh_clone(trained: Project, tmp_path: Path) -
 # ------------------------------------------------------------------------------------------------
 # registry UI in a real browser
 # ------------------------------------------------------------------------------------------------
-def test_registry_page_shows_the_champion_in_chromium(trained: Project, tmp_path: Path) -> None:
+def test_data_docs_offline_and_the_mlflow_pages_render_in_chromium(
+    trained: Project, tmp_path: Path
+) -> None:
+    """The Data Docs index of both validations (as files, no host resolvable), the experiment's
+    training runs and the registry page, each checked for its expected text."""
     if not Path("/usr/bin/chromium").exists():
-        pytest.skip("/usr/bin/chromium not installed (Debian package `chromium`)")
-    out = tmp_path / "registry.png"
-    tool = Path(__file__).resolve().parents[2] / "tools" / "registry_screenshot.py"
+        pytest.skip(
+            "/usr/bin/chromium not installed (Debian package `chromium`; .ci/run installs it)"
+        )
+    tool = Path(__file__).resolve().parents[2] / "tools" / "ui_screenshots.py"
+    params = str(trained.root / "params.yaml")
     proc = trained.run(
-        sys.executable,
-        str(tool),
-        "--params",
-        str(trained.root / "params.yaml"),
-        "--out",
-        str(out),
-        check=False,
-        timeout=300,
+        sys.executable, str(tool), "--params", params, "--out-dir", str(tmp_path), check=False
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "champion alias: visible" in proc.stdout
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for check in (
+        "data docs raw: a validation row: visible",
+        "data docs model_input: a validation row: visible",
+        "experiment: a pipeline run: visible",
+        "registry: champion alias: visible",
+    ):
+        assert check in proc.stdout, proc.stdout
+    for png in ("data_docs_raw", "data_docs_model_input", "experiment", "registry"):
+        assert (tmp_path / f"{png}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+
+
+def test_dvc_plots_show_needs_no_cdn(trained: Project) -> None:
+    trained.dvc("plots", "show", "--out", "dvc_plots")
+    page = (trained.root / "dvc_plots" / "index.html").read_text()
+    assert "<script" not in page and "cdn" not in page.lower()
+    assert page.count("<img") >= 6, page[:2000]  # ROC, PR, calibration, confusion, importance, SHAP
 
 
 # ------------------------------------------------------------------------------------------------
