@@ -67,20 +67,35 @@ def pip_requirements(*extra: str) -> list[str]:
 
 
 def input_signature(example: pd.DataFrame, output: pd.DataFrame) -> Any:
-    """The signature with integer columns as `Any`: a missing value turns a pandas int column
-    into float64, which MLflow refuses for a `long` column (and `double` refuses real ints).
-    The model's own preprocessing coerces numbers, so both int and float rows are served."""
-    from mlflow.models import ModelSignature, infer_signature
-    from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
+    """The signature with integer columns as `double`, every column typed.
 
-    inferred = infer_signature(example, output)
+    A missing value turns a pandas int column into float64, which MLflow refuses for a `long`
+    column; `double` takes both, because MLflow's scoring server converts each column to its
+    declared type before the model sees it (JSON and `text/csv` alike) and answers a value it
+    cannot convert with a 400 naming the column. The model's preprocessing takes the floats as
+    it takes ints. In Python, `pyfunc.predict` does not convert int64 to double: callers pass
+    `integer_columns_as_float(rows)`."""
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types.schema import ColSpec, DataType, Schema
+
+    inferred = infer_signature(integer_columns_as_float(example), output)
     cols = [
-        ColSpec(AnyType(), c.name, required=c.required)
+        ColSpec(DataType.double, c.name, required=c.required)
         if c.type in (DataType.long, DataType.integer)
         else c
         for c in inferred.inputs.inputs
     ]
     return ModelSignature(inputs=Schema(cols), outputs=inferred.outputs)
+
+
+def integer_columns_as_float(rows: pd.DataFrame) -> pd.DataFrame:
+    """Integer columns as float64, as the logged signature declares them (`double`)."""
+    ints = [
+        c
+        for c in rows.columns
+        if pd.api.types.is_integer_dtype(rows[c]) and not pd.api.types.is_bool_dtype(rows[c])
+    ]
+    return rows.astype(dict.fromkeys(ints, "float64")) if ints else rows
 
 
 def log_pyfunc_model(
@@ -99,7 +114,7 @@ def log_pyfunc_model(
         python_model=str(INFERENCE_DIR / pyfunc_file),
         artifacts=artifacts,
         signature=signature,
-        input_example=example,
+        input_example=integer_columns_as_float(example),
         code_paths=[str(INFERENCE_DIR)],
         pip_requirements=requirements,
     )
@@ -195,7 +210,7 @@ def predict_registered_version(name: str, version: str, rows: pd.DataFrame) -> p
         import mlflow
 
         loaded = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
-        return pd.DataFrame(loaded.predict(rows))
+        return pd.DataFrame(loaded.predict(integer_columns_as_float(rows)))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ python -m flows reproduce --version N
                                  retrain registered version N from its recorded commit,
                                  params and data; report whether the metrics match
 python -m flows push | pull      dvc push / pull to the default remote (remote.url)
+python -m flows ui [--port N]    MLflow UI for the tracking store (one worker, no job runner)
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flows._runtime import LOGGERS, configure_stage_logging, prepare_environment
+from flows._runtime import configure_stage_logging, prepare_environment
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     reproduce = sub.add_parser("reproduce", help="retrain a registered version and compare")
     reproduce.add_argument("--version", required=True, help="registered version number")
     reproduce.add_argument("--keep", action="store_true", help="keep the temporary worktree")
+    ui = sub.add_parser("ui", help="MLflow UI for the tracking store (one worker)")
+    ui.add_argument("--port", type=int, default=5000, help="port (default: %(default)s)")
     sub.add_parser("push", help="dvc push to the default remote (remote.url)")
     sub.add_parser("pull", help="dvc pull from the default remote (remote.url)")
     args = parser.parse_args(argv)
@@ -91,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_serve(params, args.interval, args.start_server, args.port, args.only)
         if args.command == "reproduce":
             return run_reproduce(params, args.version, args.keep)
+        if args.command == "ui":
+            return run_ui(params, args.port)
         if args.command in {"push", "pull"}:
             return run_transfer(params, args.command)
         return run_flow(params, args.force)
@@ -102,15 +107,9 @@ def main(argv: list[str] | None = None) -> int:
 def quiet_user_errors() -> None:
     """In a flow: no tracebacks for errors written for the user, and our loggers at INFO
     (Prefect attaches its handlers; the level is ours to set)."""
-    import logging
+    from flows._runtime import configure_flow_logging
 
-    from core.config import ConfigError
-    from core.errors import PipelineError
-    from flows._runtime import hide_user_error_tracebacks
-
-    hide_user_error_tracebacks((PipelineError, ConfigError))
-    for name in LOGGERS:
-        logging.getLogger(name).setLevel(logging.INFO)
+    configure_flow_logging()
 
 
 def run_stage(name: str, params: Path) -> int:
@@ -275,6 +274,32 @@ def run_reproduce(params: Path, version: str, keep: bool) -> int:
     result = reproduce_version(load_settings(params), version, keep)
     print("\n".join(result.lines()))
     return 0 if result.matches else 1
+
+
+def run_ui(params: Path, port: int) -> int:
+    """Print where the training runs and the registry are, then become `mlflow ui`."""
+    import os
+
+    from adapters.tracking import configure_mlflow, ensure_experiment, training_runs_url, ui_command
+    from core.config import load_settings
+
+    settings = load_settings(params)
+    uri = settings.tracking_uri
+    remote = uri.startswith(("http://", "https://"))
+    base = uri.rstrip("/") if remote else f"http://127.0.0.1:{port}"
+    configure_mlflow(uri)
+    experiment = ensure_experiment(settings.register_.experiment, settings.artifact_root)
+    print(
+        f"MLflow UI on {base} (tracking store {uri})\n"
+        f"  training runs: {training_runs_url(base, experiment)}\n"
+        f"  registry:      {base}/#/models/{settings.register_.model_name}",
+        flush=True,
+    )
+    if remote:
+        return 0  # a tracking server serves its own UI
+    argv, env = ui_command(uri, port)
+    os.execve(argv[0], argv, env)
+    return 0  # not reached
 
 
 def run_transfer(params: Path, action: str) -> int:

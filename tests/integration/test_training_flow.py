@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from adapters.registry import integer_columns_as_float
 from tests.integration.conftest import make_project
 
 pytestmark = pytest.mark.integration
@@ -56,6 +57,8 @@ def test_flow_registers_a_champion_that_scores_raw_rows(tmp_path, credit_small) 
     rows.loc[2, "Job"] = None
     rows["Seniority"] = rows["Seniority"].astype("float64")
     rows.loc[3, "Seniority"] = np.nan  # missing in an integer column
+    # The signature declares integer columns double (see adapters/registry.py input_signature).
+    rows = integer_columns_as_float(rows)
     pred = model.predict(rows)
     assert list(pred.columns) == ["probability", "label"]
     assert pred["probability"].between(0, 1).all() and len(pred) == 6
