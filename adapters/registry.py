@@ -67,35 +67,18 @@ def pip_requirements(*extra: str) -> list[str]:
 
 
 def input_signature(example: pd.DataFrame, output: pd.DataFrame) -> Any:
-    """The signature with integer columns as `double`, every column typed.
+    """Every input column typed as the training data holds it (MLflow's inferred schema):
+    integer columns `long`, others `double`, text `string`.
 
-    A missing value turns a pandas int column into float64, which MLflow refuses for a `long`
-    column; `double` takes both, because MLflow's scoring server converts each column to its
-    declared type before the model sees it (JSON and `text/csv` alike) and answers a value it
-    cannot convert with a 400 naming the column. The model's preprocessing takes the floats as
-    it takes ints. In Python, `pyfunc.predict` does not convert int64 to double: callers pass
-    `integer_columns_as_float(rows)`."""
-    from mlflow.models import ModelSignature, infer_signature
-    from mlflow.types.schema import ColSpec, DataType, Schema
+    So `pyfunc.predict(raw_rows)` takes rows with the ingested table's dtypes as they are, and
+    MLflow's scoring server converts JSON and `text/csv` input to these types, answering a value
+    it cannot convert with a 400 that names the column. A column that never had a missing value
+    in training is an integer column: a missing value there is refused with MLflow's hint
+    (batch scoring, which validates rows with the raw suite first, still scores it: the model
+    imputes)."""
+    from mlflow.models import infer_signature
 
-    inferred = infer_signature(integer_columns_as_float(example), output)
-    cols = [
-        ColSpec(DataType.double, c.name, required=c.required)
-        if c.type in (DataType.long, DataType.integer)
-        else c
-        for c in inferred.inputs.inputs
-    ]
-    return ModelSignature(inputs=Schema(cols), outputs=inferred.outputs)
-
-
-def integer_columns_as_float(rows: pd.DataFrame) -> pd.DataFrame:
-    """Integer columns as float64, as the logged signature declares them (`double`)."""
-    ints = [
-        c
-        for c in rows.columns
-        if pd.api.types.is_integer_dtype(rows[c]) and not pd.api.types.is_bool_dtype(rows[c])
-    ]
-    return rows.astype(dict.fromkeys(ints, "float64")) if ints else rows
+    return infer_signature(example, output)
 
 
 def log_pyfunc_model(
@@ -114,7 +97,7 @@ def log_pyfunc_model(
         python_model=str(INFERENCE_DIR / pyfunc_file),
         artifacts=artifacts,
         signature=signature,
-        input_example=integer_columns_as_float(example),
+        input_example=example,
         code_paths=[str(INFERENCE_DIR)],
         pip_requirements=requirements,
     )
@@ -204,13 +187,28 @@ def load_registered_model(uri: str) -> Any:
         return mlflow.pyfunc.load_model(uri)
 
 
+def predict_validated(model: Any, rows: pd.DataFrame) -> pd.DataFrame:
+    """A loaded pyfunc model's predictions for rows the raw GX suite has already passed, from the
+    logged Python model itself (same code, same outputs as `predict`).
+
+    `pyfunc.predict` first enforces the signature: an integer column of the model's training
+    data that now holds a missing value would be refused, though the model imputes it, and on
+    large batches MLflow's per-value checks cost more than the model. Models that are not Python
+    models (other flavors registered by hand) still go through `pyfunc.predict`."""
+    try:
+        python_model = model.unwrap_python_model()
+    except Exception:  # not a PythonModel flavor: MLflow's own predict path
+        return pd.DataFrame(model.predict(rows))
+    return pd.DataFrame(python_model.predict(None, rows))
+
+
 def predict_registered_version(name: str, version: str, rows: pd.DataFrame) -> pd.DataFrame:
-    """What `models:/<name>/<version>` returns for these raw rows."""
+    """What `models:/<name>/<version>` returns for these validated raw rows."""
     with loading_registered_code():
         import mlflow
 
         loaded = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
-        return pd.DataFrame(loaded.predict(integer_columns_as_float(rows)))
+        return predict_validated(loaded, rows)
 
 
 # ------------------------------------------------------------------------------------------------

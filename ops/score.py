@@ -41,7 +41,7 @@ from typing import Any
 import pandas as pd
 
 from adapters.gx import import_gx, suite_to_dict
-from adapters.registry import load_registered_model
+from adapters.registry import load_registered_model, predict_validated
 from core.config import Settings
 from core.errors import DataError, TrackingError
 from core.io import ArtifactPaths, read_json, write_json, write_parquet, write_text
@@ -281,22 +281,6 @@ def resolve_model(uri: str) -> ResolvedModel:
             f"{str(exc).splitlines()[0][:300]}"
         ) from None
     return ResolvedModel(uri, name, version, model)
-
-
-def predict_validated(model: Any, inputs: pd.DataFrame) -> pd.DataFrame:
-    """Predictions for rows the raw GX suite has passed, from the model's own `predict`.
-
-    `pyfunc.predict` first enforces the signature, and for the integer columns (declared `Any`
-    so that a missing value is accepted, see tasks/register.py input_signature) MLflow checks
-    every value in Python: 8 of the 9 s it took to score 200k synthetic rows with the compact
-    model. Here the GX suite has already checked columns, types and ranges, so the rows go to
-    the logged Python model directly (same code, same outputs). Models that are not Python
-    models (other flavors registered by hand) still go through `pyfunc.predict`."""
-    try:
-        python_model = model.unwrap_python_model()
-    except Exception:  # not a PythonModel flavor: MLflow's own predict path
-        return pd.DataFrame(model.predict(inputs))
-    return pd.DataFrame(python_model.predict(None, inputs))
 
 
 def score_rows(

@@ -63,16 +63,12 @@ def _champion_version(project: Project) -> str:
 def _in_process_predictions(project: Project, rows: pd.DataFrame) -> pd.DataFrame:
     import mlflow
 
-    from adapters.registry import integer_columns_as_float
-
     mlflow.set_tracking_uri(project.tracking_uri)
     saved = list(sys.path)
     try:
         model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
-        # The logged Python model takes the rows as they are (ints included); pyfunc.predict
-        # wants the integer columns as the signature declares them (double).
         direct = model.unwrap_python_model().predict(None, rows)
-        out = model.predict(integer_columns_as_float(rows))
+        out = model.predict(rows)  # raw rows as ingested, integer columns included
     finally:
         sys.path[:] = saved
     pd.testing.assert_frame_equal(out, direct)
@@ -203,9 +199,7 @@ def test_mlflow_models_serve_answers_like_the_in_process_model(
         wait_until_healthy(f"{base}/ping", server, 120, what="mlflow models serve")
         rows = trained.frame.drop(columns="Status").iloc[20:27].copy()  # type: ignore[attr-defined]
         assert pd.api.types.is_integer_dtype(rows["Age"])
-        rows.loc[rows.index[0], "Income"] = np.nan
-        rows["Age"] = rows["Age"].astype("float64")
-        rows.loc[rows.index[1], "Age"] = np.nan  # missing in an integer column
+        rows.loc[rows.index[0], "Income"] = np.nan  # missing where training had missing values
         local = _in_process_predictions(trained, rows)
 
         def same_as_local(text: str) -> None:
@@ -233,6 +227,10 @@ def test_mlflow_models_serve_answers_like_the_in_process_model(
         wrong = rows.astype({"Age": object})
         wrong.loc[wrong.index[2], "Age"] = "thirty"
         assert_readable_400(*_post(f"{base}/invocations", _split(wrong)), "Age")
+        # Age never had a missing value in training: the signature says so, and MLflow names it.
+        holes = rows.astype({"Age": "float64"})
+        holes.loc[holes.index[1], "Age"] = np.nan
+        assert_readable_400(*_post(f"{base}/invocations", _split(holes)), "Age")
         status, text = _post(f"{base}/invocations", b'{"dataframe_split": {"columns": ["Age"]')
         assert_readable_400(status, text)
         assert "json" in text.lower() or "parse" in text.lower(), text

@@ -104,7 +104,7 @@ def test_incoming_files_and_move_aside(tmp_path: Path) -> None:
 
 def test_validated_rows_go_to_the_python_model_without_pyfunc_schema_checks() -> None:
 
-    from ops.score import predict_validated
+    from adapters.registry import predict_validated
 
     rows = pd.DataFrame({"a": [1, 2]})
 
