@@ -26,6 +26,7 @@ import socket
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,9 @@ def input_signature(example: pd.DataFrame, output: pd.DataFrame) -> Any:
     imputes)."""
     from mlflow.models import infer_signature
 
-    return infer_signature(example, output)
+    with warnings.catch_warnings():  # MLflow's hint about integer columns: answered above
+        warnings.simplefilter("ignore", UserWarning)
+        return infer_signature(example, output)
 
 
 def log_pyfunc_model(

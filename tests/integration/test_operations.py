@@ -103,9 +103,8 @@ sys.meta_path.insert(0, Blocked())
 import json, mlflow, pandas as pd
 mlflow.set_tracking_uri(sys.argv[1])
 rows = pd.read_parquet(sys.argv[2])
-rows = rows.astype({c: "float64" for c in rows.select_dtypes("integer").columns})
 for uri in sys.argv[3:]:
-    out = mlflow.pyfunc.load_model(uri).predict(rows)
+    out = mlflow.pyfunc.load_model(uri).predict(rows)  # raw rows, dtypes as ingested
     print(json.dumps({"uri": uri, "rows": len(out), "columns": list(out.columns),
                       "training_code_loaded": sorted(m for m in sys.modules
                                                      if m.split(".")[0] in TRAINING)}))
