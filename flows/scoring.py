@@ -13,6 +13,7 @@ from prefect import State, flow, task
 from prefect.states import Failed
 
 from core.config import load_settings
+from flows._runtime import configure_flow_logging
 from ops.preflight import check_tracking_store
 from ops.score import as_record, rejection_message, score_incoming
 
@@ -28,6 +29,7 @@ def score_task(params_path: str) -> list[dict[str, Any]]:
 @flow(name="scoring", log_prints=True)
 def scoring_flow(params_path: str = "params.yaml") -> list[dict[str, Any]] | State[Any]:
     """Score new files with scoring.model_uri; write predictions, move inputs aside."""
+    configure_flow_logging()  # a deployment run's process has had no other setup
     settings = load_settings(params_path)
     check_tracking_store(settings.tracking_uri)
     results = score_task(params_path)
