@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: setup lock run repro test lint ui bench server clean serve score push pull reproduce registry-screenshot
+.PHONY: setup lock run repro test lint ui bench server clean serve score push pull reproduce screenshots
 
 # requirements.lock pins every transitive dependency to the versions the suite was run with;
 # the project itself is installed on top without resolving anything again.
@@ -41,8 +41,10 @@ lint: setup  ## ruff (lint + format check) and mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-ui: setup  ## MLflow UI on http://127.0.0.1:5000 for the project's tracking store
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+# One worker and no job runner (adapters/tracking.py ui_command); another port: make ui PORT=5050
+PORT = 5000
+ui: setup  ## MLflow UI on http://127.0.0.1:$(PORT) for the project's tracking store
+	$(BIN)/python -m flows ui --port $(PORT)
 
 serve: setup  ## local Prefect server (http://127.0.0.1:4200) + the training and scoring deployments
 	$(BIN)/python -m flows serve --start-server --port 4200
@@ -59,8 +61,8 @@ pull: setup  ## dvc pull them back (e.g. in a fresh clone)
 reproduce: setup  ## retrain a registered version and compare metrics: make reproduce VERSION=3
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m flows reproduce --version $(VERSION)
 
-registry-screenshot: setup  ## headless Chromium screenshot of the registry page (reports/registry.png)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python tools/registry_screenshot.py
+screenshots: setup  ## headless Chromium: Data Docs (offline), experiment and registry pages (reports/screenshots/)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python tools/ui_screenshots.py
 
 server: setup  ## a long-lived Prefect server on 127.0.0.1:4200; flows reuse it (no start-up per run)
 	@echo "In other shells: export PREFECT_API_URL=http://127.0.0.1:4200/api  (then make run / python -m flows run)"

@@ -50,7 +50,6 @@ def save_suite(suite: Any, path: Path) -> Path:
     from core.io import write_text
 
     write_text(json.dumps(suite_to_dict(suite), indent=2) + "\n", path)
-    path.chmod(0o644)  # a file to review and commit, not a private temp file
     return path
 
 

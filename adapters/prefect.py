@@ -4,6 +4,7 @@
   every trial process pointed at this process's Prefect API.
 - `start_server` / `stop_process_group`: a Prefect server on 127.0.0.1 in its own process group
   (`python -m flows serve --start-server`, the deployment tests).
+- `interrupts_stop_the_runner`: Ctrl-C cancels the served runs instead of leaving them Running.
 """
 
 from __future__ import annotations
@@ -125,6 +126,7 @@ def start_server(
 ) -> tuple[subprocess.Popen[bytes], str]:
     """A Prefect server on 127.0.0.1 (own process group) with its database under `home`."""
     port = port or free_port()
+    api = f"http://127.0.0.1:{port}/api"
     env = {
         **os.environ,
         "PREFECT_HOME": str(home),
@@ -132,6 +134,11 @@ def start_server(
         "DO_NOT_TRACK": "1",
         "PREFECT_UI_ENABLED": "true" if ui else "false",
         "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+        # The UI asks the server which API to call (/ui-settings). `--port` alone does not
+        # change the server's own settings, which then name the default port 4200.
+        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "PREFECT_SERVER_API_PORT": str(port),
+        "PREFECT_UI_API_URL": api,
     }
     env.pop("PREFECT_API_URL", None)
     prefect = Path(sys.executable).with_name("prefect")
@@ -147,13 +154,40 @@ def start_server(
     proc = subprocess.Popen(
         cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    api = f"http://127.0.0.1:{port}/api"
     try:
         wait_until_healthy(f"{api}/health", proc, timeout_s, what="prefect server")
     except RuntimeError:
         stop_process_group(proc)
         raise
     return proc, api
+
+
+@contextmanager
+def interrupts_stop_the_runner() -> Iterator[None]:
+    """Ctrl-C (SIGINT) and SIGTERM both stop a served runner the way Prefect handles SIGTERM:
+    the runner kills its flow runs' processes and marks the runs Cancelled, then pauses the
+    schedules and returns. A plain KeyboardInterrupt would leave a run in flight "Running".
+
+    Before the runner has started (and after it returned) either signal raises
+    KeyboardInterrupt, so the caller's cleanup (e.g. stopping the server) still runs. The
+    handlers are installed whatever the inherited disposition (a background job inherits
+    SIGINT ignored)."""
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def stop(signum: int, frame: Any) -> None:
+        runner_handler = signal.getsignal(signal.SIGTERM)  # Runner.start installs its own
+        if callable(runner_handler) and runner_handler is not stop:
+            runner_handler(signum, frame)
+        else:
+            raise KeyboardInterrupt
+
+    for sig in previous:
+        signal.signal(sig, stop)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def wait_until_healthy(

@@ -26,6 +26,7 @@ import socket
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,20 +68,20 @@ def pip_requirements(*extra: str) -> list[str]:
 
 
 def input_signature(example: pd.DataFrame, output: pd.DataFrame) -> Any:
-    """The signature with integer columns as `Any`: a missing value turns a pandas int column
-    into float64, which MLflow refuses for a `long` column (and `double` refuses real ints).
-    The model's own preprocessing coerces numbers, so both int and float rows are served."""
-    from mlflow.models import ModelSignature, infer_signature
-    from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
+    """Every input column typed as the training data holds it (MLflow's inferred schema):
+    integer columns `long`, others `double`, text `string`.
 
-    inferred = infer_signature(example, output)
-    cols = [
-        ColSpec(AnyType(), c.name, required=c.required)
-        if c.type in (DataType.long, DataType.integer)
-        else c
-        for c in inferred.inputs.inputs
-    ]
-    return ModelSignature(inputs=Schema(cols), outputs=inferred.outputs)
+    So `pyfunc.predict(raw_rows)` takes rows with the ingested table's dtypes as they are, and
+    MLflow's scoring server converts JSON and `text/csv` input to these types, answering a value
+    it cannot convert with a 400 that names the column. A column that never had a missing value
+    in training is an integer column: a missing value there is refused with MLflow's hint
+    (batch scoring, which validates rows with the raw suite first, still scores it: the model
+    imputes)."""
+    from mlflow.models import infer_signature
+
+    with warnings.catch_warnings():  # MLflow's hint about integer columns: answered above
+        warnings.simplefilter("ignore", UserWarning)
+        return infer_signature(example, output)
 
 
 def log_pyfunc_model(
@@ -189,13 +190,28 @@ def load_registered_model(uri: str) -> Any:
         return mlflow.pyfunc.load_model(uri)
 
 
+def predict_validated(model: Any, rows: pd.DataFrame) -> pd.DataFrame:
+    """A loaded pyfunc model's predictions for rows the raw GX suite has already passed, from the
+    logged Python model itself (same code, same outputs as `predict`).
+
+    `pyfunc.predict` first enforces the signature: an integer column of the model's training
+    data that now holds a missing value would be refused, though the model imputes it, and on
+    large batches MLflow's per-value checks cost more than the model. Models that are not Python
+    models (other flavors registered by hand) still go through `pyfunc.predict`."""
+    try:
+        python_model = model.unwrap_python_model()
+    except Exception:  # not a PythonModel flavor: MLflow's own predict path
+        return pd.DataFrame(model.predict(rows))
+    return pd.DataFrame(python_model.predict(None, rows))
+
+
 def predict_registered_version(name: str, version: str, rows: pd.DataFrame) -> pd.DataFrame:
-    """What `models:/<name>/<version>` returns for these raw rows."""
+    """What `models:/<name>/<version>` returns for these validated raw rows."""
     with loading_registered_code():
         import mlflow
 
         loaded = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
-        return pd.DataFrame(loaded.predict(rows))
+        return predict_validated(loaded, rows)
 
 
 # ------------------------------------------------------------------------------------------------

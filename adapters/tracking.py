@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,17 +50,32 @@ def configure_mlflow(tracking_uri: str) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
+# MLflow 3's UI opens an experiment by its kind: without this tag it guesses, and shows the
+# GenAI overview (traces, evaluations) instead of the training runs.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
 def ensure_experiment(name: str, artifact_root: Path) -> str:
-    """Experiment id for `name`, creating it with artifacts under the project's artifact root."""
+    """Experiment id for `name`, creating it with artifacts under the project's artifact root
+    (tagged as a model-training experiment, so the UI opens on its runs)."""
     import mlflow
 
     try:
         exp = mlflow.get_experiment_by_name(name)
         if exp is not None:
+            if EXPERIMENT_KIND_TAG not in exp.tags:  # e.g. created by hand
+                mlflow.MlflowClient().set_experiment_tag(
+                    exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND
+                )
             return exp.experiment_id
         artifact_root.mkdir(parents=True, exist_ok=True)
         try:
-            return mlflow.create_experiment(name, artifact_location=(artifact_root / name).as_uri())
+            return mlflow.create_experiment(
+                name,
+                artifact_location=(artifact_root / name).as_uri(),
+                tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
+            )
         except mlflow.exceptions.MlflowException:
             exp = mlflow.get_experiment_by_name(name)  # a concurrent run created it first
             if exp is None:
@@ -69,6 +85,36 @@ def ensure_experiment(name: str, artifact_root: Path) -> str:
         raise TrackingError(
             f"MLflow tracking store {mlflow.get_tracking_uri()} is not usable: {exc}"
         ) from None
+
+
+def ui_command(tracking_uri: str, port: int) -> tuple[list[str], dict[str, str]]:
+    """`mlflow ui` for one person on a small machine: one worker and no job runner (MLflow's
+    defaults start four workers and its job consumers, ~15 processes and 3 GiB), on loopback."""
+    exe = Path(sys.executable).with_name("mlflow")
+    argv = [
+        str(exe) if exe.exists() else "mlflow",
+        "ui",
+        "--backend-store-uri",
+        tracking_uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    env = {
+        **os.environ,
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "MLFLOW_TRACKING_URI": tracking_uri,
+    }
+    return argv, env
+
+
+def training_runs_url(base_url: str, experiment_id: str) -> str:
+    """The experiment's runs table. MLflow 3's UI opens an experiment in its GenAI view
+    (traces, evaluations) unless the browser chose "Model training" or the URL asks for it."""
+    return f"{base_url}/#/experiments/{experiment_id}?workflowType=machine_learning"
 
 
 def start_parent_run(

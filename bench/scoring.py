@@ -4,7 +4,7 @@ For each model URI: load it with `mlflow.pyfunc.load_model(uri)` (timed apart), 
   validate  the raw GX suite without its target expectations (scoring data has no target), run as
             training runs it (tasks/validate.py run_raw_suite: row-level checks on every row,
             schema/share checks on a sample), failing rows set aside (quarantine_rows);
-  predict   `tasks/score.py predict_validated(model, kept_rows)`, as batch scoring does: the
+  predict   `adapters/registry.py predict_validated(model, kept_rows)`, as batch scoring does: the
             registered pipeline (preprocessing + model + threshold) without MLflow's per-value
             signature check (the GX suite has checked the rows).
 Prints one JSON line with rows/s for validate + predict together and apart, and their CPU seconds.
@@ -93,7 +93,7 @@ def compact_of(champion_uri: str) -> list[str]:
 def measure(uri: str, frame: Any, suite: Any, sample_rows: int, seed: int) -> dict[str, Any]:
     import mlflow
 
-    from ops.score import predict_validated
+    from adapters.registry import predict_validated
     from tasks.validate import gate_of, quarantine_rows, run_raw_suite
 
     start = time.perf_counter()

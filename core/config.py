@@ -226,6 +226,8 @@ class ScoringSettings(_Section):
     rejected: str = "data/incoming/rejected"  # inputs failing table-level checks (+ .reason.txt)
     # Any models:/ URI; empty = models:/<register.model_name>@champion.
     model_uri: str = ""
+    # A file without a `<file>.done` marker is taken once unchanged for this long (0: at once).
+    settle_s: float = Field(default=10.0, ge=0)
 
 
 class RetrainSettings(_Section):

@@ -11,9 +11,9 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,13 +150,31 @@ class ArtifactPaths:
         return self._p("reports/drift.json")
 
 
+def _temp_sibling(dest: Path, make: Callable[[Path], None]) -> Path:
+    """Create a new temporary file or folder next to `dest` (hidden, `.tmp`, ignored by DVC).
+
+    `tempfile.mkstemp`/`mkdtemp` create it private (0600/0700) whatever the umask; outputs are
+    ordinary files that others in the user's group may read, so it is created with the mode
+    `open()`/`mkdir` would use (0666/0777 less the umask)."""
+    for _ in range(100):
+        candidate = dest.parent / f".{dest.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            make(candidate)
+        except FileExistsError:
+            continue
+        return candidate
+    raise FileExistsError(f"no free temporary name next to {dest}")
+
+
+def _create_file(path: Path) -> None:
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+
+
 @contextlib.contextmanager
 def atomic_path(dest: Path) -> Iterator[Path]:
     """Yield a temporary path next to `dest`; rename it onto `dest` only if the block succeeds."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _temp_sibling(dest, _create_file)
     try:
         yield tmp_path
         os.replace(tmp_path, dest)
@@ -226,8 +244,7 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
     succeeds (the folder counterpart of `atomic_path`: a folder output is never half-written,
     and nothing of an earlier run survives in it)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; outputs are ordinary folders
+    tmp = _temp_sibling(dest, lambda p: p.mkdir(0o777))
     try:
         yield tmp
         replace_dir(tmp, dest)

@@ -8,7 +8,8 @@ python -m flows suggest-expectations [--force] [--only raw|model_input]
                                  (validate.raw_suite / validate.model_input_suite) to review
 python -m flows compare 3 2      paired comparison of two registered versions (3 vs 2)
                                  on the current test split, with the gate's metric and rule
-python -m flows score            score the files waiting in scoring.incoming (batch flow)
+python -m flows score            score the complete files waiting in scoring.incoming (batch
+                                 flow; exit 1 if a file was rejected)
 python -m flows serve [--interval N] [--only training|scoring]
                                  serve the training and scoring deployments (schedule.*);
                                  --start-server also starts a local Prefect server
@@ -16,6 +17,7 @@ python -m flows reproduce --version N
                                  retrain registered version N from its recorded commit,
                                  params and data; report whether the metrics match
 python -m flows push | pull      dvc push / pull to the default remote (remote.url)
+python -m flows ui [--port N]    MLflow UI for the tracking store (one worker, no job runner)
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
-from flows._runtime import LOGGERS, configure_stage_logging, prepare_environment
+from flows._runtime import configure_stage_logging, prepare_environment
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     reproduce = sub.add_parser("reproduce", help="retrain a registered version and compare")
     reproduce.add_argument("--version", required=True, help="registered version number")
     reproduce.add_argument("--keep", action="store_true", help="keep the temporary worktree")
+    ui = sub.add_parser("ui", help="MLflow UI for the tracking store (one worker)")
+    ui.add_argument("--port", type=int, default=5000, help="port (default: %(default)s)")
     sub.add_parser("push", help="dvc push to the default remote (remote.url)")
     sub.add_parser("pull", help="dvc pull from the default remote (remote.url)")
     args = parser.parse_args(argv)
@@ -89,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_serve(params, args.interval, args.start_server, args.port, args.only)
         if args.command == "reproduce":
             return run_reproduce(params, args.version, args.keep)
+        if args.command == "ui":
+            return run_ui(params, args.port)
         if args.command in {"push", "pull"}:
             return run_transfer(params, args.command)
         return run_flow(params, args.force)
@@ -100,15 +107,9 @@ def main(argv: list[str] | None = None) -> int:
 def quiet_user_errors() -> None:
     """In a flow: no tracebacks for errors written for the user, and our loggers at INFO
     (Prefect attaches its handlers; the level is ours to set)."""
-    import logging
+    from flows._runtime import configure_flow_logging
 
-    from core.config import ConfigError
-    from core.errors import PipelineError
-    from flows._runtime import hide_user_error_tracebacks
-
-    hide_user_error_tracebacks((PipelineError, ConfigError))
-    for name in LOGGERS:
-        logging.getLogger(name).setLevel(logging.INFO)
+    configure_flow_logging()
 
 
 def run_stage(name: str, params: Path) -> int:
@@ -202,31 +203,37 @@ def run_score(params: Path) -> int:
     check_tracking_store(load_settings(params).tracking_uri)
     quiet_user_errors()
     state = scoring_flow(params_path=str(params), return_state=True)
-    if state.is_failed():
+    results = state.result(raise_on_failure=False)
+    if not isinstance(results, list):  # failed before reporting on the files: the error
         try:
             state.result()
         except Exception as exc:
             print(f"error: scoring flow failed: {exc}", file=sys.stderr)
         return 1
-    results = state.result()
     if not results:
         print("scoring: no files waiting")
+    for r in results:
+        print(score_line(r, params.parent))
+    return 1 if state.is_failed() else 0
+
+
+def score_line(r: dict[str, Any], root: Path) -> str:
+    """One file of a scoring run, as the summary shows it."""
     import os
 
     def rel(path: str | None) -> str | None:
-        return os.path.relpath(path, params.parent) if path else path
+        return os.path.relpath(path, root) if path else path
 
-    for r in results:
-        if r["status"] == "scored":
-            quarantined = r["quarantined_rows"]
-            print(
-                f"scored   {rel(r['source'])}: {r['scored_rows']} of {r['rows']} rows -> "
-                f"{rel(r['output'])}"
-                + (f"; {quarantined} row(s) quarantined" if quarantined else "")
-            )
-        else:
-            print(f"rejected {rel(r['source'])} -> {rel(r['moved_to'])}:\n  {r['reason']}")
-    return 1 if any(r["status"] == "rejected" for r in results) else 0
+    if r["status"] == "scored":
+        quarantined = r["quarantined_rows"]
+        return (
+            f"scored   {rel(r['source'])}: {r['scored_rows']} of {r['rows']} rows -> "
+            f"{rel(r['output'])}" + (f"; {quarantined} row(s) quarantined" if quarantined else "")
+        )
+    if r["status"] == "rejected":
+        rows = "rows unknown" if r["rows"] is None else f"{r['rejected_rows']} rows"
+        return f"rejected {rel(r['source'])} ({rows}) -> {rel(r['moved_to'])}:\n  {r['reason']}"
+    return f"{r['status']}: {rel(r['source'])} ({r['reason']})"
 
 
 def run_serve(
@@ -267,6 +274,32 @@ def run_reproduce(params: Path, version: str, keep: bool) -> int:
     result = reproduce_version(load_settings(params), version, keep)
     print("\n".join(result.lines()))
     return 0 if result.matches else 1
+
+
+def run_ui(params: Path, port: int) -> int:
+    """Print where the training runs and the registry are, then become `mlflow ui`."""
+    import os
+
+    from adapters.tracking import configure_mlflow, ensure_experiment, training_runs_url, ui_command
+    from core.config import load_settings
+
+    settings = load_settings(params)
+    uri = settings.tracking_uri
+    remote = uri.startswith(("http://", "https://"))
+    base = uri.rstrip("/") if remote else f"http://127.0.0.1:{port}"
+    configure_mlflow(uri)
+    experiment = ensure_experiment(settings.register_.experiment, settings.artifact_root)
+    print(
+        f"MLflow UI on {base} (tracking store {uri})\n"
+        f"  training runs: {training_runs_url(base, experiment)}\n"
+        f"  registry:      {base}/#/models/{settings.register_.model_name}",
+        flush=True,
+    )
+    if remote:
+        return 0  # a tracking server serves its own UI
+    argv, env = ui_command(uri, port)
+    os.execve(argv[0], argv, env)
+    return 0  # not reached
 
 
 def run_transfer(params: Path, action: str) -> int:

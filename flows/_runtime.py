@@ -80,4 +80,27 @@ def hide_user_error_tracebacks(user_errors: tuple[type[BaseException], ...]) -> 
         "prefect.task_engine",
         "prefect.flow_engine",
     ):
-        logging.getLogger(name).addFilter(flt)
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _UserErrorFilter) for f in logger.filters):
+            logger.addFilter(flt)
+
+
+def configure_flow_logging() -> None:
+    """Inside a flow run: the project's loggers at INFO and sent to the run's log in the Prefect
+    API, and no traceback for errors written for the user.
+
+    A deployment run starts in a fresh process (`prefect serve` and workers spawn
+    `python -m prefect.engine`) where the CLI's setup never ran: without this, its log holds
+    Prefect's own lines only. Safe to call again (`python -m flows run` does it first)."""
+    from prefect.logging.handlers import APILogHandler
+
+    from core.config import ConfigError
+    from core.errors import PipelineError
+
+    hide_user_error_tracebacks((PipelineError, ConfigError))
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        # PREFECT_LOGGING_EXTRA_LOGGERS attaches it when set in this process's environment.
+        if not any(isinstance(h, APILogHandler) for h in logger.handlers):
+            logger.addHandler(APILogHandler())

@@ -63,8 +63,11 @@ def serve_deployments(
 ) -> None:
     """Register the deployments with the Prefect API and run their scheduled runs here, one at a
     time: the runs share one working copy (DVC outputs, incoming folders), so they must not
-    overlap. Ctrl-C pauses the schedules and stops."""
+    overlap. Ctrl-C or SIGTERM cancels the run in flight (Cancelled in the API), pauses the
+    schedules and stops."""
     from prefect import serve
+
+    from adapters.prefect import interrupts_stop_the_runner
 
     # Scheduled runs execute in subprocesses that import flows/ and tasks/ by module path.
     root = str(settings.root)
@@ -73,4 +76,5 @@ def serve_deployments(
     )
     if root not in sys.path:
         sys.path.insert(0, root)
-    serve(*build_deployments(settings, params_path, interval_s, only), limit=1)
+    with interrupts_stop_the_runner():
+        serve(*build_deployments(settings, params_path, interval_s, only), limit=1)

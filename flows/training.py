@@ -17,6 +17,7 @@ from prefect import Task, flow, runtime
 from adapters.dvc import DvcState
 from adapters.tracking import RunContext, finish_parent_run, start_parent_run
 from core.config import Settings, load_settings
+from flows._runtime import configure_flow_logging
 from ops.preflight import preflight
 from tasks.compress.stage import compress_stage
 from tasks.drift import drift_stage
@@ -62,9 +63,20 @@ def open_flow_run(settings: Settings) -> RunContext:
     return RunContext(settings.tracking_uri, run_id, entry="prefect", flow_run_id=flow_run_id)
 
 
+def stages_line(ran: list[str], skipped: list[str], stopped_at: str | None = None) -> str:
+    """The run log's last line: which stages ran, which DVC found current, and the stage that
+    raised or was interrupted, if any."""
+    line = (
+        f"training: stages run: {', '.join(ran) or 'none'}; "
+        f"skipped: {', '.join(skipped) or 'none'} (current in dvc.lock)"
+    )
+    return f"{line}; stopped at: {stopped_at}" if stopped_at else line
+
+
 @flow(name="training", log_prints=True)
 def training_flow(params_path: str = "params.yaml", force: bool = False) -> dict[str, Any]:
     """Run every stage that is not current according to DVC; return what ran and was skipped."""
+    configure_flow_logging()  # a deployment run's process has had no other setup
     settings = load_settings(params_path)
     preflight(settings)  # unusable tracking store: fail before any stage; clean up after a crash
     dvc = DvcState(settings.root)
@@ -90,11 +102,13 @@ def training_flow(params_path: str = "params.yaml", force: bool = False) -> dict
             dvc.commit(name)
             ran.append(name)
     except BaseException:
+        log.info(stages_line(ran, skipped, stopped_at=name))
         if ctx is not None:
             finish_parent_run(ctx, "FAILED")
         raise
     finally:
         dvc.close()
+    log.info(stages_line(ran, skipped))
     if ctx is not None:
         finish_parent_run(ctx, "FINISHED")
     return {

@@ -25,7 +25,18 @@ from core.errors import TrackingError
 
 log = logging.getLogger(__name__)
 
-ARTIFACT_DIRS = ("data", "models", "metrics", "plots", "reports")
+# The folders the pipeline's stages write (batch scoring's folders under data/ are not among them:
+# a scorer running next to a training run keeps its temp files).
+ARTIFACT_DIRS = (
+    "data/raw",
+    "data/validated",
+    "data/quarantine",
+    "data/processed",
+    "models",
+    "metrics",
+    "plots",
+    "reports",
+)
 
 
 def check_tracking_store(uri: str, timeout_s: float = 3.0) -> None:
@@ -80,25 +91,29 @@ def _check_sqlite(uri: str, timeout_s: float) -> None:
 
 
 def remove_stale_temp_files(root: Path) -> list[Path]:
-    """Delete leftovers of interrupted atomic writes (files and folders) under the artifact
-    folders."""
-    removed: list[Path] = []
+    """Delete leftovers of interrupted atomic writes (files and folders) in and next to the
+    artifact folders: a folder output is staged next to itself (core/io.py atomic_dir), so
+    `.plots.<x>.tmp` lies in the project root and `.raw.<x>.tmp` in data/."""
+    candidates: set[Path] = set()
     for top in ARTIFACT_DIRS:
         base = root / top
-        if not base.is_dir():
+        candidates.update(base.parent.glob(f".{base.name}.*.tmp"))
+        if base.is_dir():
+            candidates.update(base.rglob(".*.tmp"))
+    removed: list[Path] = []
+    for p in sorted(candidates):
+        if not p.exists() and not p.is_symlink():  # inside a folder removed just before
             continue
-        for p in sorted(base.rglob(".*.tmp")):
-            if not p.exists() and not p.is_symlink():  # inside a folder removed just before
-                continue
-            with contextlib.suppress(OSError):
-                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-                removed.append(p)
+        with contextlib.suppress(OSError):
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+            removed.append(p)
     for p in removed:
         log.info("preflight: removed %s left by an interrupted run", p.relative_to(root))
     return removed
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host with that id runs (or exists under another user)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -121,7 +136,7 @@ def break_dead_owner_lock(client: Any, model_name: str) -> bool:
     except MlflowException:
         return False
     host, _, pid = tags.get("lock.owner", "").rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit() or _pid_alive(int(pid)):
+    if host != socket.gethostname() or not pid.isdigit() or pid_alive(int(pid)):
         return False
     with contextlib.suppress(MlflowException):
         client.delete_registered_model(name)

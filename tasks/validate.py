@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from prefect import task
 
+from adapters.data_docs import make_site_offline
 from adapters.gx import Outcome, SuiteRun, gx_context, load_suite, run_suite, suite_to_dict
 from adapters.tracking import RunContext, log_dir_to_run, log_to_run
 from core.config import DataSettings, Settings
@@ -578,9 +579,11 @@ def data_docs_site(
             yield site if enabled else None
         except DataError:
             if enabled:
+                make_site_offline(site)
                 log_dir_to_run(ctx, site, f"data_docs/{name}")
             raise
         if enabled:
+            make_site_offline(site)  # readable offline and in MLflow's artifact viewer
             log_dir_to_run(ctx, site, f"data_docs/{name}")
         else:
             (site / "index.html").write_text(

@@ -54,11 +54,15 @@ def test_flow_registers_a_champion_that_scores_raw_rows(tmp_path, credit_small) 
     rows.loc[0, "Home"] = "martian"  # unseen level
     rows.loc[1, ["Income", "Assets", "Debt"]] = np.nan  # missing values
     rows.loc[2, "Job"] = None
-    rows["Seniority"] = rows["Seniority"].astype("float64")
-    rows.loc[3, "Seniority"] = np.nan  # missing in an integer column
+    assert pd.api.types.is_integer_dtype(rows["Seniority"])  # raw rows, dtypes as ingested
     pred = model.predict(rows)
     assert list(pred.columns) == ["probability", "label"]
     assert pred["probability"].between(0, 1).all() and len(pred) == 6
+    # An integer column of the training data refuses a missing value, naming the column.
+    holes = rows.astype({"Seniority": "float64"})
+    holes.loc[3, "Seniority"] = np.nan
+    with pytest.raises(Exception, match="Seniority"):
+        model.predict(holes)
 
     version = client.get_model_version_by_alias("credit-scoring", "champion")
     tags = version.tags

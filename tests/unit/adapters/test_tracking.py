@@ -27,3 +27,25 @@ def test_stages_of_one_invocation_share_a_parent_run(
 
 def test_disabled_context_logs_nothing() -> None:
     log_to_run(RunContext(), metrics={"m": 1.0})  # must not touch any store
+
+
+def test_experiments_are_tagged_as_model_training_for_the_ui(tmp_path: Path) -> None:
+    import mlflow
+
+    from adapters.tracking import (
+        EXPERIMENT_KIND,
+        EXPERIMENT_KIND_TAG,
+        configure_mlflow,
+        ensure_experiment,
+    )
+
+    configure_mlflow(f"sqlite:///{tmp_path}/mlflow.db")
+    client = mlflow.MlflowClient()
+    created = ensure_experiment("new", tmp_path / "art")
+    assert client.get_experiment(created).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+    untagged = client.create_experiment("by-hand")
+    assert ensure_experiment("by-hand", tmp_path / "art") == untagged
+    assert client.get_experiment(untagged).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+    client.set_experiment_tag(untagged, EXPERIMENT_KIND_TAG, "genai_development")
+    ensure_experiment("by-hand", tmp_path / "art")  # a kind someone chose is kept
+    assert client.get_experiment(untagged).tags[EXPERIMENT_KIND_TAG] == "genai_development"

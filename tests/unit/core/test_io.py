@@ -48,3 +48,25 @@ def test_atomic_dir_swaps_the_whole_folder_only_on_success(tmp_path: Path) -> No
         (tmp / "roc.png").write_text("new")
     assert sorted(p.name for p in dest.iterdir()) == ["roc.png"]  # nothing of the old run
     assert [p.name for p in tmp_path.iterdir()] == ["plots"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_atomic_writes_get_the_mode_open_would_give(tmp_path: Path, umask: int) -> None:
+    import os
+    import stat
+
+    from core.io import atomic_dir, write_csv, write_text
+
+    old = os.umask(umask)
+    try:
+        text = write_text("x", tmp_path / "reason.txt")
+        csv = write_csv(pd.DataFrame({"a": [1]}), tmp_path / "p" / "predictions.csv")
+        with atomic_dir(tmp_path / "plots") as tmp:
+            (tmp / "roc.png").write_bytes(b"png")
+        with (tmp_path / "plain.txt").open("w") as fh:  # what open() gives, for comparison
+            fh.write("x")
+    finally:
+        os.umask(old)
+    mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
+    assert mode(text) == mode(csv) == mode(tmp_path / "plain.txt") == 0o666 & ~umask
+    assert mode(tmp_path / "plots") == 0o777 & ~umask

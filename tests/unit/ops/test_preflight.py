@@ -62,8 +62,20 @@ def test_temp_files_of_interrupted_writes_are_removed(tmp_path: Path) -> None:
     stale.write_bytes(b"half")
     keep = tmp_path / "data/raw/raw.parquet"
     keep.write_bytes(b"whole")
-    assert remove_stale_temp_files(tmp_path) == [stale]
-    assert not stale.exists() and keep.exists()
+    plots = tmp_path / "plots"
+    half_dir = plots.parent / ".plots.xyz.tmp"  # an interrupted atomic_dir
+    (half_dir / "sub").mkdir(parents=True)
+    plots.mkdir()
+    scorer = tmp_path / "data/predictions/.b.predictions.parquet.q1.tmp"  # a live scorer's write
+    scorer.parent.mkdir(parents=True)
+    scorer.write_bytes(b"being written")
+    assert remove_stale_temp_files(tmp_path) == [half_dir, stale]
+    assert not stale.exists() and not half_dir.exists() and keep.exists() and scorer.exists()
+    (plots / ".roc.png.x.tmp").write_bytes(b"")
+    (tmp_path / "reports/.tuning.q.tmp/sub").mkdir(parents=True)
+    removed = remove_stale_temp_files(tmp_path)
+    assert sorted(p.name for p in removed) == [".roc.png.x.tmp", ".tuning.q.tmp"]
+    assert not (tmp_path / "reports/.tuning.q.tmp").exists()
 
 
 class _Registry:

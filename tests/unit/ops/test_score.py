@@ -1,7 +1,9 @@
-"""Batch scoring pieces: the scoring suite, table- vs row-level checks, moving files aside."""
+"""Batch scoring pieces: the scoring suite, table- vs row-level checks, moving files aside, when a
+file is complete, claims, which working folders are orphaned and how their files are released."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -9,8 +11,31 @@ import pytest
 
 from adapters.gx import load_suite, suite_to_dict
 from core.errors import DataError
-from ops.score import check_batch, incoming_files, move_aside, scoring_suite
+from ops.score import (
+    Folders,
+    Owner,
+    ScoredFile,
+    Seen,
+    as_record,
+    check_batch,
+    claim,
+    folder_owner,
+    incoming_files,
+    move_aside,
+    observe,
+    orphaned,
+    plan_of,
+    recover_orphans,
+    recovery_action,
+    rejection_message,
+    scoring_suite,
+    take_stock,
+    waiting_reason,
+    working_folder_name,
+)
 from tests.conftest import ROOT, make_settings
+
+S = 1_000_000_000  # nanoseconds per second
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +104,7 @@ def test_incoming_files_and_move_aside(tmp_path: Path) -> None:
 
 def test_validated_rows_go_to_the_python_model_without_pyfunc_schema_checks() -> None:
 
-    from ops.score import predict_validated
+    from adapters.registry import predict_validated
 
     rows = pd.DataFrame({"a": [1, 2]})
 
@@ -104,3 +129,119 @@ def test_validated_rows_go_to_the_python_model_without_pyfunc_schema_checks() ->
 
     assert predict_validated(PythonFlavor(), rows)["p"].tolist() == [10, 20]
     assert predict_validated(OtherFlavor(), rows).iloc[:, 0].tolist() == [2, 4]
+
+
+# ------------------------------------------------------------------------------------------------
+# when a file is complete
+# ------------------------------------------------------------------------------------------------
+def test_a_file_is_complete_once_unchanged_for_the_settle_time_or_marked() -> None:
+    now = 1_000 * S
+    written = Seen(size=5_000, mtime_ns=now - 3 * S)  # last write 3 s ago
+    assert waiting_reason(written, now, settle_s=10, marked=False) == "still changing"
+    assert waiting_reason(written, now, settle_s=3, marked=False) is None
+    assert waiting_reason(written, now, settle_s=0, marked=False) is None
+    assert waiting_reason(written, now, settle_s=10, marked=True) is None  # the writer said so
+    future = Seen(size=5_000, mtime_ns=now + 60 * S)  # a clock ahead of ours
+    assert waiting_reason(future, now, settle_s=10, marked=False) == "still changing"
+    # Created, nothing flushed yet: waits however old, unless marked.
+    empty = Seen(size=0, mtime_ns=now - 3_600 * S)
+    assert waiting_reason(empty, now, settle_s=0, marked=False) == "empty so far"
+    assert waiting_reason(empty, now, settle_s=10, marked=True) is None
+
+
+def test_take_stock_leaves_changing_files_waiting(tmp_path: Path) -> None:
+    for name in ("old.csv", "new.csv", "marked.parquet"):
+        (tmp_path / name).write_text("a,b\n1,2\n")
+    (tmp_path / "marked.parquet.done").touch()
+    hour_ago = (observe(tmp_path / "old.csv").mtime_ns - 3_600 * S) / S  # type: ignore[union-attr]
+    os.utime(tmp_path / "old.csv", (hour_ago, hour_ago))
+    ready, waiting = take_stock(tmp_path, settle_s=600, root=tmp_path)
+    assert [p.name for p, _ in ready] == ["marked.parquet", "old.csv"]
+    assert [(w.source.name, w.status, w.reason) for w in waiting] == [
+        ("new.csv", "waiting", "still changing")
+    ]
+    assert ready[1][1] == observe(tmp_path / "old.csv")
+
+
+# ------------------------------------------------------------------------------------------------
+# claims and working folders
+# ------------------------------------------------------------------------------------------------
+def test_a_file_is_claimed_once_and_its_marker_goes_with_it(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text("x")
+    (tmp_path / "a.csv.done").touch()
+    first = claim(tmp_path / "a.csv", tmp_path / ".claimed" / "h-1-aa")
+    assert first == tmp_path / ".claimed/h-1-aa/a.csv" and first.read_text() == "x"
+    assert (tmp_path / ".claimed/h-1-aa/a.csv.done").exists()
+    assert not (tmp_path / "a.csv").exists() and not (tmp_path / "a.csv.done").exists()
+    assert claim(tmp_path / "a.csv", tmp_path / ".claimed" / "h-2-bb") is None  # lost the race
+
+
+def test_working_folder_names_record_their_owner() -> None:
+    name = working_folder_name(Owner("build-host-7", 4242), "0f3a9c1e")
+    assert name == "build-host-7-4242-0f3a9c1e"
+    assert folder_owner(name) == Owner("build-host-7", 4242)
+    for foreign in ("notes", "host-token", "host-12x-token", "-12-tok", "host-12-"):
+        assert folder_owner(foreign) is None, foreign
+
+
+def test_orphaned_folders_are_those_of_dead_processes_of_this_host() -> None:
+    names = ["me-10-aa", "me-11-bb", "other-12-cc", "me-13-dd", "scratch"]
+    assert orphaned(names, "me", alive=lambda pid: pid == 11) == ["me-10-aa", "me-13-dd"]
+    assert orphaned(names, "me", alive=lambda pid: True) == []
+    assert orphaned(names, "other", alive=lambda pid: False) == ["other-12-cc"]
+
+
+def test_a_dead_scorers_file_is_finished_only_when_every_recorded_output_exists() -> None:
+    planned = ["out/a.q.parquet", "out/a.p.parquet"]
+    assert recovery_action(planned, planned) == "finish"
+    assert recovery_action(planned, ["out/a.q.parquet"]) == "return"  # died between the two
+    assert recovery_action(planned, []) == "return"
+    assert recovery_action(None, []) == "return"  # died before recording its outputs
+
+
+def _folders(tmp_path: Path) -> Folders:
+    incoming = tmp_path / "incoming"
+    return Folders(incoming, tmp_path / "out", incoming / "processed", incoming / "rejected")
+
+
+def test_recovery_returns_or_finishes_the_files_of_dead_scorers_only(tmp_path: Path) -> None:
+    folders = _folders(tmp_path)
+    dead, alive, gone = (folders.claimed / n for n in ("me-10-aa", "me-11-bb", "me-12-cc"))
+    for folder, name in ((dead, "half.csv"), (alive, "busy.csv"), (gone, "done.csv")):
+        folder.mkdir(parents=True)
+        (folder / name).write_text("a\n1\n")
+    (dead / "half.csv.done").touch()
+    partial = folders.output / "half.T.quarantine.parquet"
+    folders.output.mkdir()
+    partial.write_text("q")  # its predictions were never written
+    plan_of(dead / "half.csv").write_text(
+        f'{{"outputs": ["{partial}", "{folders.output / "half.T.predictions.parquet"}"]}}'
+    )
+    complete = folders.output / "done.T.predictions.parquet"
+    complete.write_text("p")
+    plan_of(gone / "done.csv").write_text(f'{{"outputs": ["{complete}"]}}')
+
+    assert recover_orphans(folders, "me", lambda pid: pid == 11, tmp_path) == 2
+    assert (folders.incoming / "half.csv").read_text() == "a\n1\n"
+    assert (folders.incoming / "half.csv.done").exists()  # complete at once, as it was
+    assert not partial.exists()  # scored again from scratch
+    assert (folders.processed / "done.csv").is_file() and complete.read_text() == "p"
+    assert (alive / "busy.csv").is_file()  # its scorer still runs
+    assert sorted(p.name for p in folders.claimed.iterdir()) == ["me-11-bb"]
+    assert recover_orphans(folders, "me", lambda pid: pid == 11, tmp_path) == 0
+
+
+# ------------------------------------------------------------------------------------------------
+# what a run reports
+# ------------------------------------------------------------------------------------------------
+def test_only_rejected_files_fail_a_run(tmp_path: Path) -> None:
+    results = [
+        ScoredFile(tmp_path / "in/a.csv", "scored", rows=5, scored_rows=4, quarantined_rows=1),
+        ScoredFile(tmp_path / "in/b.csv", "waiting", reason="still changing"),
+        ScoredFile(tmp_path / "in/c.csv", "skipped", reason="claimed by another scorer"),
+    ]
+    records = [as_record(r) for r in results]
+    assert records[0]["rows"] == records[0]["scored_rows"] + records[0]["quarantined_rows"]
+    assert rejection_message(records, tmp_path) is None
+    bad = ScoredFile(tmp_path / "in/d.csv", "rejected", rows=3, rejected_rows=3, reason="no")
+    assert rejection_message([*records, as_record(bad)], tmp_path) == "1 file(s) rejected: in/d.csv"
