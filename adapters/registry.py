@@ -205,6 +205,21 @@ def predict_validated(model: Any, rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(python_model.predict(None, rows))
 
 
+def predict_evaluation_model(name: str, version: str, rows: pd.DataFrame) -> pd.DataFrame | None:
+    """What the evaluation model of `models:/<name>/<version>` (learnt without the test split)
+    predicts for these validated raw rows; None when the version carries none."""
+    with loading_registered_code():
+        import mlflow
+
+        loaded = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+        try:
+            get = loaded.unwrap_python_model().evaluation_model
+        except Exception:  # not our pyfunc, or registered before it had one
+            return None
+        model = get()
+        return None if model is None else pd.DataFrame(model.predict_frame(rows))
+
+
 def predict_registered_version(name: str, version: str, rows: pd.DataFrame) -> pd.DataFrame:
     """What `models:/<name>/<version>` returns for these validated raw rows."""
     with loading_registered_code():

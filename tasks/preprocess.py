@@ -99,8 +99,10 @@ def categorical_outputs(preprocessor: Pipeline) -> list[str]:
 
 
 # splitmix64 constants: a fast, well-mixed 64-bit hash of 64-bit keys, computed with numpy.
-_GOLDEN, _MIX1, _MIX2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(
-    0x94D049BB133111EB
+_GOLDEN, _MIX1, _MIX2 = (
+    np.uint64(0x9E3779B97F4A7C15),
+    np.uint64(0xBF58476D1CE4E5B9),
+    np.uint64(0x94D049BB133111EB),
 )
 
 
@@ -139,7 +141,7 @@ def row_keys(df: pd.DataFrame, seed: int) -> np.ndarray:
 
 
 def assign_splits(df: pd.DataFrame, test_size: float, valid_size: float, seed: int) -> np.ndarray:
-    """"train" / "valid" / "test" per row, from the row's own hash: a row keeps its split when
+    """ "train" / "valid" / "test" per row, from the row's own hash: a row keeps its split when
     rows are appended or removed, so a later test split holds no row an earlier model trained
     on (for the same seed and sizes)."""
     u = row_keys(df, seed).astype(np.float64) / 2.0**64

@@ -38,8 +38,8 @@ from inference.model import InferenceModel
 from tasks.compress.report import Scored, score_split
 from tasks.compress.select import metric_drop
 from tasks.evaluate.metrics import score_predictions
+from tasks.features import model_input_categoricals
 from tasks.preprocess import sample_positions
-from tasks.train import tune_model_threshold
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,11 @@ class BuildContext:
             train, y_train = train.iloc[keep], y_train[keep]
         X_train, X_valid = full.model_input(train), full.model_input(valid)
         lean_ok = lean_parity_ok(full, valid, list(X_valid.columns))
+        categorical = (
+            categorical_inputs(full.estimator.booster_)
+            if full.is_single_lightgbm
+            else model_input_categoricals(full.pipeline.named_steps["preprocess"])
+        )
         metric = settings.gate_metric
         reference = score_predictions(
             full.task, y_valid, full.predict_scores(valid), full.threshold
@@ -117,7 +122,7 @@ class BuildContext:
             X_valid,
             y_train,
             y_valid,
-            categorical_inputs(full.estimator.booster_),
+            categorical,
             lean_ok,
             metric,
             reference,
@@ -216,8 +221,8 @@ def make_compact(
         trees=pack_trees(booster, precision, num_iteration=num_iteration, objective=objective),
         lean=lean,
     )
-    # Scores do not depend on the threshold: the valid scores serve the threshold and the drop.
-    tune_model_threshold(model, ctx.valid, ctx.settings, ctx.scores(model, "valid", ctx.valid))
+    # The full model's threshold (chosen on out-of-fold predictions): choosing one on the valid
+    # split would use the rows the drop is measured on.
     return model
 
 
@@ -303,13 +308,16 @@ def _fit(
     y_valid: np.ndarray,
     X_train: pd.DataFrame | None = None,
 ) -> Any:
-    X_train = ctx.X_train[columns] if X_train is None else X_train[columns]
+    X_train = (ctx.X_train if X_train is None else X_train)[columns].reset_index(drop=True)
     cats = [c for c in ctx.categorical if c in columns]
+    # Early stopping on a seeded tenth of the training rows: the valid split is kept for
+    # measuring the candidates' drop only.
+    stop = np.random.default_rng(ctx.seed).random(len(X_train)) < 0.1
     est.fit(
-        X_train,
-        y_train,
-        eval_X=(ctx.X_valid[columns],),
-        eval_y=(y_valid,),
+        X_train[~stop],
+        y_train[~stop],
+        eval_X=(X_train[stop],),
+        eval_y=(y_train[stop],),
         categorical_feature=cats or "auto",
         callbacks=[lgb.early_stopping(ctx.settings.train.early_stopping_rounds, verbose=False)],
     )
@@ -385,8 +393,6 @@ def _objective(booster: lgb.Booster) -> str:
 def distill(ctx: BuildContext, cfg: CompressSettings) -> Built:
     """A small student on the teacher's raw scores over train + synthetic rows (binary: logits,
     regression: predictions); it predicts through the teacher's link function."""
-    teacher = ctx.full.estimator.booster_
-    n_iter = _best_iteration(ctx.full.estimator)
     columns = list(ctx.X_train.columns)
     extra = synthetic_rows(
         ctx.X_train,
@@ -398,9 +404,7 @@ def distill(ctx: BuildContext, cfg: CompressSettings) -> Built:
     X_aug = pd.concat([ctx.X_train.reset_index(drop=True), extra], ignore_index=True)
 
     def soft(X: pd.DataFrame) -> np.ndarray:
-        return np.asarray(
-            teacher.predict(X.to_numpy(dtype=np.float64), raw_score=True, num_iteration=n_iter)
-        )
+        return teacher_raw_scores(ctx.full, X)
 
     fitted = _fit(
         _student(cfg, ctx, regressor=True),
@@ -417,9 +421,31 @@ def distill(ctx: BuildContext, cfg: CompressSettings) -> Built:
         fitted.booster_,
         columns,
         num_iteration=_best_iteration(fitted),
-        objective=_objective(teacher),
+        objective=(
+            _objective(ctx.full.estimator.booster_)
+            if ctx.full.is_single_lightgbm
+            else "binary sigmoid:1"
+            if ctx.full.task == "binary"
+            else "regression"
+        ),
     )
     return built(name, "distill", model)
+
+
+def teacher_raw_scores(full: InferenceModel, X: pd.DataFrame) -> np.ndarray:
+    """What a student learns from, on model-input rows: the teacher's log-odds (binary) or
+    predictions (regression). A single LightGBM model gives its raw scores directly."""
+    est = full.estimator
+    if full.is_single_lightgbm:
+        return np.asarray(
+            est.booster_.predict(
+                X.to_numpy(dtype=np.float64), raw_score=True, num_iteration=_best_iteration(est)
+            )
+        )
+    if full.task == "regression":
+        return np.asarray(est.predict(X), dtype=float)
+    p = np.clip(np.asarray(est.predict_proba(X), dtype=float)[:, 1], 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p))
 
 
 def hard_label_student(ctx: BuildContext, cfg: CompressSettings) -> Built:
@@ -543,9 +569,16 @@ def build_candidates(
     def valid_drop(model: InferenceModel) -> float:
         return ctx.valid_drop(ctx.scores(model, "valid", splits.valid))
 
-    built: list[Built] = [packed_full(ctx)]
-    built.append(prune_trees(ctx, cfg.max_metric_drop))
-    built += prune_features(ctx, cfg.feature_fractions)
+    built: list[Built] = []
+    if full.is_single_lightgbm:
+        built.append(packed_full(ctx))
+        built.append(prune_trees(ctx, cfg.max_metric_drop))
+        built += prune_features(ctx, cfg.feature_fractions)
+    else:
+        log.info(
+            "compress: the chosen model is %s; candidates are small students of it",
+            full.metadata.get("winner", "not a single LightGBM model"),
+        )
     if full.task != "multiclass":
         built.append(distill(ctx, cfg))
     else:
@@ -554,7 +587,9 @@ def build_candidates(
     # Quantize the full model (quantization alone) and the smallest candidate within tolerance.
     within = [b for b in built if valid_drop(b.model) <= cfg.max_metric_drop + 1e-12]
     smallest = min(within, key=lambda b: b.size_bytes) if within else None
-    bases = [built[0]] + ([smallest] if smallest is not None and smallest is not built[0] else [])
+    bases = [built[0]] if full.is_single_lightgbm else []
+    if smallest is not None and smallest not in bases:
+        bases.append(smallest)
     for base in bases:
         for precision in cfg.quantize:
             built.append(quantize(ctx, base, precision, splits.test))

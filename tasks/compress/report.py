@@ -107,16 +107,17 @@ def measure_latency(
 
 
 def full_row(
-    full: InferenceModel, packed: Scored, paths: ArtifactPaths, splits: Any, metric: str
+    full: InferenceModel, packed: Scored | None, paths: ArtifactPaths, splits: Any, metric: str
 ) -> Scored:
-    """The full model as registered (its joblib file size; same trees as `packed`)."""
+    """The full model as evaluated (its joblib file size; its trees are `packed`'s when it is a
+    single LightGBM model)."""
     s = Scored(
         FULL,
         "full",
         full,
-        paths.model.stat().st_size,
-        packed.trees,
-        packed.leaves,
+        paths.evaluation_model.stat().st_size,
+        packed.trees if packed else 0,
+        packed.leaves if packed else 0,
         len(full.feature_columns),
         selectable=False,
         parity=0.0,

@@ -63,27 +63,33 @@ def load_splits(settings: Settings, model: InferenceModel, paths: ArtifactPaths)
     )
 
 
-def write_disabled(paths: ArtifactPaths) -> Path:
-    """Compression off: the declared outputs still exist, saying so; the Pareto table is empty."""
+def write_disabled(
+    paths: ArtifactPaths, reason: str = "compress.enabled: false", table: pd.DataFrame | None = None
+) -> Path:
+    """No compact model: the declared outputs still exist and say why (compression off, or no
+    candidate within tolerance); the Pareto table lists what was tried, if anything."""
+    table = pd.DataFrame(columns=COLUMNS) if table is None else table
     with atomic_dir(paths.compact_dir) as staging:
-        write_json({"enabled": False}, staging / "compact.json")
-    write_json({"enabled": False}, paths.compress_metrics)
+        write_json({"enabled": False, "reason": reason}, staging / "compact.json")
+    write_json({"enabled": False, "reason": reason}, paths.compress_metrics)
     with atomic_dir(paths.compress_reports) as reports:
-        write_csv(pd.DataFrame(columns=COLUMNS), reports / "pareto.csv")  # empty table, same shape
-        write_json([], reports / "pareto.json")
-    log.info("compress: disabled (compress.enabled: false); only the full model is registered")
+        write_csv(table, reports / "pareto.csv")  # the same columns, empty when nothing ran
+        write_json(table.to_dict("records"), reports / "pareto.json")
+    log.info("compress: no compact model (%s); only the full model is registered", reason)
     return paths.compress_metrics
 
 
-def choose(settings: Settings, scored: list[Scored], reference: Scored, metric: str) -> Scored:
-    """The candidate `select_candidate` picks from the Pareto table."""
+def choose(
+    settings: Settings, scored: list[Scored], reference: Scored, metric: str
+) -> tuple[Scored | None, pd.DataFrame]:
+    """The candidate `select_candidate` picks from the Pareto table (None: none qualifies)."""
     table = pareto_table(
         [reference, *scored], metric, reference.valid_metric, reference.test_metric, None
     )
     pick = select_candidate(table.to_dict("records"), settings.compress.max_metric_drop)
-    if pick is None:  # cannot happen: the lossless packed full model has drop 0
-        raise RuntimeError("compress: no candidate within tolerance, not even the packed model")
-    return next(s for s in scored if s.name == pick["candidate"])
+    if pick is None:
+        return None, table
+    return next(s for s in scored if s.name == pick["candidate"]), table
 
 
 def compact_summary(
@@ -91,7 +97,7 @@ def compact_summary(
     chosen: Scored,
     final: Scored,
     reference: Scored,
-    packed: Scored,
+    packed: Scored | None,
     compiled: Scored | None,
     model: CompactModel,
     model_file: Path,
@@ -111,7 +117,7 @@ def compact_summary(
         "retrain_rows": min(train_rows, cfg.retrain_rows),
         "full_size_bytes": reference.size_bytes,
         "compact_size_bytes": model_file.stat().st_size,
-        "full_packed_bytes": packed.size_bytes,
+        "full_packed_bytes": packed.size_bytes if packed else None,
         "compact_packed_bytes": chosen.size_bytes,
         "valid_drop": round(metric_drop(metric, reference.valid_metric, chosen.valid_metric), 6),
         "test_drop": round(metric_drop(metric, reference.test_metric, chosen.test_metric), 6),
@@ -123,7 +129,9 @@ def compact_summary(
         "compact_batch_rows_per_s": round(final.rows_per_s, 1),
     }
     summary["size_ratio"] = round(summary["full_size_bytes"] / summary["compact_size_bytes"], 2)
-    summary["packed_size_ratio"] = round(packed.size_bytes / chosen.size_bytes, 2)
+    summary["packed_size_ratio"] = (
+        round(packed.size_bytes / chosen.size_bytes, 2) if packed else None
+    )
     summary["latency_ratio"] = round(reference.p50_ms / final.p50_ms, 2)
     summary["throughput_ratio"] = round(final.rows_per_s / reference.rows_per_s, 2)
     return summary
@@ -135,6 +143,7 @@ def write_compact(
     chosen: Scored,
     scored: list[Scored],
     reference: Scored,
+    packed: Scored | None,
     rows: pd.DataFrame,
     train_rows: int,
 ) -> dict[str, Any]:
@@ -156,14 +165,16 @@ def write_compact(
             chosen.name,
         )
         model: CompactModel = chosen.model  # type: ignore[assignment]
-        model.metadata.update({"candidate": chosen.name, "full_model_md5": file_md5(paths.model)})
+        model.metadata.update(
+            {"candidate": chosen.name, "full_model_md5": file_md5(paths.evaluation_model)}
+        )
         dump_joblib(model, staging / "model.joblib")
         summary = compact_summary(
             settings,
             chosen,
             compiled or chosen,
             reference,
-            scored[0],
+            packed,
             compiled,
             model,
             staging / "model.joblib",
@@ -188,16 +199,23 @@ def compress_stage(settings: Settings, ctx: RunContext) -> Path:
     cfg = settings.compress
     if not cfg.enabled:
         return write_disabled(paths)
-    full: InferenceModel = load_joblib(paths.model)
+    full: InferenceModel = load_joblib(paths.evaluation_model)
     metric = settings.gate_metric
     splits = load_splits(settings, full, paths)
     start = time.perf_counter()
     scored = build_candidates(settings, full, splits, metric)
-    reference = full_row(full, scored[0], paths, splits, metric)
+    packed = scored[0] if full.is_single_lightgbm else None
+    reference = full_row(full, packed, paths, splits, metric)
     rows = splits.test.drop(columns=[settings.data.target])
     measure_latency([reference, *scored], rows, cfg.latency_rows, cfg.batch_seconds)
-    chosen = choose(settings, scored, reference, metric)
-    summary = write_compact(settings, paths, chosen, scored, reference, rows, len(splits.train))
+    chosen, table = choose(settings, scored, reference, metric)
+    if chosen is None:
+        return write_disabled(
+            paths, f"no candidate within compress.max_metric_drop ({cfg.max_metric_drop:g})", table
+        )
+    summary = write_compact(
+        settings, paths, chosen, scored, reference, packed, rows, len(splits.train)
+    )
     metrics = {
         k: summary[k]
         for k in (

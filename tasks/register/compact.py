@@ -142,10 +142,10 @@ def register_compact(
             sync_compact_aliases(client, settings)
         return None
     model: CompactModel = load_joblib(paths.compact_dir / "model.joblib")
-    if model.metadata.get("full_model_md5") != file_md5(paths.model):
+    if model.metadata.get("full_model_md5") != file_md5(paths.evaluation_model):
         log.warning(
             "register: %s not registered: models/compact was built from another "
-            "models/model.joblib (rerun the compress stage)",
+            "models/evaluation_model.joblib (rerun the compress stage)",
             name,
         )
         return None

@@ -31,7 +31,7 @@ def test_a_row_keeps_its_split_when_rows_are_appended(credit: pd.DataFrame) -> N
     old, new = credit.iloc[:3000], credit.iloc[3000:]
     before = assign_splits(old, 0.2, 0.2, seed=42)
     after = assign_splits(pd.concat([new, old], ignore_index=True), 0.2, 0.2, seed=42)
-    np.testing.assert_array_equal(after[len(new):], before)  # same rows, same splits
+    np.testing.assert_array_equal(after[len(new) :], before)  # same rows, same splits
     # column order, and int vs float storage of the same numbers, do not matter either
     floats = old.astype({"Age": "float64"})[old.columns[::-1]]
     np.testing.assert_array_equal(assign_splits(floats, 0.2, 0.2, seed=42), before)

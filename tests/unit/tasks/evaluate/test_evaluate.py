@@ -54,9 +54,7 @@ def test_write_plots_draws_every_image_of_the_task(credit, tmp_path) -> None:  #
     from tests.conftest import make_settings
 
     settings = make_settings(tmp_path, evaluate={"shap_sample": 50})
-    parts = split_frame(
-        credit.sample(600, random_state=4).reset_index(drop=True), 0.2, 0.2, 42
-    )
+    parts = split_frame(credit.sample(600, random_state=4).reset_index(drop=True), 0.2, 0.2, 42)
     X = feature_frame(parts["train"], "Status")
     pre = build_preprocessor(X, settings.preprocess, {}).fit(X)
     model = fit_model(parts["train"], parts["valid"], pre, settings).model
