@@ -516,10 +516,10 @@ class TuneSettings(_Section):
     the other learners in the same folds, and the single best or a weighted ensemble."""
 
     enabled: bool = True
-    n_trials: int = Field(default=40, ge=1)
+    n_trials: int = Field(default=25, ge=1)
     # Wall-clock budget of the selection in seconds (study and other learners); no new trial
     # starts after it. A study cut by it can differ on a faster or slower machine.
-    timeout_s: float | None = Field(default=120, gt=0)
+    timeout_s: float | None = Field(default=300, gt=0)
     # Stop when this many trials in a row have not improved the best CV score (0: never).
     stall_trials: int = Field(default=15, ge=0)
     # Enqueue LightGBM's defaults and a portfolio of settings known to do well on tabular data
@@ -534,7 +534,7 @@ class TuneSettings(_Section):
     min_resource: int = Field(default=20, ge=1)  # rounds before the first pruning rung
     reduction_factor: int = Field(default=3, ge=2)
     # Other learners scored in the same folds; each enters the selection with its OOF output.
-    learners: tuple[Learner, ...] = ("linear", "extra_trees", "random_forest", "hist_gbm")
+    learners: tuple[Learner, ...] = ("linear", "extra_trees", "hist_gbm")
     ensemble: EnsembleSettings = Field(default_factory=EnsembleSettings)
     runner: TuneRunnerSettings = Field(default_factory=TuneRunnerSettings)
     large_data: LargeDataSettings = Field(default_factory=LargeDataSettings)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator
 
 
 @dataclass
@@ -28,7 +29,7 @@ class Member:
     weight: float
 
 
-class WeightedEnsemble:
+class WeightedEnsemble(BaseEstimator):
     """Weighted average of the members' outputs; the scikit-learn estimator interface the
     InferenceModel pipeline needs (predict_proba / predict)."""
 
@@ -40,6 +41,13 @@ class WeightedEnsemble:
         self.task = task
         self.n_classes = n_classes
         self.classes_ = np.arange(n_classes) if task != "regression" else None
+
+    def fit(self, X: pd.DataFrame, y: Any = None) -> WeightedEnsemble:
+        """Members are fitted one by one at training time; the ensemble only blends them."""
+        raise NotImplementedError("fit the members, then build a WeightedEnsemble from them")
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return True
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         if self.task == "regression":

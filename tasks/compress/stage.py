@@ -250,7 +250,7 @@ def compress_stage(settings: Settings, ctx: RunContext) -> Path:
     )
     log_to_run(
         ctx,
-        metrics={f"compress_{k}": v for k, v in metrics.items()},
+        metrics={f"compress_{k}": v for k, v in metrics.items() if v is not None},
         params={"compress.chosen": chosen.name},
     )
     log_dir_to_run(ctx, paths.compress_reports, "compress")

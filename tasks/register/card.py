@@ -69,6 +69,7 @@ def render_model_card(
     source: str,
     target: str,
     rows: int,
+    learned_from: str,
     data_md5: str,
     class_balance: Mapping[str, int] | None,
     params: Mapping[str, Any],
@@ -93,6 +94,7 @@ def render_model_card(
         "",
         f"- source: `{source}` (target `{target}`, task {task})",
         f"- rows: {rows}; DVC md5 of data/raw/raw.parquet: `{data_md5}`",
+        f"- learned from: {learned_from}",
         f"- git commit: `{git_commit}`",
     ]
     if class_balance:
@@ -107,7 +109,8 @@ def render_model_card(
             "",
             "## Decision threshold",
             "",
-            f"{threshold:.4f}, chosen on the valid split ({threshold_objective}); "
+            f"{threshold:.4f}, chosen on the out-of-fold predictions of the train split "
+            f"({threshold_objective}); "
             "`predict` returns the probability and the label at this threshold.",
         ]
     lines += ["", "## Top features (gain)", ""]
@@ -127,8 +130,14 @@ def as_description(card: str) -> str:
 
 
 def model_params(model: InferenceModel) -> dict[str, Any]:
-    """The LightGBM parameters the model was actually fitted with (tuned or from params.yaml)."""
+    """What the model is: the LightGBM parameters it was fitted with (tuned or from
+    params.yaml), or an ensemble's members with their weights."""
     est = model.pipeline.named_steps["model"]
+    members = getattr(est, "members", None)
+    if members is not None:
+        return {f"member {m.name}": f"weight {m.weight:.3f}" for m in members}
+    if not model.is_single_lightgbm:
+        return {"estimator": type(est).__name__}
     params = est.get_params()
     out = {k: params[k] for k in LgbmParams.model_fields if k in params}
     out["n_estimators_used"] = int(getattr(est, "best_iteration_", 0) or est.n_estimators)

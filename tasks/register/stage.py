@@ -5,6 +5,10 @@
 2. Otherwise it becomes a new version. Under the registry promotion lock (adapters/registry.py)
    the current @champion is scored on the same test rows, the paired bootstrap interval of the
    difference is checked against gate.rule, and the version gets @champion or @challenger.
+   Both sides are *evaluation models*: the candidate's twin fitted without the test split, and
+   the champion's own twin logged with it, so neither has learnt from the rows it is judged on
+   (the shipped models learnt from every labelled row). A champion without one is sent to
+   manual review.
 3. The decision, both scores, the interval and the rule are `gate.*` tags on the version; the model
    card is its description and a run artifact. The compact model of `compress` is registered
    next to it (tasks/register/compact.py) and its aliases follow the full model's.
@@ -34,7 +38,7 @@ from adapters.registry import (
     input_signature,
     log_pyfunc_model,
     pip_requirements,
-    predict_registered_version,
+    predict_evaluation_model,
 )
 from adapters.tracking import RunContext, configure_mlflow, resumed_run
 from core.config import Settings
@@ -105,16 +109,20 @@ def version_tags(
         "task": settings.data.task,
         "entry_point": ctx.entry,
         "prefect_flow_run_id": ctx.flow_run_id or "",
+        # Rows are assigned to splits by a hash of their content (tasks/preprocess.py).
+        "split_scheme": "row_hash",
+        "evaluation_model": "true",
     }
 
 
-def log_inference_model(model: InferenceModel, model_file: Path, example: pd.DataFrame) -> Any:
-    """Log the full model as a pyfunc (the inference package is its code); return its ModelInfo."""
+def log_inference_model(model: InferenceModel, paths: ArtifactPaths, example: pd.DataFrame) -> Any:
+    """Log the full model as a pyfunc (the inference package is its code), with its evaluation
+    twin as a second artifact; return its ModelInfo."""
     signature = input_signature(example, model.predict_frame(example))
     return log_pyfunc_model(
         "model",
         "pyfunc.py",
-        {"inference_model": str(model_file)},
+        {"inference_model": str(paths.model), "evaluation_model": str(paths.evaluation_model)},
         signature,
         example,
         pip_requirements(),
@@ -141,7 +149,12 @@ def gate_against_champion(
     try:
         if champion.tags.get("task", model.task) != model.task:
             raise ValueError(f"it is a {champion.tags['task']} model, the candidate {model.task}")
-        out = predict_registered_version(name, str(champion.version), rows)
+        out = predict_evaluation_model(name, str(champion.version), rows)
+        if out is None:
+            raise ValueError(
+                "it carries no evaluation model (registered before models were refit on every "
+                "labelled row), so it may have learnt from today's test rows"
+            )
         reference = predictions_from_output(out, model.task, model.classes)
     except Exception as exc:  # any failure to score is a reason for a human to look
         log.warning(
@@ -184,6 +197,20 @@ def promote(
     return decision
 
 
+def learned_from(paths: ArtifactPaths) -> str:
+    """Which rows the shipped model and the evaluated model learned from (train's summary)."""
+    train = read_json(paths.train_metrics)
+    shipped, evaluated = train.get("shipped_model_rows"), train.get("evaluation_model_rows")
+    if shipped is None:
+        return "the train split"
+    return (
+        f"the shipped model: all {shipped} labelled rows (train, valid and test splits); "
+        f"the metrics and the gate: its twin fitted on the {evaluated} train-split rows only, "
+        f"scored on test-split rows (assigned by a hash of each row, so they stay test rows "
+        f"when new labelled files are appended); chosen by CV: {train.get('winner', '?')}"
+    )
+
+
 def build_card(
     settings: Settings,
     model: InferenceModel,
@@ -202,6 +229,7 @@ def build_card(
         source=settings.data.source,
         target=settings.data.target,
         rows=int(validation.get("raw_rows", 0)),
+        learned_from=learned_from(paths),
         data_md5=tags["data_md5"],
         class_balance=validation.get("target_levels") if model.task != "regression" else None,
         params=model_params(model),
@@ -245,7 +273,8 @@ def register_candidate(
     try:
         with resumed_run(ctx) as run:
             run_id = run.info.run_id if run else None
-            info = log_inference_model(model, paths.model, test[model.feature_columns].head(5))
+            example = test[model.feature_columns].head(5)
+            info = log_inference_model(load_joblib(paths.model), paths, example)
             if failures:
                 decision = gate_against_champion(client, settings, model, test, failures)
             else:
@@ -277,7 +306,9 @@ def register_candidate(
 @task(name="register")
 def register_stage(settings: Settings, ctx: RunContext) -> Path:
     paths = ArtifactPaths(settings.root)
-    model: InferenceModel = load_joblib(paths.model)
+    # The gate and the card judge the evaluation model (never saw the test split); the model
+    # that ships (models/model.joblib) is the same recipe fitted on every labelled row.
+    model: InferenceModel = load_joblib(paths.evaluation_model)
     test = read_parquet(paths.split("test"))
     raw_rows = read_json(paths.validation_report)["raw_rows"]
     failures = check_absolute(read_json(paths.test_metrics)["test"], settings.gate.criteria)
