@@ -561,52 +561,67 @@ def build_candidates(
     settings: Settings, full: InferenceModel, splits: Splits, metric: str
 ) -> list[Scored]:
     """Every candidate model, scored on valid and test (latency is measured separately)."""
-    cfg = settings.compress
     ctx = BuildContext.create(
         full, splits.train, splits.valid, splits.y_train, splits.y_valid, settings
     )
+    candidates = base_candidates(ctx, settings.compress)
+    candidates += quantized_candidates(ctx, settings.compress, candidates, splits)
+    scored = score_built(ctx, candidates, splits, metric)
+    ctx.memo.clear()
+    return scored
 
-    def valid_drop(model: InferenceModel) -> float:
-        return ctx.valid_drop(ctx.scores(model, "valid", splits.valid))
 
-    built: list[Built] = []
+def base_candidates(ctx: BuildContext, cfg: CompressSettings) -> list[Built]:
+    """Tree and feature pruning of a single LightGBM model (the packed full model first), then
+    the small students: an ensemble or another learner gets students only."""
+    full = ctx.full
+    out: list[Built] = []
     if full.is_single_lightgbm:
-        built.append(packed_full(ctx))
-        built.append(prune_trees(ctx, cfg.max_metric_drop))
-        built += prune_features(ctx, cfg.feature_fractions)
+        out.append(packed_full(ctx))
+        out.append(prune_trees(ctx, cfg.max_metric_drop))
+        out += prune_features(ctx, cfg.feature_fractions)
     else:
         log.info(
             "compress: the chosen model is %s; candidates are small students of it",
             full.metadata.get("winner", "not a single LightGBM model"),
         )
     if full.task != "multiclass":
-        built.append(distill(ctx, cfg))
+        out.append(distill(ctx, cfg))
     else:
         log.info("compress: distillation skipped (multiclass: one student per class is not built)")
-    built.append(hard_label_student(ctx, cfg))
-    # Quantize the full model (quantization alone) and the smallest candidate within tolerance.
-    within = [b for b in built if valid_drop(b.model) <= cfg.max_metric_drop + 1e-12]
+    out.append(hard_label_student(ctx, cfg))
+    return out
+
+
+def quantized_candidates(
+    ctx: BuildContext, cfg: CompressSettings, candidates: Sequence[Built], splits: Splits
+) -> list[Built]:
+    """The full model quantized (quantization alone; single LightGBM only) and the smallest
+    candidate within tolerance quantized."""
+    within = [
+        b
+        for b in candidates
+        if ctx.valid_drop(ctx.scores(b.model, "valid", splits.valid)) <= cfg.max_metric_drop + 1e-12
+    ]
     smallest = min(within, key=lambda b: b.size_bytes) if within else None
-    bases = [built[0]] if full.is_single_lightgbm else []
+    bases = [candidates[0]] if ctx.full.is_single_lightgbm else []
     if smallest is not None and smallest not in bases:
         bases.append(smallest)
-    for base in bases:
-        for precision in cfg.quantize:
-            built.append(quantize(ctx, base, precision, splits.test))
-    scored = []
-    for b in built:
-        scored.append(
-            Scored(
-                b.name,
-                b.kind,
-                b.model,
-                b.size_bytes,
-                b.trees,
-                b.leaves,
-                b.features,
-                parity=b.parity,
-            )
+    return [
+        quantize(ctx, base, precision, splits.test) for base in bases for precision in cfg.quantize
+    ]
+
+
+def score_built(
+    ctx: BuildContext, candidates: Sequence[Built], splits: Splits, metric: str
+) -> list[Scored]:
+    """Each candidate as a row of the table, with its valid and test metric."""
+    scored = [
+        Scored(
+            b.name, b.kind, b.model, b.size_bytes, b.trees, b.leaves, b.features, parity=b.parity
         )
+        for b in candidates
+    ]
     for s in scored:
         s.valid_metric = score_split(
             s.model,
@@ -618,7 +633,6 @@ def build_candidates(
         s.test_metric = score_split(
             s.model, splits.test, splits.y_test, metric, ctx.scores(s.model, "test", splits.test)
         )
-    ctx.memo.clear()
     return scored
 
 

@@ -193,6 +193,39 @@ def write_compact(
     return summary
 
 
+# What metrics/compress.json and the MLflow run carry of the manifest.
+SUMMARY_METRICS = (
+    "size_ratio",
+    "packed_size_ratio",
+    "latency_ratio",
+    "throughput_ratio",
+    "valid_drop",
+    "test_drop",
+)
+
+
+def log_choice(
+    summary: dict[str, Any], chosen: Scored, reference: Scored, candidates: int, seconds: float
+) -> None:
+    log.info(
+        "compress: %d candidates in %.1fs; chose %s (%s): %d bytes (%.1fx smaller), valid "
+        "%s drop %+.4f, test drop %+.4f, single row %.2f ms vs %.2f ms (%.1fx)%s",
+        candidates,
+        seconds,
+        chosen.name,
+        chosen.kind,
+        summary["compact_size_bytes"],
+        summary["size_ratio"],
+        summary["metric"],
+        summary["valid_drop"],
+        summary["test_drop"],
+        summary["compact_p50_single_row_ms"],
+        reference.p50_ms,
+        summary["latency_ratio"],
+        f"; compiled, parity {summary['parity_max_abs']:.2g}" if summary["compiled"] else "",
+    )
+
+
 @task(name="compress")
 def compress_stage(settings: Settings, ctx: RunContext) -> Path:
     paths = ArtifactPaths(settings.root)
@@ -216,38 +249,12 @@ def compress_stage(settings: Settings, ctx: RunContext) -> Path:
     summary = write_compact(
         settings, paths, chosen, scored, reference, packed, rows, len(splits.train)
     )
-    metrics = {
-        k: summary[k]
-        for k in (
-            "size_ratio",
-            "packed_size_ratio",
-            "latency_ratio",
-            "throughput_ratio",
-            "valid_drop",
-            "test_drop",
-        )
-    }
+    metrics = {k: summary[k] for k in SUMMARY_METRICS}
     write_json(
         {**metrics, "candidate": chosen.name, "compiled": summary["compiled"]},
         paths.compress_metrics,
     )
-    log.info(
-        "compress: %d candidates in %.1fs; chose %s (%s): %d bytes (%.1fx smaller), valid "
-        "%s drop %+.4f, test drop %+.4f, single row %.2f ms vs %.2f ms (%.1fx)%s",
-        len(scored),
-        time.perf_counter() - start,
-        chosen.name,
-        chosen.kind,
-        summary["compact_size_bytes"],
-        summary["size_ratio"],
-        metric,
-        summary["valid_drop"],
-        summary["test_drop"],
-        summary["compact_p50_single_row_ms"],
-        reference.p50_ms,
-        summary["latency_ratio"],
-        f"; compiled, parity {summary['parity_max_abs']:.2g}" if summary["compiled"] else "",
-    )
+    log_choice(summary, chosen, reference, len(scored), time.perf_counter() - start)
     log_to_run(
         ctx,
         metrics={f"compress_{k}": v for k, v in metrics.items() if v is not None},

@@ -83,6 +83,27 @@ def load_cv_data(settings: Settings, paths: ArtifactPaths) -> tuple[CVData, Fide
     return data, fidelity
 
 
+def log_study_plan(
+    settings: Settings, name: str, fidelity: Fidelity, has_categorical: bool, threads: int
+) -> None:
+    tune, runner = settings.tune, settings.tune.runner
+    log.info(
+        "tune: study %s, up to %d trials (%d from the portfolio first), %d-fold CV (%s) on %d "
+        "rows, %s fidelity; %s runner with %d worker(s) x %d LightGBM thread(s), %d more queued",
+        name,
+        tune.n_trials,
+        len(portfolio_entries(tune, has_categorical)),
+        fidelity.n_folds,
+        CV_METRICS[settings.data.task][0],
+        fidelity.rows,
+        fidelity.level,
+        f"dask ({runner.address})" if runner.kind == "dask" and runner.address else runner.kind,
+        runner.workers,
+        threads,
+        runner.queued,
+    )
+
+
 def run_trials(
     settings: Settings,
     ctx: RunContext,
@@ -99,21 +120,7 @@ def run_trials(
     has_cat = bool(data.categorical)
     name = f"tune-{study_fingerprint(data, settings, fidelity)}"
     study = open_study(paths.study_journal, name, direction, settings.base.seed)
-    log.info(
-        "tune: study %s, up to %d trials (%d from the portfolio first), %d-fold CV (%s) on %d "
-        "rows, %s fidelity; %s runner with %d worker(s) x %d LightGBM thread(s), %d more queued",
-        name,
-        tune.n_trials,
-        len(portfolio_entries(tune, has_cat)),
-        fidelity.n_folds,
-        metric,
-        fidelity.rows,
-        fidelity.level,
-        f"dask ({runner.address})" if runner.kind == "dask" and runner.address else runner.kind,
-        runner.workers,
-        threads,
-        runner.queued,
-    )
+    log_study_plan(settings, name, fidelity, has_cat, threads)
     oofs: dict[int, np.ndarray] = {}
 
     def on_trial(out: Any, params: dict[str, Any]) -> None:

@@ -466,6 +466,33 @@ def stalled(study: optuna.Study, stall_trials: int, first: int) -> bool:
     return since >= stall_trials
 
 
+def budget_spent(started: float, budget_s: float | None, w: TrialWindow) -> bool:
+    """Whether the time budget is spent (no new trial starts; the running ones finish)."""
+    if budget_s is None or time.perf_counter() - started < budget_s:
+        return False
+    log.info(
+        "tune: time budget of %.0f s spent after %d trials; finishing the %d running",
+        budget_s,
+        w.done,
+        len(w.inflight),
+    )
+    return True
+
+
+def enqueue_portfolio(study: optuna.Study, tune: TuneSettings, has_categorical: bool) -> bool:
+    """Enqueue the next portfolio setting, if one is due, so the next `ask` runs it; False when
+    that setting depends on trials still running (settle one first). Trials already queued (an
+    interrupted run's) go first."""
+    if waiting(study):
+        return True
+    entry = next_portfolio_trial(study, tune, has_categorical)
+    if entry == WAIT:
+        return False
+    if isinstance(entry, tuple):
+        study.enqueue_trial(entry[1], user_attrs={"portfolio": entry[0]})
+    return True
+
+
 def run_study(
     study: optuna.Study,
     tune: TuneSettings,
@@ -489,13 +516,7 @@ def run_study(
     w = TrialWindow(study, tune, metric, on_trial, progress_every, done_before, started)
     w.done = submitted = done_before
     while submitted < tune.n_trials:
-        if budget_s is not None and time.perf_counter() - started >= budget_s:
-            log.info(
-                "tune: time budget of %.0f s spent after %d trials; finishing the %d running",
-                budget_s,
-                w.done,
-                len(w.inflight),
-            )
+        if budget_spent(started, budget_s, w):
             break
         if len(w.inflight) >= window:
             w.settle_oldest()
@@ -503,13 +524,9 @@ def run_study(
         if stalled(study, tune.stall_trials, first):
             log.info("tune: %d trials without a better CV score; stopping", tune.stall_trials)
             break
-        if not waiting(study):
-            entry = next_portfolio_trial(study, tune, has_categorical)
-            if entry == WAIT:
-                w.settle_oldest()
-                continue
-            if isinstance(entry, tuple):
-                study.enqueue_trial(entry[1], user_attrs={"portfolio": entry[0]})
+        if not enqueue_portfolio(study, tune, has_categorical):
+            w.settle_oldest()
+            continue
         trial = study.ask()
         spec = TrialSpec(
             trial.number,
