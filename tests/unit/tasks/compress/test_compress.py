@@ -27,8 +27,7 @@ from inference.model import encode_target
 from tasks.compress import candidates as cb
 from tasks.compress.select import metric_drop, select_candidate
 from tasks.preprocess import build_preprocessor, feature_frame, split_frame
-from tasks.train import fit_model
-from tests.conftest import ROOT, make_settings
+from tests.conftest import ROOT, fit_on_train, lightgbm_selection, make_settings
 
 # Stated bounds on |probability difference| against the unquantized trees.
 QUANTIZATION_BOUND = {"f64": 0.0, "f32": 1e-6, "f16": 2e-3, "int8": 2e-2}
@@ -48,7 +47,8 @@ def fitted(credit: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory):  # t
     parts = split_frame(df, 0.2, 0.2, settings.base.seed)
     X = feature_frame(parts["train"], "Status")
     pre = build_preprocessor(X, settings.preprocess, settings.data.sentinels).fit(X)
-    full = fit_model(parts["train"], parts["valid"], pre, settings).model
+    # The threshold train copies from the selection (chosen on out-of-fold predictions).
+    full = fit_on_train(parts["train"], pre, settings, {**lightgbm_selection(), "threshold": 0.37})
     ys = {
         k: encode_target(v["Status"], "binary", classes=full.classes)[0] for k, v in parts.items()
     }
@@ -237,7 +237,9 @@ def test_compact_model_is_an_inference_model(fitted) -> None:  # type: ignore[no
     assert sorted(model.raw_columns) == sorted(full.feature_columns)
     out = model.predict_frame(parts["test"])
     assert np.array_equal(out["probability"], full.predict_frame(parts["test"])["probability"])
-    # Each candidate's threshold is chosen on the valid split, like the full model's in train.
+    # Candidates keep the full model's threshold: choosing one on the valid split would use the
+    # rows their drop is measured on.
+    assert model.threshold == full.threshold == 0.37
     assert ((out["probability"] >= model.threshold) == (out["label"] == "bad")).all()
 
 
@@ -252,8 +254,9 @@ def test_disabled_stage_writes_markers_and_registers_nothing(tmp_path: Path) -> 
     settings = make_settings(tmp_path, compress={"enabled": False})
     compress_stage.fn(settings, NO_RUN)
     paths = ArtifactPaths(tmp_path)
-    assert read_json(paths.compact_manifest) == {"enabled": False}
-    assert read_json(paths.compress_metrics) == {"enabled": False}
+    off = {"enabled": False, "reason": "compress.enabled: false"}  # says why there is none
+    assert read_json(paths.compact_manifest) == off
+    assert read_json(paths.compress_metrics) == off
     assert pd.read_csv(paths.compress_reports / "pareto.csv").empty
 
     class NoCompactModel:
@@ -318,3 +321,39 @@ def test_text_columns_give_the_same_codes_arrow_backed_or_object(fitted) -> None
     np.testing.assert_array_equal(lean.transform(as_arrow), lean.transform(as_object))
     want = full.model_input(as_object)[list(ctx.X_valid.columns)].to_numpy(dtype=np.float64)
     np.testing.assert_allclose(lean.transform(as_arrow), want, rtol=0, atol=1e-9)
+
+
+def test_an_ensemble_gets_small_students_only(fitted) -> None:  # type: ignore[no-untyped-def]
+    """Tree and feature pruning and quantizing the full model need one LightGBM model; an
+    ensemble is compressed by students that learn its blended output."""
+    from inference.ensemble import WeightedEnsemble
+
+    settings, _, parts, _ = fitted
+    X = feature_frame(parts["train"], "Status")
+    pre = build_preprocessor(X, settings.preprocess, settings.data.sentinels).fit(X)
+    selection = lightgbm_selection(rounds=30)
+    selection["members"][0]["weight"] = 0.6
+    selection["members"].append(
+        {"name": "linear", "kind": "linear", "params": {"C": 1.0}, "rounds": None, "weight": 0.4}
+    )
+    ensemble = fit_on_train(parts["train"], pre, settings, selection)
+    assert isinstance(ensemble.estimator, WeightedEnsemble) and not ensemble.is_single_lightgbm
+    ys = {
+        k: encode_target(v["Status"], "binary", classes=ensemble.classes)[0]
+        for k, v in parts.items()
+    }
+    ctx = cb.BuildContext.create(
+        ensemble, parts["train"], parts["valid"], ys["train"], ys["valid"], settings
+    )
+    built = cb.base_candidates(ctx, settings.compress)
+    assert [b.kind for b in built] == ["distill", "hard_labels"]
+    splits = cb.Splits(
+        parts["train"], parts["valid"], parts["test"], ys["train"], ys["valid"], ys["test"]
+    )
+    quantized = cb.quantized_candidates(ctx, settings.compress, built, splits)
+    assert all(q.name.split("+")[0] in {b.name for b in built} for q in quantized)
+    # The student learns the ensemble's blended log-odds, not one member's.
+    rows = pd.concat([parts["train"], parts["test"]], ignore_index=True)
+    teacher = _logit(np.clip(ensemble.predict_scores(rows), 1e-7, 1 - 1e-7))
+    student = _logit(built[0].model.predict_scores(rows))
+    assert np.corrcoef(teacher, student)[0, 1] > 0.9
