@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -198,7 +198,8 @@ class CompressSettings(_Section):
     # Feature pruning: retrain on the top round(f * n) model-input columns by gain, per f.
     feature_fractions: tuple[float, ...] = (0.75, 0.5, 0.35, 0.25)
     # Distillation student (and the same model on hard labels, for comparison).
-    student_leaves: int = Field(default=4, ge=2)
+    # Leaves per tree of the students (one distilled and one hard-label student per size).
+    student_leaves: tuple[int, ...] = (4, 16)
     student_rounds: int = Field(default=100, ge=1)
     student_learning_rate: float = Field(default=0.2, gt=0, le=1)
     synthetic_factor: float = Field(default=2.0, ge=0)  # synthetic rows per train row
@@ -212,8 +213,15 @@ class CompressSettings(_Section):
     latency_rows: int = Field(default=100, ge=1)  # single-row predictions timed
     batch_seconds: float = Field(default=0.3, gt=0)  # time spent per batch-throughput figure
 
+    @field_validator("student_leaves", mode="before")
+    @classmethod
+    def _one_or_more(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, int) else value
+
     @model_validator(mode="after")
     def _check_fractions(self) -> CompressSettings:
+        if not self.student_leaves or min(self.student_leaves) < 2:
+            raise ValueError("compress.student_leaves: give leaf counts of at least 2")
         bad = [f for f in self.feature_fractions if not 0 < f < 1]
         if bad:
             raise ValueError(

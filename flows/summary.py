@@ -95,12 +95,18 @@ def summary_lines(settings: Settings, result: dict[str, Any]) -> list[str]:
             )
         if reg.get("compact"):
             c = reg["compact"]
+            interval = c.get("test_drop_interval")
+            ci = f" [{interval[0]:+.4f}, {interval[1]:+.4f}]" if interval else ""
             lines.append(
                 f"  compact model:  {c['model_name']} version {c['version']} "
                 f"@{c['alias'] or 'none'} ({c['candidate']}: {c['size_ratio']}x smaller, "
-                f"{c['latency_ratio']}x faster single-row, test drop "
-                f"{c['test_drop']:+.4f}; reports/compress/pareto.csv)"
+                f"{c['latency_ratio']}x faster single-row, held-out test drop "
+                f"{c['test_drop']:+.4f}{ci}; reports/compress/pareto.csv)"
             )
+        elif paths.compress_metrics.is_file():
+            why = read_json(paths.compress_metrics).get("reason")
+            if why:
+                lines.append(f"  compact model:  none ({why})")
         if gate:
             cmp = gate.get("comparison")
             target = f" -> @{gate['alias']}" if gate.get("alias") else " (not registered)"

@@ -15,10 +15,11 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import lightgbm as lgb
 import numpy as np
@@ -37,11 +38,14 @@ from inference.compact import (
 from inference.model import InferenceModel
 from tasks.compress.report import Scored, score_split
 from tasks.compress.select import metric_drop
+from tasks.evaluate.bootstrap import paired_differences, percentile_interval, predicted_codes
 from tasks.evaluate.metrics import score_predictions
 from tasks.features import model_input_categoricals
 from tasks.preprocess import sample_positions
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 LEAN_TOLERANCE = 1e-9
 
@@ -74,6 +78,19 @@ class BuildContext:
     # (id(model), split) -> scores: every candidate is predicted once per split (at 1M rows a
     # pass over the 200k valid rows takes seconds, and each candidate is looked at several times)
     memo: dict[tuple[int, str], np.ndarray] = field(default_factory=dict, repr=False)
+    # Candidates that failed to build or predict: (name, kind, reason), listed in the Pareto table.
+    dropped: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def attempt(self, name: str, kind: str, build: Callable[[], T]) -> T | None:
+        """Build one candidate; a failure drops it (logged, with its reason in the table)
+        instead of failing the stage: compression is optional, the full model is not."""
+        try:
+            return build()
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
+            log.warning("compress: candidate %s dropped (%s)", name, reason)
+            self.dropped.append((name, kind, reason))
+            return None
 
     def scores(self, model: InferenceModel, split: str, rows: pd.DataFrame) -> np.ndarray:
         key = (id(model), split)
@@ -368,9 +385,9 @@ def _discrete(X: pd.DataFrame, categorical: Sequence[str]) -> list[str]:
     return [c for c in X.columns if c in categorical or X[c].nunique(dropna=True) <= 10]
 
 
-def _student(cfg: CompressSettings, ctx: BuildContext, regressor: bool) -> Any:
+def _student(cfg: CompressSettings, ctx: BuildContext, regressor: bool, leaves: int) -> Any:
     params: dict[str, Any] = dict(
-        num_leaves=cfg.student_leaves,
+        num_leaves=leaves,
         n_estimators=cfg.student_rounds,
         learning_rate=cfg.student_learning_rate,
         random_state=ctx.seed,
@@ -390,7 +407,7 @@ def _objective(booster: lgb.Booster) -> str:
     return "regression"
 
 
-def distill(ctx: BuildContext, cfg: CompressSettings) -> Built:
+def distill(ctx: BuildContext, cfg: CompressSettings, leaves: int) -> Built:
     """A small student on the teacher's raw scores over train + synthetic rows (binary: logits,
     regression: predictions); it predicts through the teacher's link function."""
     columns = list(ctx.X_train.columns)
@@ -407,14 +424,14 @@ def distill(ctx: BuildContext, cfg: CompressSettings) -> Built:
         return teacher_raw_scores(ctx.full, X)
 
     fitted = _fit(
-        _student(cfg, ctx, regressor=True),
+        _student(cfg, ctx, regressor=True, leaves=leaves),
         ctx,
         columns,
         soft(X_aug),
         soft(ctx.X_valid),
         X_train=X_aug,
     )
-    name = f"distilled-{cfg.student_leaves}leaves"
+    name = f"distilled-{leaves}leaves"
     model = make_compact(
         ctx,
         name,
@@ -448,11 +465,11 @@ def teacher_raw_scores(full: InferenceModel, X: pd.DataFrame) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def hard_label_student(ctx: BuildContext, cfg: CompressSettings) -> Built:
+def hard_label_student(ctx: BuildContext, cfg: CompressSettings, leaves: int) -> Built:
     """The same small model trained on the true labels: the baseline distillation must beat."""
-    est = _student(cfg, ctx, regressor=ctx.full.task == "regression")
+    est = _student(cfg, ctx, regressor=ctx.full.task == "regression", leaves=leaves)
     fitted = _fit(est, ctx, list(ctx.X_train.columns), ctx.y_train, ctx.y_valid)
-    name = f"hard-labels-{cfg.student_leaves}leaves"
+    name = f"hard-labels-{leaves}leaves"
     model = make_compact(
         ctx, name, fitted.booster_, list(ctx.X_train.columns), num_iteration=_best_iteration(fitted)
     )
@@ -559,8 +576,9 @@ class Splits:
 
 def build_candidates(
     settings: Settings, full: InferenceModel, splits: Splits, metric: str
-) -> list[Scored]:
-    """Every candidate model, scored on valid and test (latency is measured separately)."""
+) -> tuple[list[Scored], list[tuple[str, str, str]]]:
+    """Every candidate model, scored on valid and test (latency is measured separately), and
+    the candidates dropped on the way as (name, kind, reason)."""
     ctx = BuildContext.create(
         full, splits.train, splits.valid, splits.y_train, splits.y_valid, settings
     )
@@ -568,29 +586,50 @@ def build_candidates(
     candidates += quantized_candidates(ctx, settings.compress, candidates, splits)
     scored = score_built(ctx, candidates, splits, metric)
     ctx.memo.clear()
-    return scored
+    return scored, ctx.dropped
 
 
 def base_candidates(ctx: BuildContext, cfg: CompressSettings) -> list[Built]:
     """Tree and feature pruning of a single LightGBM model (the packed full model first), then
-    the small students: an ensemble or another learner gets students only."""
+    the small students: an ensemble or another learner gets students only. A candidate that
+    fails to build is dropped with its reason."""
     full = ctx.full
-    out: list[Built] = []
+    out: list[Built | None] = []
     if full.is_single_lightgbm:
-        out.append(packed_full(ctx))
-        out.append(prune_trees(ctx, cfg.max_metric_drop))
-        out += prune_features(ctx, cfg.feature_fractions)
+        out.append(packed_full(ctx))  # the size reference: lossless, it always builds
+        out.append(
+            ctx.attempt("rounds", "prune_trees", lambda: prune_trees(ctx, cfg.max_metric_drop))
+        )
+        out += (
+            ctx.attempt(
+                "topK-features",
+                "prune_features",
+                lambda: prune_features(ctx, cfg.feature_fractions),
+            )
+            or []
+        )
     else:
         log.info(
             "compress: the chosen model is %s; candidates are small students of it",
             full.metadata.get("winner", "not a single LightGBM model"),
         )
-    if full.task != "multiclass":
-        out.append(distill(ctx, cfg))
-    else:
+    if full.task == "multiclass":
         log.info("compress: distillation skipped (multiclass: one student per class is not built)")
-    out.append(hard_label_student(ctx, cfg))
-    return out
+    for leaves in cfg.student_leaves:
+        if full.task != "multiclass":
+            out.append(
+                ctx.attempt(
+                    f"distilled-{leaves}leaves", "distill", partial(distill, ctx, cfg, leaves)
+                )
+            )
+        out.append(
+            ctx.attempt(
+                f"hard-labels-{leaves}leaves",
+                "hard_labels",
+                partial(hard_label_student, ctx, cfg, leaves),
+            )
+        )
+    return [b for b in out if b is not None]
 
 
 def quantized_candidates(
@@ -607,33 +646,74 @@ def quantized_candidates(
     bases = [candidates[0]] if ctx.full.is_single_lightgbm else []
     if smallest is not None and smallest not in bases:
         bases.append(smallest)
-    return [
-        quantize(ctx, base, precision, splits.test) for base in bases for precision in cfg.quantize
+    out = [
+        ctx.attempt(
+            f"{base.name}+{precision}",
+            "quantize",
+            partial(quantize, ctx, base, precision, splits.test),
+        )
+        for base in bases
+        for precision in cfg.quantize
     ]
+    return [b for b in out if b is not None]
 
 
 def score_built(
     ctx: BuildContext, candidates: Sequence[Built], splits: Splits, metric: str
 ) -> list[Scored]:
-    """Each candidate as a row of the table, with its valid and test metric."""
-    scored = [
-        Scored(
+    """Each candidate as a row of the table: its valid and test metric, the one-sided upper
+    bound of its drop against the full model on valid (what selection uses) and the interval
+    of its drop on test (the held-out figure), both by paired bootstrap. A candidate whose
+    predictions are not all finite is dropped with its reason."""
+    scored = []
+    for b in candidates:
+        valid = ctx.scores(b.model, "valid", splits.valid)
+        test = ctx.scores(b.model, "test", splits.test)
+        if not (np.all(np.isfinite(valid)) and np.all(np.isfinite(test))):
+            reason = "non-finite predictions on the valid or test split"
+            log.warning("compress: candidate %s dropped (%s)", b.name, reason)
+            ctx.dropped.append((b.name, b.kind, reason))
+            continue
+        s = Scored(
             b.name, b.kind, b.model, b.size_bytes, b.trees, b.leaves, b.features, parity=b.parity
         )
-        for b in candidates
-    ]
-    for s in scored:
-        s.valid_metric = score_split(
-            s.model,
-            splits.valid,
-            splits.y_valid,
-            metric,
-            ctx.scores(s.model, "valid", splits.valid),
+        s.valid_metric = score_split(s.model, splits.valid, splits.y_valid, metric, valid)
+        s.test_metric = score_split(s.model, splits.test, splits.y_test, metric, test)
+        level = ctx.settings.evaluate.ci_level
+        s.valid_drop_bound = upper_bound(
+            drop_samples(ctx, splits.y_valid, valid, "valid", splits.valid), level
         )
-        s.test_metric = score_split(
-            s.model, splits.test, splits.y_test, metric, ctx.scores(s.model, "test", splits.test)
+        s.test_drop_ci = percentile_interval(
+            drop_samples(ctx, splits.y_test, test, "test", splits.test), level
         )
+        scored.append(s)
     return scored
+
+
+def drop_samples(
+    ctx: BuildContext, y: np.ndarray, scores: np.ndarray, split: str, rows: pd.DataFrame
+) -> np.ndarray:
+    """The candidate's drop of the gate metric against the full model per paired bootstrap
+    resample (same rows and resamples for both; positive = worse)."""
+    settings, task = ctx.settings, ctx.full.task
+    full = ctx.scores(ctx.full, split, rows)
+    improvement = paired_differences(
+        task,
+        ctx.metric,
+        y,
+        (scores, predicted_codes(task, scores, ctx.full.threshold)),
+        (full, predicted_codes(task, full, ctx.full.threshold)),
+        settings.evaluate.n_boot,
+        settings.base.seed,
+        settings.evaluate.max_boot_rows,
+    )
+    return -np.asarray(improvement, dtype=float)
+
+
+def upper_bound(drops: np.ndarray, level: float) -> float:
+    """One-sided upper confidence bound of the drop at `level` (e.g. the 95th percentile)."""
+    finite = drops[np.isfinite(drops)]
+    return float(np.quantile(finite, level)) if finite.size else float("nan")
 
 
 def compile_chosen(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,13 +29,17 @@ COLUMNS = [
     "features",
     "valid_metric",
     "valid_drop",
+    "valid_drop_bound",
     "test_metric",
     "test_drop",
+    "test_drop_low",
+    "test_drop_high",
     "p50_single_row_ms",
     "batch_rows_per_s",
     "parity_max_abs",
     "selectable",
     "chosen",
+    "note",
 ]
 
 
@@ -54,6 +58,10 @@ class Scored:
     test_metric: float = math.nan
     p50_ms: float = math.nan
     rows_per_s: float = math.nan
+    # Paired bootstrap against the full model: the one-sided upper bound of the drop on valid
+    # (evaluate.ci_level) and the interval (low, high) of the drop on test.
+    valid_drop_bound: float = math.nan
+    test_drop_ci: tuple[float, float] = (math.nan, math.nan)
 
 
 def score_split(
@@ -127,9 +135,22 @@ def full_row(
     return s
 
 
+def _r(value: float, digits: int = 6) -> float | None:
+    return round(value, digits) if math.isfinite(value) else None
+
+
 def pareto_table(
-    scored: list[Scored], metric: str, full_valid: float, full_test: float, chosen: str | None
+    scored: list[Scored],
+    metric: str,
+    full_valid: float,
+    full_test: float,
+    chosen: str | None,
+    dropped: Sequence[tuple[str, str, str]] = (),
 ) -> pd.DataFrame:
+    """One row per candidate: size, metric and drop on valid (with the one-sided upper bound
+    of its paired bootstrap distribution, which selection uses) and on test (with its
+    interval: the held-out figure), speed; then the candidates that were dropped, with the
+    reason as `note`."""
     rows = []
     for s in scored:
         rows.append(
@@ -142,14 +163,22 @@ def pareto_table(
                 "features": s.features,
                 "valid_metric": round(s.valid_metric, 6),
                 "valid_drop": round(metric_drop(metric, full_valid, s.valid_metric), 6),
+                "valid_drop_bound": _r(s.valid_drop_bound),
                 "test_metric": round(s.test_metric, 6),
                 "test_drop": round(metric_drop(metric, full_test, s.test_metric), 6),
+                "test_drop_low": _r(s.test_drop_ci[0]),
+                "test_drop_high": _r(s.test_drop_ci[1]),
                 "p50_single_row_ms": round(s.p50_ms, 4),
                 "batch_rows_per_s": round(s.rows_per_s, 1),
                 "parity_max_abs": None if s.parity is None else float(f"{s.parity:.3g}"),
                 "selectable": s.selectable,
                 "chosen": s.name == chosen,
+                "note": "",
             }
+        )
+    for name, kind, reason in dropped:
+        rows.append(
+            {"candidate": name, "kind": kind, "selectable": False, "chosen": False, "note": reason}
         )
     return pd.DataFrame(rows, columns=COLUMNS)
 

@@ -80,11 +80,15 @@ def write_disabled(
 
 
 def choose(
-    settings: Settings, scored: list[Scored], reference: Scored, metric: str
+    settings: Settings,
+    scored: list[Scored],
+    reference: Scored,
+    metric: str,
+    dropped: list[tuple[str, str, str]],
 ) -> tuple[Scored | None, pd.DataFrame]:
     """The candidate `select_candidate` picks from the Pareto table (None: none qualifies)."""
     table = pareto_table(
-        [reference, *scored], metric, reference.valid_metric, reference.test_metric, None
+        [reference, *scored], metric, reference.valid_metric, reference.test_metric, None, dropped
     )
     pick = select_candidate(table.to_dict("records"), settings.compress.max_metric_drop)
     if pick is None:
@@ -121,6 +125,11 @@ def compact_summary(
         "compact_packed_bytes": chosen.size_bytes,
         "valid_drop": round(metric_drop(metric, reference.valid_metric, chosen.valid_metric), 6),
         "test_drop": round(metric_drop(metric, reference.test_metric, chosen.test_metric), 6),
+        # The held-out figure: paired bootstrap interval of the drop on the test split, which
+        # nothing in compression chose on.
+        "test_drop_interval": [round(v, 6) for v in chosen.test_drop_ci],
+        "valid_drop_bound": round(chosen.valid_drop_bound, 6),
+        "ci_level": settings.evaluate.ci_level,
         f"valid_{metric}": round(chosen.valid_metric, 6),
         f"test_{metric}": round(chosen.test_metric, 6),
         "full_p50_single_row_ms": round(reference.p50_ms, 4),
@@ -146,6 +155,7 @@ def write_compact(
     packed: Scored | None,
     rows: pd.DataFrame,
     train_rows: int,
+    dropped: list[tuple[str, str, str]],
 ) -> dict[str, Any]:
     """Compile the chosen model and write models/compact/ and reports/compress/, each as one
     folder swap; returns the manifest."""
@@ -163,6 +173,7 @@ def write_compact(
             reference.valid_metric,
             reference.test_metric,
             chosen.name,
+            dropped,
         )
         model: CompactModel = chosen.model  # type: ignore[assignment]
         model.metadata.update(
@@ -209,7 +220,8 @@ def log_choice(
 ) -> None:
     log.info(
         "compress: %d candidates in %.1fs; chose %s (%s): %d bytes (%.1fx smaller), valid "
-        "%s drop %+.4f, test drop %+.4f, single row %.2f ms vs %.2f ms (%.1fx)%s",
+        "%s drop %+.4f (bound %+.4f), held-out test drop %+.4f [%+.4f, %+.4f], single row "
+        "%.2f ms vs %.2f ms (%.1fx)%s",
         candidates,
         seconds,
         chosen.name,
@@ -218,7 +230,9 @@ def log_choice(
         summary["size_ratio"],
         summary["metric"],
         summary["valid_drop"],
+        summary["valid_drop_bound"],
         summary["test_drop"],
+        *summary["test_drop_interval"],
         summary["compact_p50_single_row_ms"],
         reference.p50_ms,
         summary["latency_ratio"],
@@ -229,25 +243,39 @@ def log_choice(
 @task(name="compress")
 def compress_stage(settings: Settings, ctx: RunContext) -> Path:
     paths = ArtifactPaths(settings.root)
-    cfg = settings.compress
-    if not cfg.enabled:
+    if not settings.compress.enabled:
         return write_disabled(paths)
+    try:
+        return compress_model(settings, ctx, paths)
+    except Exception as exc:  # optional: never takes the full model down
+        reason = f"compression failed: {type(exc).__name__}: {str(exc).strip()[:300]}"
+        log.warning("compress: %s", reason)
+        return write_disabled(paths, reason)
+
+
+def compress_model(settings: Settings, ctx: RunContext, paths: ArtifactPaths) -> Path:
+    """Build, score and choose the candidates, compile the chosen one, write the outputs."""
+    cfg = settings.compress
     full: InferenceModel = load_joblib(paths.evaluation_model)
     metric = settings.gate_metric
     splits = load_splits(settings, full, paths)
     start = time.perf_counter()
-    scored = build_candidates(settings, full, splits, metric)
-    packed = scored[0] if full.is_single_lightgbm else None
+    scored, dropped = build_candidates(settings, full, splits, metric)
+    packed = scored[0] if full.is_single_lightgbm and scored else None
     reference = full_row(full, packed, paths, splits, metric)
     rows = splits.test.drop(columns=[settings.data.target])
     measure_latency([reference, *scored], rows, cfg.latency_rows, cfg.batch_seconds)
-    chosen, table = choose(settings, scored, reference, metric)
+    chosen, table = choose(settings, scored, reference, metric, dropped)
     if chosen is None:
         return write_disabled(
-            paths, f"no candidate within compress.max_metric_drop ({cfg.max_metric_drop:g})", table
+            paths,
+            f"no candidate's valid drop is within compress.max_metric_drop "
+            f"({cfg.max_metric_drop:g}) at its one-sided {settings.evaluate.ci_level:.0%} "
+            "upper bound",
+            table,
         )
     summary = write_compact(
-        settings, paths, chosen, scored, reference, packed, rows, len(splits.train)
+        settings, paths, chosen, scored, reference, packed, rows, len(splits.train), dropped
     )
     metrics = {k: summary[k] for k in SUMMARY_METRICS}
     write_json(

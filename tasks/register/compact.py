@@ -93,6 +93,7 @@ def compact_version_tags(
         "metric": manifest["metric"],
         "valid_metric_drop": str(manifest["valid_drop"]),
         "test_metric_drop": str(manifest["test_drop"]),
+        "test_metric_drop_interval": str(manifest.get("test_drop_interval")),
         "size_ratio": str(manifest["size_ratio"]),
         "packed_size_ratio": str(manifest["packed_size_ratio"]),
         "latency_ratio": str(manifest["latency_ratio"]),
@@ -174,5 +175,6 @@ def register_compact(
         "size_ratio": manifest["size_ratio"],
         "latency_ratio": manifest["latency_ratio"],
         "test_drop": manifest["test_drop"],
+        "test_drop_interval": manifest.get("test_drop_interval"),
         "compiled": manifest["compiled"],
     }
