@@ -1,4 +1,7 @@
-"""Command line: `python -m flows run | stage NAME`.
+"""Command line: `python -m flows run | stage NAME`, in the project folder.
+
+Every command reads the project's params.yaml, the file dvc.yaml's stages declare, so dvc.lock
+records the values a run used: to try other values, edit params.yaml (or use `dvc exp run -S`).
 
 python -m flows run              run the training flow (skips stages DVC says are current)
 python -m flows run --force      rerun every stage
@@ -35,9 +38,6 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m flows",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--params", default="params.yaml", help="params file (default: %(default)s)"
     )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the training flow")
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("pull", help="dvc pull from the default remote (remote.url)")
     args = parser.parse_args(argv)
 
-    params = Path(args.params).resolve()
+    params = Path("params.yaml").resolve()
     prepare_environment(params.parent, in_flow=args.command in {"run", "score", "serve"})
     from core.config import ConfigError
     from core.errors import PipelineError

@@ -16,7 +16,7 @@ from prefect import Task, flow, runtime
 
 from adapters.dvc import DvcState
 from adapters.tracking import RunContext, finish_parent_run, start_parent_run
-from core.config import Settings, load_settings
+from core.config import ConfigError, Settings, load_settings
 from flows._runtime import configure_flow_logging
 from ops.preflight import preflight
 from tasks.compress.stage import compress_stage
@@ -73,10 +73,23 @@ def stages_line(ran: list[str], skipped: list[str], stopped_at: str | None = Non
     return f"{line}; stopped at: {stopped_at}" if stopped_at else line
 
 
+def check_params_file(path: str | Path) -> None:
+    """DVC compares a stage's params with `params.yaml` next to `dvc.yaml`: a run from any other
+    file would train with values dvc.lock never records (and skip stages by the wrong ones)."""
+    resolved = Path(path).resolve()
+    if resolved.name != "params.yaml" and (resolved.parent / "dvc.yaml").is_file():
+        raise ConfigError(
+            f"{path}: the training flow reads the project's params.yaml, the file dvc.yaml's "
+            "stages declare, so that dvc.lock records what ran; put these values in "
+            f"{resolved.parent / 'params.yaml'} (or try them with `dvc exp run -S key=value`)"
+        )
+
+
 @flow(name="training", log_prints=True)
 def training_flow(params_path: str = "params.yaml", force: bool = False) -> dict[str, Any]:
     """Run every stage that is not current according to DVC; return what ran and was skipped."""
     configure_flow_logging()  # a deployment run's process has had no other setup
+    check_params_file(params_path)
     settings = load_settings(params_path)
     preflight(settings)  # unusable tracking store: fail before any stage; clean up after a crash
     dvc = DvcState(settings.root)
