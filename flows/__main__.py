@@ -114,6 +114,7 @@ def quiet_user_errors() -> None:
 
 def run_stage(name: str, params: Path) -> int:
     configure_stage_logging()
+    from adapters.dvc import report_restored, restore_missing_outputs
     from adapters.tracking import finish_parent_run, join_or_start_dvc_run
     from core.config import load_settings
     from core.io import ArtifactPaths
@@ -123,20 +124,25 @@ def run_stage(name: str, params: Path) -> int:
     if name not in STAGES:
         print(f"error: unknown stage {name!r}; stages are: {', '.join(STAGES)}", file=sys.stderr)
         return 2
-    settings = load_settings(params)
-    # Fail fast on an unusable tracking store, and clean up after a crashed run, as the flow does.
-    preflight(settings)
-    ctx = join_or_start_dvc_run(
-        settings.tracking_uri,
-        settings.register_.experiment,
-        settings.artifact_root,
-        ArtifactPaths(settings.root).run_pointer,
-        params=settings.flat(),
-    )
+    ctx = None
     try:
+        settings = load_settings(params)
+        # Fail fast on an unusable tracking store, and clean up after a crashed run, as the flow
+        # does.
+        preflight(settings)
+        ctx = join_or_start_dvc_run(
+            settings.tracking_uri,
+            settings.register_.experiment,
+            settings.artifact_root,
+            ArtifactPaths(settings.root).run_pointer,
+            params=settings.flat(),
+        )
         STAGES[name].fn(settings, ctx)
     except BaseException:
-        finish_parent_run(ctx, "FAILED")
+        if ctx is not None:
+            finish_parent_run(ctx, "FAILED")
+        # `dvc repro` deleted this stage's outputs before running it: put the last good back.
+        report_restored(name, *restore_missing_outputs(params.parent, name))
         raise
     finish_parent_run(ctx, "FINISHED")
     return 0
@@ -160,8 +166,11 @@ def run_compare(params: Path, version_a: str, version_b: str) -> int:
     configure_stage_logging()
     from core.config import load_settings
     from ops.compare import compare_versions
+    from ops.preflight import check_tracking_store
 
-    print("\n".join(compare_versions(load_settings(params), version_a, version_b)))
+    settings = load_settings(params)
+    check_tracking_store(settings.tracking_uri)  # not MLflow's minutes of retries
+    print("\n".join(compare_versions(settings, version_a, version_b)))
     return 0
 
 
@@ -269,9 +278,12 @@ def run_serve(
 def run_reproduce(params: Path, version: str, keep: bool) -> int:
     configure_stage_logging()
     from core.config import load_settings
+    from ops.preflight import check_tracking_store
     from ops.reproduce import reproduce_version
 
-    result = reproduce_version(load_settings(params), version, keep)
+    settings = load_settings(params)
+    check_tracking_store(settings.tracking_uri)  # not MLflow's minutes of retries
+    result = reproduce_version(settings, version, keep)
     print("\n".join(result.lines()))
     return 0 if result.matches else 1
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from prefect import Task, flow, runtime
 
-from adapters.dvc import DvcState
+from adapters.dvc import DvcState, report_restored, restore_missing_outputs
 from adapters.tracking import RunContext, finish_parent_run, start_parent_run
 from core.config import ConfigError, Settings, load_settings
 from flows._runtime import configure_flow_logging
@@ -115,6 +115,8 @@ def training_flow(params_path: str = "params.yaml", force: bool = False) -> dict
             dvc.commit(name)
             ran.append(name)
     except BaseException:
+        if dvc.enabled:
+            report_restored(name, *restore_missing_outputs(settings.root, name))
         log.info(stages_line(ran, skipped, stopped_at=name))
         if ctx is not None:
             finish_parent_run(ctx, "FAILED")
