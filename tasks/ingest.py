@@ -140,7 +140,10 @@ def link_outside_source(settings: Settings) -> Path | None:
     if folder.is_dir() or folder.is_symlink():
         for entry in folder.iterdir():
             if entry != link or not entry.is_symlink() or entry.readlink() != target:
-                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
     if link is None or target is None:
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
