@@ -85,6 +85,13 @@ def check_delimiter(df: pd.DataFrame, path: Path, sep: str) -> pd.DataFrame:
                 )
     # pandas renames a repeated header 'x' to 'x.1'; read the header as data to see the truth.
     names = pd.read_csv(path, sep=sep, encoding="utf-8", header=None, nrows=1).iloc[0]
+    numeric = names[pd.to_numeric(names, errors="coerce").notna()]
+    if len(names) > 1 and len(numeric) >= len(names) / 2:
+        raise DataError(
+            f"{path}: the first line looks like a row of data, not column names "
+            f"({len(numeric)} of {len(names)} are numbers: {preview(numeric.tolist())}); "
+            "the file needs a header row naming the columns (data.target among them)"
+        )
     duplicated = names[names.duplicated()].dropna().unique().tolist()
     if duplicated:
         raise DataError(f"{path}: duplicated column names: {', '.join(map(str, duplicated))}")

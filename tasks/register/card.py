@@ -79,7 +79,12 @@ def render_model_card(
     top_features: list[dict[str, Any]],
     decision: Decision,
     git_commit: str,
+    raw_rows: int | None = None,
+    duplicate_rows: int = 0,
+    quarantined_rows: int = 0,
 ) -> str:
+    """`rows` are the rows the model was built from (after duplicates and quarantined rows were
+    set aside); `raw_rows` the rows read, when they differ."""
     title = f"{model_name} v{version}" if version else f"{model_name} (candidate, not registered)"
     lines = [
         f"# Model card: {title}",
@@ -92,7 +97,14 @@ def render_model_card(
         "## Data",
         "",
         f"- source: `{source}` (target `{target}`, task {task})",
-        f"- rows: {rows}; DVC md5 of data/raw/raw.parquet: `{data_md5}`",
+        f"- rows: {rows:,}"
+        + (
+            f" (of {raw_rows:,} read: {duplicate_rows:,} duplicates dropped, "
+            f"{quarantined_rows:,} quarantined)"
+            if raw_rows is not None and raw_rows != rows
+            else ""
+        )
+        + f"; DVC md5 of data/raw/raw.parquet: `{data_md5}`",
         f"- git commit: `{git_commit}`",
     ]
     if class_balance:

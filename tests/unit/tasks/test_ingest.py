@@ -122,3 +122,11 @@ def test_a_source_outside_data_source_is_linked_into_the_declared_folder(tmp_pat
     (root / "data/source/in.csv").write_text("a,b\n")
     assert link_outside_source(make_settings(root, data={"source": "data/source/in.csv"})) is None
     assert not (root / "data/source/.external").exists()
+
+
+def test_a_csv_without_header_row_is_explained(tmp_path: Path, credit) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "noheader.csv"
+    credit.head(50).to_csv(path, index=False, header=False)
+    with pytest.raises(DataError, match="first line looks like a row of data") as err:
+        read_source(str(path), tmp_path)
+    assert "needs a header row" in str(err.value) and "duplicated" not in str(err.value)
