@@ -47,6 +47,11 @@ class ArtifactPaths:
         return self._p("data/raw/raw.parquet")
 
     @property
+    def ingest_report(self) -> Path:
+        """Facts of the read that the table cannot carry (text read as missing), for validate."""
+        return self._p("data/raw/ingest.json")
+
+    @property
     def validated(self) -> Path:
         return self._p("data/validated/validated.parquet")
 

@@ -25,7 +25,7 @@ from tasks.evaluate.stage import evaluate_stage
 from tasks.features import features_stage
 from tasks.ingest import ingest_stage
 from tasks.preprocess import preprocess_stage
-from tasks.register.stage import register_stage, registration_in_store
+from tasks.register.stage import register_stage, registration_in_store, registration_of_run
 from tasks.train import train_stage
 from tasks.tune.stage import tune_stage
 from tasks.validate import validate_stage
@@ -96,6 +96,7 @@ def training_flow(params_path: str = "params.yaml", force: bool = False) -> dict
     ctx: RunContext | None = None
     ran: list[str] = []
     skipped: list[str] = []
+    registration: dict[str, Any] | None = None
     try:
         for name, stage in STAGES.items():
             if not force and dvc.is_current(name):
@@ -112,6 +113,8 @@ def training_flow(params_path: str = "params.yaml", force: bool = False) -> dict
             if ctx is None:
                 ctx = open_flow_run(settings)
             stage(settings, ctx)
+            if name == "register":  # the version this run registered, for its summary
+                registration = registration_of_run(settings, ctx)
             dvc.commit(name)
             ran.append(name)
     except BaseException:
@@ -130,5 +133,6 @@ def training_flow(params_path: str = "params.yaml", force: bool = False) -> dict
         "ran": ran,
         "skipped": skipped,
         "mlflow_run_id": ctx.run_id if ctx else None,
+        "registration": registration,
         "root": str(settings.root),
     }

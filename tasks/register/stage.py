@@ -43,7 +43,13 @@ from adapters.registry import (
     predict_registered_version,
     registered_python_model,
 )
-from adapters.tracking import RunContext, configure_mlflow, resumed_run
+from adapters.tracking import (
+    RunContext,
+    configure_mlflow,
+    load_record_of_run,
+    log_record_to_run,
+    resumed_run,
+)
 from core.config import Settings
 from core.errors import PipelineError, TrackingError
 from core.io import (
@@ -365,18 +371,21 @@ def register_stage(settings: Settings, ctx: RunContext) -> Path:
         f"register: registering {name!r}",
     )
     version, decision = result.version, result.decision
-    write_json(
-        {
-            "model_name": name,
-            "version": int(version) if version else None,
-            "alias": decision.alias,
-            "model_uri": f"models:/{name}/{version}" if version else None,
-            "run_id": result.run_id,
-            "tracking_uri": settings.tracking_uri,
-            "gate": decision.as_dict(),
-            "compact": result.compact,
-        },
-        paths.registration,
+    record = {
+        "model_name": name,
+        "version": int(version) if version else None,
+        "alias": decision.alias,
+        "model_uri": f"models:/{name}/{version}" if version else None,
+        "run_id": result.run_id,
+        "tracking_uri": settings.tracking_uri,
+        "gate": decision.as_dict(),
+        "compact": result.compact,
+    }
+    write_json(record, paths.registration)
+    # Also in the run: another run in the same folder may overwrite the file before this run's
+    # summary reads it (registration_of_run).
+    with_retries(
+        lambda: log_record_to_run(ctx, record, REGISTRATION_RECORD), "register: logging the record"
     )
     if version is None:
         log.warning("register: %s candidate NOT registered: %s", name, decision.reason)
@@ -389,6 +398,19 @@ def register_stage(settings: Settings, ctx: RunContext) -> Path:
             "register: %s version %s is @%s (%s)", name, version, decision.alias, decision.reason
         )
     return paths.registration
+
+
+REGISTRATION_RECORD = "registration.json"
+
+
+def registration_of_run(settings: Settings, ctx: RunContext) -> dict[str, Any] | None:
+    """What this run's `register` recorded: models/registration.json if this run wrote it last,
+    else the copy logged to this run (a concurrent run in the same folder overwrote the file)."""
+    path = ArtifactPaths(settings.root).registration
+    record = read_json(path) if path.is_file() else None
+    if record is not None and record.get("run_id") == ctx.run_id:
+        return dict(record)
+    return load_record_of_run(ctx, REGISTRATION_RECORD) or record
 
 
 def registration_in_store(settings: Settings) -> bool:

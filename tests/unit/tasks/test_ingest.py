@@ -130,3 +130,20 @@ def test_a_csv_without_header_row_is_explained(tmp_path: Path, credit) -> None: 
     with pytest.raises(DataError, match="first line looks like a row of data") as err:
         read_source(str(path), tmp_path)
     assert "needs a header row" in str(err.value) and "duplicated" not in str(err.value)
+
+
+def test_text_read_as_missing_is_counted_for_the_validation_report(tmp_path: Path) -> None:
+    from adapters.tracking import NO_RUN
+    from core.io import ArtifactPaths, read_json
+    from tasks.ingest import ingest_stage
+    from tests.conftest import make_settings
+
+    source = tmp_path / "data/source/loans.csv"
+    source.parent.mkdir(parents=True)
+    source.write_text("Income,Home,Status\n10,rent,good\nN/A,,bad\nn/a,NA,good\n5,owner,bad\n")
+    settings = make_settings(tmp_path, data={"source": "data/source/loans.csv"})
+    ingest_stage.fn(settings, NO_RUN)
+    raw = pd.read_parquet(ArtifactPaths(tmp_path).raw)
+    assert raw["Income"].isna().sum() == 2 and raw["Home"].isna().sum() == 2
+    report = read_json(ArtifactPaths(tmp_path).ingest_report)
+    assert report["missing_markers"] == {"Income": {"N/A": 1, "n/a": 1}, "Home": {"NA": 1}}
