@@ -71,8 +71,27 @@ def read_source(source: str, root: Path, csv_separator: str = ",") -> pd.DataFra
 DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe", ",": "comma"}
 # Text pandas reads as a missing value by default (besides an empty cell).
 NA_TOKENS = frozenset(
-    "#N/A #N/A N/A #NA -1.#IND -1.#QNAN -NaN -nan 1.#IND 1.#QNAN <NA> N/A NA NULL NaN None "
-    "n/a nan null".split()
+    [
+        "#N/A",
+        "#N/A",
+        "N/A",
+        "#NA",
+        "-1.#IND",
+        "-1.#QNAN",
+        "-NaN",
+        "-nan",
+        "1.#IND",
+        "1.#QNAN",
+        "<NA>",
+        "N/A",
+        "NA",
+        "NULL",
+        "NaN",
+        "None",
+        "n/a",
+        "nan",
+        "null",
+    ]
 )
 
 
