@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flows._runtime import configure_stage_logging, prepare_environment
+from flows._runtime import configure_stage_logging, prepare_environment, start_child_reaper
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
 
     params = Path("params.yaml").resolve()
     prepare_environment(params.parent, in_flow=args.command in {"run", "score", "serve"})
+    if args.command in {"run", "stage", "score"}:  # they start servers and worker processes
+        start_child_reaper()
     from core.config import ConfigError
     from core.errors import PipelineError
 
