@@ -61,6 +61,17 @@ def _comparison_section(decision: Decision) -> list[str]:
     ]
 
 
+def _rows_line(rows: int, raw_rows: int | None, duplicates: int, quarantined: int) -> str:
+    """The rows the model was built from (duplicates and quarantined rows set aside), and the
+    rows read when they differ."""
+    if raw_rows is None or raw_rows == rows:
+        return f"- rows: {rows:,}"
+    return (
+        f"- rows: {rows:,} (of {raw_rows:,} read: {duplicates:,} duplicates dropped, "
+        f"{quarantined:,} quarantined)"
+    )
+
+
 def render_model_card(
     *,
     model_name: str,
@@ -83,8 +94,6 @@ def render_model_card(
     duplicate_rows: int = 0,
     quarantined_rows: int = 0,
 ) -> str:
-    """`rows` are the rows the model was built from (after duplicates and quarantined rows were
-    set aside); `raw_rows` the rows read, when they differ."""
     title = f"{model_name} v{version}" if version else f"{model_name} (candidate, not registered)"
     lines = [
         f"# Model card: {title}",
@@ -97,13 +106,7 @@ def render_model_card(
         "## Data",
         "",
         f"- source: `{source}` (target `{target}`, task {task})",
-        f"- rows: {rows:,}"
-        + (
-            f" (of {raw_rows:,} read: {duplicate_rows:,} duplicates dropped, "
-            f"{quarantined_rows:,} quarantined)"
-            if raw_rows is not None and raw_rows != rows
-            else ""
-        )
+        _rows_line(rows, raw_rows, duplicate_rows, quarantined_rows)
         + f"; DVC md5 of data/raw/raw.parquet: `{data_md5}`",
         f"- git commit: `{git_commit}`",
     ]
