@@ -93,3 +93,10 @@ def test_gate_params_must_name_metrics_of_the_task(tmp_path: Path) -> None:
         parse_settings({"gate": {"criteria": {"roc_auc": 0.7}}}, tmp_path)
     settings = parse_settings({"data": {"task": "regression", "positive_label": None}}, tmp_path)
     assert settings.gate_metric == "rmse"
+
+
+def test_the_card_counts_rows_after_duplicates_were_dropped() -> None:
+    d = decide([], "superior", 0.0, None)
+    card = _card(d, rows=4452, raw_rows=200000, duplicate_rows=195548, quarantined_rows=0)
+    assert "- rows: 4,452 (of 200,000 read: 195,548 duplicates dropped, 0 quarantined)" in card
+    assert "- rows: 100;" in _card(d, raw_rows=100)  # nothing set aside: one number
