@@ -4,11 +4,17 @@
 stage the flow asks DVC for that stage's status; a current stage is skipped. After running it,
 the flow commits the stage (hashes deps, params and outs into dvc.lock and the cache), exactly as
 `dvc repro` would have, so `dvc status` is clean afterwards and `dvc repro` skips it too.
+
+When a stage fails, either entry point puts back the outputs it recorded in dvc.lock that are
+missing (`restore_missing_outputs`): the last good outputs stay in place.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -44,3 +50,126 @@ class DvcState:
         if self._repo is not None:
             self._repo.close()
             self._repo = None
+
+
+# ------------------------------------------------------------------------------------------------
+# Putting back a failed stage's last good outputs
+# ------------------------------------------------------------------------------------------------
+def locked_outputs(root: Path, stage: str, lock_text: str | None = None) -> dict[str, str]:
+    """{path: md5} of the outputs dvc.lock (or the given text of one) records for a stage."""
+    import yaml
+
+    if lock_text is None:
+        lock = root / "dvc.lock"
+        lock_text = lock.read_text(encoding="utf-8") if lock.is_file() else ""
+    entry = ((yaml.safe_load(lock_text) or {}).get("stages") or {}).get(stage) or {}
+    return {o["path"]: o["md5"] for o in entry.get("outs", []) if "md5" in o}
+
+
+def _cache_object(cache: Path, md5: str) -> Path:
+    return cache / md5[:2] / md5[2:]
+
+
+def _restore_from_cache(cache: Path, md5: str, dest: Path) -> bool:
+    """Copy an output back from the DVC cache (a file, or a folder by its `.dir` manifest)."""
+    from core.io import atomic_dir, atomic_path
+
+    obj = _cache_object(cache, md5)
+    if not obj.is_file():
+        return False
+    if not md5.endswith(".dir"):
+        with atomic_path(dest) as tmp:
+            shutil.copyfile(obj, tmp)
+        return True
+    entries = json.loads(obj.read_text(encoding="utf-8"))
+    if not all(_cache_object(cache, e["md5"]).is_file() for e in entries):
+        return False
+    with atomic_dir(dest) as tmp:
+        for e in entries:
+            target = tmp / e["relpath"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(_cache_object(cache, e["md5"]), target)
+    return True
+
+
+def _git(root: Path, *args: str) -> bytes | None:
+    proc = subprocess.run(["git", *args], cwd=root, capture_output=True, check=False)
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def _restore_from_git(root: Path, stage: str, path: str, md5: str) -> bool:
+    """Outputs DVC does not cache (`cache: false`) live in git: take the committed copy when the
+    committed dvc.lock records the same hash for it."""
+    from core.io import atomic_dir, atomic_path
+
+    head_lock = _git(root, "show", "HEAD:dvc.lock")
+    if head_lock is None or locked_outputs(root, stage, head_lock.decode()).get(path) != md5:
+        return False
+    if not md5.endswith(".dir"):
+        blob = _git(root, "show", f"HEAD:{path}")
+        if blob is None:
+            return False
+        with atomic_path(root / path) as tmp:
+            tmp.write_bytes(blob)
+        return True
+    names = _git(root, "ls-tree", "-r", "--name-only", "HEAD", "--", path)
+    if not names:
+        return False
+    with atomic_dir(root / path) as tmp:
+        for name in names.decode().splitlines():
+            blob = _git(root, "show", f"HEAD:{name}")
+            if blob is None:
+                return False
+            target = tmp / Path(name).relative_to(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(blob)
+    return True
+
+
+def restore_missing_outputs(root: Path, stage: str) -> tuple[list[str], list[str]]:
+    """After a stage failed: put back each output dvc.lock records that is now missing.
+
+    `dvc repro` deletes a stage's outputs before running it, so a stage that fails would leave
+    nothing; its last good outputs are in the DVC cache (cached outputs) or in git (`cache:
+    false`). Outputs still present are left alone: every write is atomic, so they are whole.
+    Returns (restored, not restorable) paths."""
+    restored: list[str] = []
+    lost: list[str] = []
+    outs = locked_outputs(root, stage)
+    if not outs:
+        return restored, lost
+    from dvc.repo import Repo
+
+    repo = Repo(str(root))  # no lock taken: `dvc repro` releases its lock while a stage runs
+    try:
+        cache = Path(repo.cache.local.path)
+    finally:
+        repo.close()
+    for path, md5 in outs.items():
+        dest = root / path
+        if dest.exists():
+            continue
+        try:
+            ok = _restore_from_cache(cache, md5, dest) or _restore_from_git(root, stage, path, md5)
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("could not restore %s: %s", path, exc)
+            ok = False
+        (restored if ok else lost).append(path)
+    return restored, lost
+
+
+def report_restored(stage: str, restored: list[str], lost: list[str]) -> None:
+    if restored:
+        log.warning(
+            "%s failed: its last good outputs (dvc.lock) are back in place: %s",
+            stage,
+            ", ".join(restored),
+        )
+    if lost:
+        log.warning(
+            "%s failed: not in the DVC cache or git, so not restored: %s "
+            "(`dvc pull %s` fetches them from the remote)",
+            stage,
+            ", ".join(lost),
+            stage,
+        )

@@ -36,6 +36,11 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+# Registering takes several writes (version, gate tags, description, alias). A version is
+# created carrying its owner and gets the completion tag as the last write; a version whose
+# owner died before that is removed by the next run (ops/preflight.py), so a reader never finds
+# a half-registered version as the newest.
+REGISTRATION_OWNER, REGISTRATION_COMPLETE = "registration.owner", "registration.complete"
 INFERENCE_DIR = Path(__file__).resolve().parents[1] / "inference"
 # Module paths of the inference code before it had a package of its own; models registered
 # then pickled their objects under these names.
@@ -106,10 +111,17 @@ def log_pyfunc_model(
     )
 
 
+def process_owner() -> str:
+    """Who holds a lock or is registering a version: `<host>:<pid>`."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def create_version(
     client: Any, name: str, info: Any, run_id: str | None, tags: dict[str, str]
 ) -> Any:
-    """Register the logged model as a new version of `name` (creating the model if needed)."""
+    """Register the logged model as a new version of `name` (creating the model if needed).
+
+    The version carries its owner (REGISTRATION_OWNER) until the caller marks it complete."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -121,7 +133,7 @@ def create_version(
         name,
         source=info.model_uri,
         run_id=run_id,
-        tags=tags,
+        tags={**tags, REGISTRATION_OWNER: process_owner()},
         model_id=info.model_id,
         await_creation_for=60,
     )
@@ -220,6 +232,16 @@ def predict_evaluation_model(name: str, version: str, rows: pd.DataFrame) -> pd.
         return None if model is None else pd.DataFrame(model.predict_frame(rows))
 
 
+def registered_python_model(name: str, version: str) -> Any:
+    """The object a registered version's pyfunc wraps (for this project's models, the fitted
+    InferenceModel), to read facts that versions registered earlier did not record as tags."""
+    with loading_registered_code():
+        import mlflow
+
+        loaded = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+        return getattr(loaded.unwrap_python_model(), "model", None)
+
+
 def predict_registered_version(name: str, version: str, rows: pd.DataFrame) -> pd.DataFrame:
     """What `models:/<name>/<version>` returns for these validated raw rows."""
     with loading_registered_code():
@@ -273,11 +295,11 @@ class RegistryLock:
                     self.name,
                     tags={
                         "lock.token": token,
-                        "lock.owner": f"{socket.gethostname()}:{os.getpid()}",
+                        "lock.owner": process_owner(),
                         "lock.expires_at": f"{time.time() + self.ttl_s:.3f}",
                     },
                     description="Promotion lock held by a training run while it moves aliases "
-                    "(tasks/registry_lock.py). Deleted on release; expires by itself.",
+                    "(adapters/registry.py). Deleted on release; expires by itself.",
                 )
                 self.token = token
                 self.waited_s = time.monotonic() - start

@@ -196,6 +196,31 @@ def log_to_run(
         raise TrackingError(f"could not log to MLflow at {ctx.tracking_uri}: {exc}") from None
 
 
+def log_record_to_run(ctx: RunContext, record: Mapping[str, Any], name: str) -> None:
+    """Log a JSON record (as written to a tracked file) to the parent run as `name`."""
+    if ctx.run_id is None:
+        return
+    import mlflow
+
+    try:
+        mlflow.MlflowClient(ctx.tracking_uri).log_dict(ctx.run_id, dict(record), name)
+    except Exception as exc:
+        raise TrackingError(f"could not log to MLflow at {ctx.tracking_uri}: {exc}") from None
+
+
+def load_record_of_run(ctx: RunContext, name: str) -> dict[str, Any] | None:
+    """A record `log_record_to_run` logged to the parent run (None when there is none)."""
+    if ctx.run_id is None:
+        return None
+    import mlflow
+
+    try:
+        found = mlflow.artifacts.load_dict(f"runs:/{ctx.run_id}/{name}")
+    except Exception:
+        return None
+    return found if isinstance(found, dict) else None
+
+
 def dvc_invocation_key() -> str | None:
     """Identify the `dvc repro` process that launched this stage (None when run by hand)."""
     import psutil

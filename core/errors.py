@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from inference.errors import DataError, PipelineError, preview
 
-__all__ = ["DataError", "PipelineError", "TrackingError", "preview"]
+__all__ = ["DataError", "PipelineError", "StorageError", "TrackingError", "preview"]
 
 
 class TrackingError(PipelineError):
     """The MLflow tracking store or registry cannot be reached or used."""
+
+
+class StorageError(PipelineError):
+    """An output cannot be written (disk full, read-only folder, no permission): names the file."""

@@ -8,6 +8,7 @@ dvc.yaml declares the same.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -21,6 +22,8 @@ from typing import Any
 import joblib
 import pandas as pd
 
+from core.errors import StorageError
+
 
 @dataclass(frozen=True)
 class ArtifactPaths:
@@ -30,8 +33,23 @@ class ArtifactPaths:
         return self.root / rel
 
     @property
+    def source_dir(self) -> Path:
+        """Where a user's data files live (a DVC dependency of ingest)."""
+        return self._p("data/source")
+
+    @property
+    def external_sources(self) -> Path:
+        """Links to a data.source outside data/source/, so DVC sees it change (not in git)."""
+        return self._p("data/source/.external")
+
+    @property
     def raw(self) -> Path:
         return self._p("data/raw/raw.parquet")
+
+    @property
+    def ingest_report(self) -> Path:
+        """Facts of the read that the table cannot carry (text read as missing), for validate."""
+        return self._p("data/raw/ingest.json")
 
     @property
     def validated(self) -> Path:
@@ -177,6 +195,24 @@ def _temp_sibling(dest: Path, make: Callable[[Path], None]) -> Path:
     raise FileExistsError(f"no free temporary name next to {dest}")
 
 
+HINTS = {
+    errno.ENOSPC: "the disk is full: free some space and run again",
+    errno.EDQUOT: "the disk quota is exceeded: free some space and run again",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "no permission to write there",
+    errno.EPERM: "no permission to write there",
+}
+
+
+def write_error(dest: Path, exc: OSError) -> StorageError:
+    """An OSError of a write, as an error that names the output and says what to do."""
+    reason = exc.strerror or str(exc)
+    hint = HINTS.get(exc.errno or 0)
+    return StorageError(
+        f"cannot write {dest}: {reason} [Errno {exc.errno}]" + (f"; {hint}" if hint else "")
+    )
+
+
 def _create_file(path: Path) -> None:
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
 
@@ -184,14 +220,19 @@ def _create_file(path: Path) -> None:
 @contextlib.contextmanager
 def atomic_path(dest: Path) -> Iterator[Path]:
     """Yield a temporary path next to `dest`; rename it onto `dest` only if the block succeeds."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = _temp_sibling(dest, _create_file)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp_path = _temp_sibling(dest, _create_file)
+    except OSError as exc:
+        raise write_error(dest, exc) from None
     try:
         yield tmp_path
         os.replace(tmp_path, dest)
+    except OSError as exc:
+        raise write_error(dest, exc) from None
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        with contextlib.suppress(OSError):
+            tmp_path.unlink(missing_ok=True)
 
 
 def write_parquet(df: pd.DataFrame, dest: Path) -> Path:
@@ -254,11 +295,16 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
     """Yield an empty temporary folder next to `dest`; swap it in for `dest` only if the block
     succeeds (the folder counterpart of `atomic_path`: a folder output is never half-written,
     and nothing of an earlier run survives in it)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_sibling(dest, lambda p: p.mkdir(0o777))
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _temp_sibling(dest, lambda p: p.mkdir(0o777))
+    except OSError as exc:
+        raise write_error(dest, exc) from None
     try:
         yield tmp
         replace_dir(tmp, dest)
+    except OSError as exc:
+        raise write_error(dest, exc) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

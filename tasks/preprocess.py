@@ -8,6 +8,7 @@ encoding, scaling) is a fitted scikit-learn pipeline that travels inside the reg
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import logging
 from collections.abc import Mapping, Sequence
@@ -24,6 +25,7 @@ from sklearn.preprocessing import MinMaxScaler, OrdinalEncoder, StandardScaler
 
 from adapters.tracking import RunContext, log_to_run
 from core.config import PreprocessSettings, Settings
+from core.errors import DataError, preview
 from core.io import ArtifactPaths, dump_joblib, read_parquet, write_json, write_parquet
 from inference.transformers import SentinelMapper
 
@@ -43,10 +45,26 @@ def column_roles(X: pd.DataFrame) -> tuple[list[str], list[str]]:
     return numeric, categorical
 
 
+def check_sentinel_columns(sentinels: Mapping[str, Sequence[object]], columns: list[str]) -> None:
+    """A sentinel on a column the features do not have (a typo, the target) would be ignored."""
+    unknown = [c for c in sentinels if c not in columns]
+    if not unknown:
+        return
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, columns, n=1)
+        hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise DataError(
+        f"data.sentinels names column(s) that are not feature columns of the data: "
+        f"{', '.join(hints)}; feature columns: {preview(columns, 20)}"
+    )
+
+
 def build_preprocessor(
     X: pd.DataFrame, settings: PreprocessSettings, sentinels: Mapping[str, Sequence[object]]
 ) -> Pipeline:
     """Unfitted preprocessing for raw feature columns; outputs a numeric DataFrame."""
+    check_sentinel_columns(sentinels, list(X.columns))
     numeric, categorical = column_roles(X)
     num_steps: list[tuple[str, object]] = []
     if settings.numeric_impute != "none":

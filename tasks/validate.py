@@ -33,7 +33,7 @@ from adapters.gx import Outcome, SuiteRun, gx_context, load_suite, run_suite, su
 from adapters.tracking import RunContext, log_dir_to_run, log_to_run
 from core.config import DataSettings, Settings
 from core.errors import DataError, preview
-from core.io import ArtifactPaths, atomic_dir, read_parquet, write_json, write_parquet
+from core.io import ArtifactPaths, atomic_dir, read_json, read_parquet, write_json, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -601,6 +601,8 @@ def validate_stage(settings: Settings, ctx: RunContext) -> Path:
     with data_docs_site(paths, "raw", cfg.data_docs, ctx) as docs:
         result = validate_raw(raw, suite, settings, source, docs)
         report = dict(result.report)
+        if paths.ingest_report.is_file():  # text such as "N/A" that ingest read as missing
+            report["missing_markers"] = read_json(paths.ingest_report).get("missing_markers", {})
         if cfg.data_docs:
             report["data_docs"] = str(
                 paths.data_docs("raw").relative_to(settings.root) / "index.html"

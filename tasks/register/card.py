@@ -61,6 +61,17 @@ def _comparison_section(decision: Decision) -> list[str]:
     ]
 
 
+def _rows_line(rows: int, raw_rows: int | None, duplicates: int, quarantined: int) -> str:
+    """The rows the model was built from (duplicates and quarantined rows set aside), and the
+    rows read when they differ."""
+    if raw_rows is None or raw_rows == rows:
+        return f"- rows: {rows:,}"
+    return (
+        f"- rows: {rows:,} (of {raw_rows:,} read: {duplicates:,} duplicates dropped, "
+        f"{quarantined:,} quarantined)"
+    )
+
+
 def render_model_card(
     *,
     model_name: str,
@@ -80,6 +91,9 @@ def render_model_card(
     top_features: list[dict[str, Any]],
     decision: Decision,
     git_commit: str,
+    raw_rows: int | None = None,
+    duplicate_rows: int = 0,
+    quarantined_rows: int = 0,
 ) -> str:
     title = f"{model_name} v{version}" if version else f"{model_name} (candidate, not registered)"
     lines = [
@@ -93,7 +107,8 @@ def render_model_card(
         "## Data",
         "",
         f"- source: `{source}` (target `{target}`, task {task})",
-        f"- rows: {rows}; DVC md5 of data/raw/raw.parquet: `{data_md5}`",
+        _rows_line(rows, raw_rows, duplicate_rows, quarantined_rows)
+        + f"; DVC md5 of data/raw/raw.parquet: `{data_md5}`",
         f"- learned from: {learned_from}",
         f"- git commit: `{git_commit}`",
     ]

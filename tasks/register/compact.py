@@ -15,6 +15,7 @@ import pandas as pd
 from adapters.registry import (
     CHALLENGER,
     CHAMPION,
+    REGISTRATION_COMPLETE,
     RegistryLock,
     alias_version,
     create_version,
@@ -160,6 +161,7 @@ def register_compact(
     )
     version = str(registered.version)
     aliases = sync_compact_aliases(client, settings)
+    client.set_model_version_tag(name, version, REGISTRATION_COMPLETE, "true")
     mlflow.set_tags({"registered_compact_model": name, "registered_compact_version": version})
     alias = f" @{aliases[version]}" if version in aliases else ""
     log.info(

@@ -3,6 +3,9 @@
 1. `check_absolute`: the candidate's test metrics against the floors/ceilings in params.yaml.
 2. `compare_paired`: the paired bootstrap interval of (candidate - champion) against the rule.
 3. `decide`: one Decision (promote / keep / manual_review / reject) with a reason a person can read.
+4. `model_contract` / `incompatibilities`: what a model's output means (task, target, positive
+   label, classes, output columns). A champion whose contract differs from the candidate's is
+   never scored against it: its numbers would mean something else (P(bad) against P(good)).
 
 No I/O here: the register stage gathers the inputs (metrics, the champion's output on the test
 rows) and applies the Decision to the registry; `predictions_from_output` and
@@ -11,6 +14,7 @@ rows) and applies the Decision to the registry; `predictions_from_output` and
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -169,8 +173,10 @@ def decide(
     champion_version: str | None,
     comparison: Comparison | None = None,
     champion_error: str | None = None,
+    incompatible: list[str] | None = None,
 ) -> Decision:
-    """The gate's verdict. Order matters: absolute criteria, then champion, then the rule."""
+    """The gate's verdict. Order matters: absolute criteria, then champion, then whether the
+    champion is comparable at all, then the rule."""
     rule_s = rule_text(rule, margin)
     if failures:
         return Decision(
@@ -178,6 +184,14 @@ def decide(
         )
     if champion_version is None:
         return Decision("promote", "no current champion", rule_s)
+    if incompatible:
+        return Decision(
+            "manual_review",
+            f"manual review: champion v{champion_version} is incompatible with the candidate "
+            f"({'; '.join(incompatible)}); not scored against it, not promoted automatically",
+            rule_s,
+            champion_version,
+        )
     if champion_error is not None:
         return Decision(
             "manual_review",
@@ -193,6 +207,42 @@ def decide(
     return Decision(
         "promote" if comparison.clears else "keep", reason, rule_s, champion_version, comparison
     )
+
+
+# ------------------------------------------------------------------------------------------------
+# What a model's output means
+# ------------------------------------------------------------------------------------------------
+# Version tags that record a model's contract (written at registration, read from @champion).
+CONTRACT_KEYS = ("task", "target", "positive_label", "classes", "output_columns")
+
+
+def model_contract(
+    task: str, target: str, classes: list[Any], output_columns: list[str]
+) -> dict[str, str]:
+    """The contract of a model as version tags: strings, comparable across versions."""
+    return {
+        "task": task,
+        "target": str(target),
+        "positive_label": str(classes[-1]) if task == "binary" and classes else "",
+        "classes": json.dumps([str(c) for c in classes]),
+        "output_columns": ",".join(map(str, output_columns)),
+    }
+
+
+def incompatibilities(champion: Mapping[str, str], candidate: Mapping[str, str]) -> list[str]:
+    """Each way the champion's contract differs from the candidate's, as readable lines.
+
+    A key the champion does not record is a difference too: unknown is not the same."""
+    lines = []
+    for key in CONTRACT_KEYS:
+        mine, theirs = candidate.get(key), champion.get(key)
+        if mine is None or mine == theirs:
+            continue
+        if theirs is None:
+            lines.append(f"champion records no {key} (candidate: {mine!r})")
+        else:
+            lines.append(f"{key} {theirs!r} (champion) vs {mine!r} (candidate)")
+    return lines
 
 
 # ------------------------------------------------------------------------------------------------

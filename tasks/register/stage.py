@@ -9,9 +9,14 @@
    the champion's own twin logged with it, so neither has learnt from the rows it is judged on
    (the shipped models learnt from every labelled row). A champion without one is sent to
    manual review.
+   A champion whose contract (task, target, positive label, classes, output columns; version
+   tags written here) differs from the candidate's is not scored: the candidate waits as
+   @challenger for manual review.
 3. The decision, both scores, the interval and the rule are `gate.*` tags on the version; the model
-   card is its description and a run artifact. The compact model of `compress` is registered
-   next to it (tasks/register/compact.py) and its aliases follow the full model's.
+   card is its description and a run artifact. Both are written before the alias moves, and the
+   version is marked complete (`registration.complete`) last: a version its owner left
+   unfinished is removed by the next run (ops/preflight.py). The compact model of `compress` is
+   registered next to it (tasks/register/compact.py) and its aliases follow the full model's.
 
 Registry hiccups are retried inside the stage (`with_retries`), so `dvc repro` and the Prefect
 flow retry the same way; a gate verdict is never retried.
@@ -31,6 +36,7 @@ from prefect import task
 
 from adapters.git import git_commit
 from adapters.registry import (
+    REGISTRATION_COMPLETE,
     LockTimeout,
     RegistryLock,
     create_version,
@@ -39,8 +45,15 @@ from adapters.registry import (
     log_pyfunc_model,
     pip_requirements,
     predict_evaluation_model,
+    registered_python_model,
 )
-from adapters.tracking import RunContext, configure_mlflow, resumed_run
+from adapters.tracking import (
+    RunContext,
+    configure_mlflow,
+    load_record_of_run,
+    log_record_to_run,
+    resumed_run,
+)
 from core.config import Settings
 from core.errors import PipelineError, TrackingError
 from core.io import (
@@ -56,10 +69,13 @@ from inference.model import InferenceModel, encode_target
 from tasks.register.card import as_description, model_params, render_model_card
 from tasks.register.compact import register_compact
 from tasks.register.gate import (
+    CONTRACT_KEYS,
     Decision,
     candidate_predictions,
     check_absolute,
     decide,
+    incompatibilities,
+    model_contract,
     paired_comparison,
     predictions_from_output,
 )
@@ -115,6 +131,31 @@ def version_tags(
     }
 
 
+def candidate_contract(model: InferenceModel, test: pd.DataFrame) -> dict[str, str]:
+    """What the candidate's output means, as the version tags the gate compares."""
+    columns = list(model.predict_frame(test.head(5)).columns)
+    return model_contract(model.task, model.target, list(model.classes), columns)
+
+
+def champion_contract(name: str, champion: Any, rows: pd.DataFrame) -> dict[str, str]:
+    """The champion's contract: from its version tags, or, for a version registered before
+    versions recorded it, from the model itself (a key it cannot tell stays absent)."""
+    tags = dict(champion.tags)
+    if all(k in tags for k in CONTRACT_KEYS):
+        return {k: tags[k] for k in CONTRACT_KEYS}
+    try:
+        inner = registered_python_model(name, str(champion.version))
+        columns = list(inner.predict_frame(rows.head(5)).columns)
+        return model_contract(inner.task, inner.target, list(inner.classes), columns)
+    except Exception as exc:  # unreadable: the missing keys make it incompatible, with the reason
+        log.warning(
+            "register: champion v%s records no contract and its model cannot be read: %s",
+            champion.version,
+            _short(exc),
+        )
+        return {k: tags[k] for k in CONTRACT_KEYS if k in tags}
+
+
 def log_inference_model(model: InferenceModel, paths: ArtifactPaths, example: pd.DataFrame) -> Any:
     """Log the full model as a pyfunc (the inference package is its code), with its evaluation
     twin as a second artifact; return its ModelInfo."""
@@ -144,11 +185,19 @@ def gate_against_champion(
         return decide(
             failures, gate.rule, gate.margin, None if champion is None else str(champion.version)
         )
-    y, _ = encode_target(test[settings.data.target], model.task, classes=model.classes or None)
     rows = test.drop(columns=[settings.data.target])
+    differences = incompatibilities(
+        champion_contract(name, champion, rows), candidate_contract(model, test)
+    )
+    if differences:
+        log.warning(
+            "register: champion v%s is incompatible with the candidate: %s",
+            champion.version,
+            "; ".join(differences),
+        )
+        return decide([], gate.rule, gate.margin, str(champion.version), incompatible=differences)
+    y, _ = encode_target(test[settings.data.target], model.task, classes=model.classes or None)
     try:
-        if champion.tags.get("task", model.task) != model.task:
-            raise ValueError(f"it is a {champion.tags['task']} model, the candidate {model.task}")
         out = predict_evaluation_model(name, str(champion.version), rows)
         if out is None:
             raise ValueError(
@@ -168,11 +217,17 @@ def gate_against_champion(
 
 
 def promote(
-    client: Any, settings: Settings, version: str, model: InferenceModel, test: pd.DataFrame
+    client: Any,
+    settings: Settings,
+    version: str,
+    model: InferenceModel,
+    test: pd.DataFrame,
+    describe: Callable[[Decision], str],
 ) -> Decision:
     """Decide and move the alias as one critical section under the registry lock.
 
-    The version's gate tags are written before its alias, so whoever sees the alias sees why.
+    The version's gate tags and its description (`describe(decision)`, the model card) are
+    written before its alias, so whoever sees the alias sees why.
     """
     gate, name = settings.gate, settings.register_.model_name
     lock = RegistryLock(client, name, ttl_s=gate.lock_ttl_s, timeout_s=gate.lock_timeout_s)
@@ -180,6 +235,7 @@ def promote(
         decision = gate_against_champion(client, settings, model, test, [])
         for key, value in decision.tags().items():
             client.set_model_version_tag(name, version, key, value)
+        client.update_model_version(name, version, description=describe(decision))
         if not lock.still_held():  # fencing: our lock expired and may be someone else's now
             raise LockTimeout(
                 "the registry lock expired before the alias could be moved; "
@@ -192,6 +248,7 @@ def promote(
                 f"alias @{decision.alias} points to v{got} right after this run "
                 f"set it to v{version}: someone moved it without the lock"
             )
+        client.set_model_version_tag(name, version, REGISTRATION_COMPLETE, "true")
     if lock.waited_s > 1:
         log.info("register: waited %.1fs for another run's promotion to finish", lock.waited_s)
     return decision
@@ -228,7 +285,10 @@ def build_card(
         task=model.task,
         source=settings.data.source,
         target=settings.data.target,
-        rows=int(validation.get("raw_rows", 0)),
+        rows=int(validation.get("kept_rows", validation.get("raw_rows", 0))),
+        raw_rows=int(validation.get("raw_rows", 0)),
+        duplicate_rows=int(validation.get("duplicate_rows", 0)),
+        quarantined_rows=int(validation.get("quarantined_rows", 0)),
         learned_from=learned_from(paths),
         data_md5=tags["data_md5"],
         class_balance=validation.get("target_levels") if model.task != "regression" else None,
@@ -279,12 +339,14 @@ def register_candidate(
                 decision = gate_against_champion(client, settings, model, test, failures)
             else:
                 version = str(create_version(client, name, info, run_id, tags).version)
-                decision = promote(client, settings, version, model, test)
+                created = version
+                describe = lambda d: as_description(  # noqa: E731
+                    build_card(settings, model, created, d, tags, paths)
+                )
+                decision = promote(client, settings, version, model, test, describe)
                 compact = register_compact(settings, client, version, run_id, tags)
             card = build_card(settings, model, version, decision, tags, paths)
             write_text(card, paths.model_card)
-            if version is not None:
-                client.update_model_version(name, version, description=as_description(card))
             mlflow.log_artifact(str(paths.model_card), artifact_path="evaluation")
             mlflow.set_tags(
                 {
@@ -295,12 +357,32 @@ def register_candidate(
                 }
             )
     except (TrackingError, LockTimeout) as exc:
+        discard_unfinished(client, name, version)
         raise TrackingError(str(exc)) from None
     except Exception as exc:
+        discard_unfinished(client, name, version)
         raise TrackingError(
             f"registering {name!r} in {settings.tracking_uri} failed: {exc}"
         ) from None
     return Registration(decision, version, run_id, compact)
+
+
+def discard_unfinished(client: Any, name: str, version: str | None) -> None:
+    """After a failed attempt: delete the version it created unless it was completed (a retry
+    registers a new one). Best effort: what remains, the next run's preflight removes."""
+    if version is None:
+        return
+    try:
+        mv = client.get_model_version(name, version)
+        if mv.tags.get(REGISTRATION_COMPLETE) == "true":
+            return
+        if mv.aliases:  # its alias moved: tags and description were written before it
+            client.set_model_version_tag(name, version, REGISTRATION_COMPLETE, "true")
+            return
+        client.delete_model_version(name, version)
+        log.warning("register: removed v%s of %s, left unfinished by the failure", version, name)
+    except Exception as exc:
+        log.debug("register: could not remove unfinished v%s: %s", version, exc)
 
 
 @task(name="register")
@@ -314,24 +396,27 @@ def register_stage(settings: Settings, ctx: RunContext) -> Path:
     failures = check_absolute(read_json(paths.test_metrics)["test"], settings.gate.criteria)
     name = settings.register_.model_name
     configure_mlflow(settings.tracking_uri)
-    tags = version_tags(settings, ctx, paths.raw, raw_rows)
+    tags = {**version_tags(settings, ctx, paths.raw, raw_rows), **candidate_contract(model, test)}
     result = with_retries(
         lambda: register_candidate(settings, ctx, model, test, failures, tags),
         f"register: registering {name!r}",
     )
     version, decision = result.version, result.decision
-    write_json(
-        {
-            "model_name": name,
-            "version": int(version) if version else None,
-            "alias": decision.alias,
-            "model_uri": f"models:/{name}/{version}" if version else None,
-            "run_id": result.run_id,
-            "tracking_uri": settings.tracking_uri,
-            "gate": decision.as_dict(),
-            "compact": result.compact,
-        },
-        paths.registration,
+    record = {
+        "model_name": name,
+        "version": int(version) if version else None,
+        "alias": decision.alias,
+        "model_uri": f"models:/{name}/{version}" if version else None,
+        "run_id": result.run_id,
+        "tracking_uri": settings.tracking_uri,
+        "gate": decision.as_dict(),
+        "compact": result.compact,
+    }
+    write_json(record, paths.registration)
+    # Also in the run: another run in the same folder may overwrite the file before this run's
+    # summary reads it (registration_of_run).
+    with_retries(
+        lambda: log_record_to_run(ctx, record, REGISTRATION_RECORD), "register: logging the record"
     )
     if version is None:
         log.warning("register: %s candidate NOT registered: %s", name, decision.reason)
@@ -344,6 +429,19 @@ def register_stage(settings: Settings, ctx: RunContext) -> Path:
             "register: %s version %s is @%s (%s)", name, version, decision.alias, decision.reason
         )
     return paths.registration
+
+
+REGISTRATION_RECORD = "registration.json"
+
+
+def registration_of_run(settings: Settings, ctx: RunContext) -> dict[str, Any] | None:
+    """What this run's `register` recorded: models/registration.json if this run wrote it last,
+    else the copy logged to this run (a concurrent run in the same folder overwrote the file)."""
+    path = ArtifactPaths(settings.root).registration
+    record = read_json(path) if path.is_file() else None
+    if record is not None and record.get("run_id") == ctx.run_id:
+        return dict(record)
+    return load_record_of_run(ctx, REGISTRATION_RECORD) or record
 
 
 def registration_in_store(settings: Settings) -> bool:

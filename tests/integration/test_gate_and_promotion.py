@@ -250,3 +250,99 @@ def test_concurrent_registrations_keep_versions_and_aliases_consistent(
         assert tags[str(reg["version"])]["gate.decision"] == reg["gate"]["action"]
     names = [m.name for m in client.search_registered_models()]
     assert names == ["credit-scoring"]
+
+
+# ------------------------------------------------------------------ like with like
+
+
+def test_a_flipped_positive_label_is_never_scored_against_the_champion(
+    tmp_path, credit_small, mlflow_server
+) -> None:
+    """P(good) against P(bad) would look like a huge improvement; the gate must not compare them,
+    also when the champion predates the contract tags (read from its model)."""
+    project = make_project(
+        tmp_path, credit_small, gate={"rule": "non_inferior", "margin": 1.0}, **FAST
+    )
+    project.env["MLFLOW_TRACKING_URI"] = mlflow_server
+    project.dvc("repro")
+    client = _client(mlflow_server)
+    v1 = client.get_model_version("credit-scoring", "1")
+    assert (v1.tags["positive_label"], v1.tags["target"]) == ("bad", "Status")
+    assert v1.tags["output_columns"] == "probability,label"
+
+    project.set_params(data={"positive_label": "good"})
+    flipped = project.dvc("repro")
+    assert "Traceback" not in flipped.stderr
+    v2 = client.get_model_version("credit-scoring", "2")
+    assert v2.tags["gate.decision"] == "manual_review" and "gate.diff" not in v2.tags
+    assert "positive_label 'bad' (champion) vs 'good' (candidate)" in v2.tags["gate.reason"]
+    assert "incompatible" in v2.description and "positive_label" in v2.description
+    aliases = {k: str(v) for k, v in client.get_registered_model("credit-scoring").aliases.items()}
+    assert aliases == {"champion": "1", "challenger": "2"}
+    registration = json.loads((project.root / "models/registration.json").read_text())
+    assert registration["gate"]["action"] == "manual_review"
+
+    # A champion registered before versions recorded their contract: read from its model.
+    for key in ("target", "positive_label", "classes", "output_columns"):
+        client.delete_model_version_tag("credit-scoring", "1", key)
+    again = project.dvc("repro", "-f", "register")
+    assert "Traceback" not in again.stderr
+    v3 = client.get_model_version("credit-scoring", "3")
+    assert v3.tags["gate.decision"] == "manual_review"
+    assert "positive_label 'bad' (champion) vs 'good' (candidate)" in v3.tags["gate.reason"]
+    assert str(client.get_model_version_by_alias("credit-scoring", "champion").version) == "1"
+
+
+# ------------------------------------------------------------------ all-or-nothing registration
+
+# The register stage killed (SIGKILL) inside the promotion lock, after its version was created
+# and before its gate tags, description and alias were written.
+KILL_IN_LOCK = """
+import os, signal, sys
+import tasks.register.stage as r
+def killed(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+r.gate_against_champion = killed
+from flows.__main__ import main
+sys.exit(main(["stage", "register"]))
+"""
+
+
+def test_a_register_killed_inside_the_lock_is_cleaned_up_by_both_entry_points(
+    tmp_path, credit_small, mlflow_server
+) -> None:
+    from adapters.registry import lock_name
+
+    project = make_project(tmp_path, credit_small, gate={"lock_timeout_s": 60}, **FAST)
+    project.env["MLFLOW_TRACKING_URI"] = mlflow_server
+    project.dvc("repro", "evaluate")
+    client = _client(mlflow_server)
+
+    def kill_inside_the_lock(version: str) -> None:
+        killed = project.run(sys.executable, "-c", KILL_IN_LOCK, check=False)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+        client.get_registered_model(lock_name("credit-scoring"))  # the lock was left behind
+        half = client.get_model_version("credit-scoring", version)
+        assert "gate.decision" not in half.tags and not half.description
+
+    def registry_state() -> tuple[list[str], list[str]]:
+        versions = sorted(v.version for v in client.search_model_versions("name='credit-scoring'"))
+        return versions, [m.name for m in client.search_registered_models()]
+
+    # dvc repro: its register does not wait for the dead owner's lock (timeout 60 s, TTL 900 s)
+    # and the half-registered v1 is gone, so the newest version is a complete one.
+    kill_inside_the_lock("1")
+    repro = project.dvc("repro")
+    assert "Traceback" not in repro.stderr
+    assert "removed" in repro.stderr and "half-registered" in repro.stderr
+    assert registry_state() == (["2"], ["credit-scoring"])
+    v2 = client.get_model_version("credit-scoring", "2")
+    assert v2.tags["registration.complete"] == "true" and v2.tags["gate.decision"] == "promote"
+    assert v2.description.startswith("# Model card: credit-scoring v2")
+    assert str(client.get_model_version_by_alias("credit-scoring", "champion").version) == "2"
+
+    # The Prefect flow's preflight does the same (here every stage is current and skipped).
+    kill_inside_the_lock("3")
+    flow = project.flow("run")
+    assert "stages run:     none" in flow.stdout
+    assert registry_state() == (["2"], ["credit-scoring"])

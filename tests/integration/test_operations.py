@@ -428,22 +428,21 @@ def test_scheduled_training_run_fails_where_the_cli_exits_non_zero(
 
     api, _ = served_training
     closed = f"http://127.0.0.1:{free_port()}"
-    params = yaml.safe_load((trained.root / "params.yaml").read_text())
+    path = trained.root / "params.yaml"
+    saved = path.read_text()
+    params = yaml.safe_load(saved)
     params["register"]["tracking_uri"] = closed
-    offline = trained.root / "params-offline.yaml"
-    offline.write_text(yaml.safe_dump(params, sort_keys=False))
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
     try:
-        cli = trained.run(
-            sys.executable, "-m", "flows", "--params", str(offline), "run", check=False
-        )
+        cli = trained.flow("run", check=False)
         assert cli.returncode == 1 and closed in cli.stderr
-        run_id = _trigger_training(api, {"params_path": str(offline)})
+        run_id = _trigger_training(api, {})
         run = _wait_for_state(api, run_id, {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
         assert run["state"]["type"] == "FAILED", run["state"]
         text = "\n".join(e["message"] for e in _run_log(api, run_id))
         assert closed in text and "unreachable" in text and "Traceback" not in text, text
     finally:
-        offline.unlink()
+        path.write_text(saved)
 
 
 def test_interrupting_the_serving_process_cancels_the_run_in_flight(

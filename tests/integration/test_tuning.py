@@ -54,3 +54,48 @@ def test_flow_tunes_on_a_local_dask_cluster_and_trains_with_the_best_params(
         "tuning/param_importance.png",
         "tuning/trials.csv",
     } <= artifacts
+
+
+def test_kill_9_during_tune_leaves_no_server_or_workers_behind(tmp_path, credit_small) -> None:
+    """`python -m flows stage tune` (what `dvc repro` runs) with trials in worker processes and
+    Prefect's temporary server: SIGKILL of the stage stops them too."""
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    project = make_project(
+        tmp_path,
+        credit_small,
+        shared_prefect=False,
+        tune={"enabled": True, "n_trials": 400, "runner": {"kind": "process", "workers": 2}},
+    )
+    project.dvc("repro", "features")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows", "stage", "tune"],
+        cwd=project.root,
+        env=project.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    started: list[psutil.Process] = []
+    try:
+        stage = psutil.Process(proc.pid)
+        deadline = time.monotonic() + 300
+        # the watchdog, the temporary server and two pool workers (trials running)
+        while len(stage.children(recursive=True)) < 4:
+            assert proc.poll() is None and time.monotonic() < deadline, "tune did not start"
+            time.sleep(0.5)
+        time.sleep(1.0)
+        started = stage.children(recursive=True)
+        proc.kill()
+        proc.wait()
+        time.sleep(10)
+        left = [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        assert not left, [" ".join(p.cmdline()[:4]) for p in left]
+    finally:
+        proc.kill()
+        for p in started:  # whatever a failure left
+            if p.is_running():
+                p.kill()

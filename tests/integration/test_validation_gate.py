@@ -22,7 +22,7 @@ from core.io import ArtifactPaths
 from tasks.ingest import ingest_stage
 from tasks.validate import REASON, validate_stage
 from tests.conftest import ROOT, make_settings
-from tests.integration.conftest import make_project
+from tests.integration.conftest import Project, make_project
 
 pytestmark = pytest.mark.integration
 
@@ -274,3 +274,66 @@ def test_flow_fails_on_bad_data_and_leaves_registry_and_artifacts_alone(
     assert str(client.get_model_version_by_alias("credit-scoring", "champion").version) == "1"
     runs = mlflow.search_runs(experiment_names=["credit-scoring"], order_by=["start_time DESC"])
     assert runs.iloc[0]["status"] == "FAILED"
+
+
+def test_a_failing_stage_under_dvc_repro_leaves_the_last_good_outputs(
+    tmp_path, credit_small
+) -> None:
+    """DVC deletes a stage's outputs before running it; a stage that fails puts them back (from
+    the DVC cache, and from git for the `cache: false` ones)."""
+    from adapters.prefect import free_port
+
+    project = make_project(tmp_path, credit_small)
+    project.dvc("repro", "preprocess")
+    project.run("git", "add", "-A")
+    project.run("git", "commit", "-qm", "outputs")
+    paths = ArtifactPaths(project.root)
+    watched = [
+        paths.validated,
+        paths.quarantine,
+        paths.validation_report,
+        paths.data_docs("raw") / "index.html",
+        paths.split("train"),
+        paths.split("test"),
+        paths.preprocessor,
+    ]
+    before = {p: p.read_bytes() for p in watched}
+
+    # An unreachable tracking store: preprocess stops in its preflight.
+    closed = {**project.env, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}
+    offline = Project(project.root, closed).dvc("repro", "-s", "-f", "preprocess", check=False)
+    assert offline.returncode != 0 and "unreachable" in offline.stderr
+    assert "back in place: data/processed, models/preprocessor.joblib" in offline.stderr
+
+    # Bad data: validate stops the run.
+    bad = credit_small.copy()
+    bad.loc[:99, "Amount"] = -1
+    bad.to_csv(project.root / "data/source/data.csv", index=False)
+    failed = project.dvc("repro", check=False)
+    assert failed.returncode != 0 and "on column 'Amount'" in failed.stderr
+    assert "back in place" in failed.stderr and "reports/validation.json" in failed.stderr
+    assert {p: p.read_bytes() for p in watched} == before
+
+
+def test_an_edited_source_outside_the_project_reruns_ingest(
+    tmp_path, credit_small, monkeypatch
+) -> None:
+    from adapters.dvc import DvcState
+
+    outside = tmp_path / "shared" / "credit.csv"
+    outside.parent.mkdir()
+    credit_small.to_csv(outside, index=False)
+    project = make_project(tmp_path, data={"source": str(outside)})
+    project.dvc("repro", "ingest")
+    assert "up to date" in project.dvc("status", "ingest").stdout
+    credit_small.head(700).to_csv(outside, index=False)  # edited in place
+    assert "modified" in project.dvc("status", "ingest").stdout
+    monkeypatch.chdir(project.root)  # as the flow runs
+    state = DvcState(project.root)
+    try:
+        assert not state.is_current("ingest")  # what the Prefect flow asks before a stage
+    finally:
+        state.close()
+    project.dvc("repro", "ingest")
+    assert len(pd.read_parquet(ArtifactPaths(project.root).raw)) == 700
+    assert "up to date" in project.dvc("status", "ingest").stdout

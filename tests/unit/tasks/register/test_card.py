@@ -117,3 +117,10 @@ def test_card_says_which_rows_the_shipped_and_the_evaluated_model_learned_from(
     assert text.endswith("chosen by CV: ensemble of 2 (lightgbm, linear)")
     write_json({"winner": "trial 0"}, paths.train_metrics)  # a model trained before the twin
     assert learned_from(paths) == "the train split"
+
+
+def test_the_card_counts_rows_after_duplicates_were_dropped() -> None:
+    d = decide([], "superior", 0.0, None)
+    card = _card(d, rows=4452, raw_rows=200000, duplicate_rows=195548, quarantined_rows=0)
+    assert "- rows: 4,452 (of 200,000 read: 195,548 duplicates dropped, 0 quarantined)" in card
+    assert "- rows: 100;" in _card(d, raw_rows=100)  # nothing set aside: one number

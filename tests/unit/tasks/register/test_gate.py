@@ -72,3 +72,34 @@ def test_champion_that_cannot_score_needs_manual_review() -> None:
 def test_champion_without_comparison_is_a_programming_error() -> None:
     with pytest.raises(ValueError):
         decide([], "superior", 0.0, "2")
+
+
+def test_a_flipped_positive_label_is_incompatible_and_goes_to_manual_review() -> None:
+    from tasks.register.gate import incompatibilities, model_contract
+
+    champion = model_contract("binary", "Status", ["good", "bad"], ["probability", "label"])
+    candidate = model_contract("binary", "Status", ["bad", "good"], ["probability", "label"])
+    assert champion["positive_label"] == "bad" and candidate["positive_label"] == "good"
+    diffs = incompatibilities(champion, candidate)
+    assert diffs[0] == "positive_label 'bad' (champion) vs 'good' (candidate)"
+    assert any(d.startswith("classes") for d in diffs)
+    d = decide([], "superior", 0.0, "4", incompatible=diffs)
+    assert d.action == "manual_review" and d.alias == "challenger" and d.comparison is None
+    assert "incompatible" in d.reason and "positive_label" in d.reason and "v4" in d.reason
+    assert incompatibilities(champion, dict(champion)) == []
+
+
+def test_other_target_task_or_outputs_and_unrecorded_keys_are_incompatible() -> None:
+    from tasks.register.gate import incompatibilities, model_contract
+
+    base = model_contract("multiclass", "y", ["a", "b", "c"], ["proba_a", "proba_b", "proba_c"])
+    other = model_contract("multiclass", "z", ["a", "b"], ["proba_a", "proba_b"])
+    keys = [d.split()[0] for d in incompatibilities(base, other)]
+    assert keys == ["target", "classes", "output_columns"]
+    regression = model_contract("regression", "y", [], ["prediction"])
+    assert (
+        incompatibilities(base, regression)[0]
+        == "task 'multiclass' (champion) vs 'regression' (candidate)"
+    )
+    legacy = {"task": "multiclass"}  # registered before versions recorded their contract
+    assert "champion records no target (candidate: 'y')" in incompatibilities(legacy, base)
