@@ -72,6 +72,18 @@ def _rows_line(rows: int, raw_rows: int | None, duplicates: int, quarantined: in
     )
 
 
+def _threshold_section(threshold: float | None, objective: str | None) -> list[str]:
+    if threshold is None:
+        return []
+    return [
+        "",
+        "## Decision threshold",
+        "",
+        f"{threshold:.4f}, chosen on the out-of-fold predictions of the train split "
+        f"({objective}); `predict` returns the probability and the label at this threshold.",
+    ]
+
+
 def render_model_card(
     *,
     model_name: str,
@@ -118,16 +130,7 @@ def render_model_card(
             "- class balance: "
             + ", ".join(f"{k} {v} ({v / total:.1%})" for k, v in class_balance.items())
         )
-    lines += _metrics_section(test, cv)
-    if threshold is not None:
-        lines += [
-            "",
-            "## Decision threshold",
-            "",
-            f"{threshold:.4f}, chosen on the out-of-fold predictions of the train split "
-            f"({threshold_objective}); "
-            "`predict` returns the probability and the label at this threshold.",
-        ]
+    lines += _metrics_section(test, cv) + _threshold_section(threshold, threshold_objective)
     lines += ["", "## Top features (gain)", ""]
     lines += [f"{i}. {f['feature']} ({f['gain']:.1f})" for i, f in enumerate(top_features, 1)]
     lines += _comparison_section(decision)
