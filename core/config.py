@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(ValueError):
@@ -153,7 +160,13 @@ class EvaluateSettings(_Section):
     # Above this many test rows the bootstrap resamples a seeded subsample of this size and
     # rescales (m-out-of-n), so interval cost stays flat as the test split grows.
     max_boot_rows: int = Field(default=20_000, ge=1000)
+    # Binary only; null (other task types): the defaults, unused.
     threshold: ThresholdSettings = Field(default_factory=ThresholdSettings)
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _null_threshold(cls, value: Any) -> Any:
+        return {} if value is None else value
 
 
 class GateSettings(_Section):

@@ -107,3 +107,21 @@ def test_lock_of_a_dead_local_process_is_removed_others_are_kept() -> None:
     remote = _Registry(f"another-host:{dead.pid}")
     assert not break_dead_owner_lock(remote, "m") and remote.models
     assert not break_dead_owner_lock(_Registry(f"{host}:{dead.pid}"), "other")  # no lock
+
+
+def test_a_declared_param_missing_from_params_yaml_stops_the_run_at_start(tmp_path: Path) -> None:
+    import yaml
+
+    from core.config import ConfigError
+    from ops.preflight import check_declared_params
+    from tests.conftest import ROOT
+
+    (tmp_path / "dvc.yaml").write_text((ROOT / "dvc.yaml").read_text())
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    del params["data"]["positive_label"]  # a whole-section declaration: may be absent
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    check_declared_params(tmp_path)
+    del params["evaluate"]["threshold"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(ConfigError, match=r"evaluate.threshold \(stage train, compress\)"):
+        check_declared_params(tmp_path)
