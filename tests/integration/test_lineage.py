@@ -23,7 +23,7 @@ def _client(project: Project):  # type: ignore[no-untyped-def]
 
 
 def _versions(project: Project) -> list[str]:
-    return sorted(v.version for v in _client(project).search_model_versions(f"name='{MODEL}'"))
+    return sorted(str(v.version) for v in _client(project).search_model_versions(f"name='{MODEL}'"))
 
 
 def _champion(project: Project) -> str:

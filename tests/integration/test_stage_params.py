@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from adapters.dvc import read_stages, stage_params
 from adapters.tracking import NO_RUN
@@ -80,7 +81,6 @@ def _covered(read: str, declared: list[str]) -> bool:
 def test_stages_read_exactly_the_params_dvc_yaml_declares(
     tmp_path: Path, credit_small, recorder, prefect_server, monkeypatch
 ) -> None:
-    monkeypatch.setenv("PREFECT_API_URL", prefect_server)
     # Settings that take the branches reading more params: the importance fit of features,
     # tuning and compression, labelled files for ingest and drift.
     project = make_project(
@@ -97,12 +97,14 @@ def test_stages_read_exactly_the_params_dvc_yaml_declares(
     declared = {n: stage_params(s) for n, s in read_stages(project.root).items()}
     reads: dict[str, set[str]] = {}
     # register runs again at the end: with a champion in the registry it compares the two.
-    for name in [*stage_order(project.root), "register"]:
-        rec = ReadRecorder(settings)
-        recorder[:] = [rec]
-        STAGES[name].fn(settings, NO_RUN)
-        recorder.clear()
-        reads[name] = reads.get(name, set()) | rec.reads
+    # Trials run on the session's Prefect server, not a temporary one started in this process.
+    with temporary_settings({PREFECT_API_URL: prefect_server}):
+        for name in [*stage_order(project.root), "register"]:
+            rec = ReadRecorder(settings)
+            recorder[:] = [rec]
+            STAGES[name].fn(settings, NO_RUN)
+            recorder.clear()
+            reads[name] = reads.get(name, set()) | rec.reads
     undeclared = {
         name: sorted(r for r in got if not _covered(r, declared[name]))
         for name, got in reads.items()
