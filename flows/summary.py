@@ -82,18 +82,18 @@ def summary_lines(settings: Settings, result: dict[str, Any]) -> list[str]:
             )
         if reg.get("compact"):
             c = reg["compact"]
+            speed = f"{c['latency_ratio']}x faster single-row, " if c.get("latency_ratio") else ""
             lines.append(
                 f"  compact model:  {c['model_name']} version {c['version']} "
                 f"@{c['alias'] or 'none'} ({c['candidate']}: {c['size_ratio']}x smaller, "
-                f"{c['latency_ratio']}x faster single-row, test drop "
-                f"{c['test_drop']:+.4f}; reports/compress/pareto.csv)"
+                f"{speed}test drop {c['test_drop']:+.4f}; reports/compress/pareto.csv)"
             )
         if gate:
             cmp = gate.get("comparison")
             target = f" -> @{gate['alias']}" if gate.get("alias") else " (not registered)"
             verdict = (
                 (("clears" if cmp["clears"] else "does not clear") + " the rule")
-                if cmp
+                if cmp and gate["action"] != "hold"
                 else gate["reason"]
             )
             lines.append(f"  gate decision:  {gate['action']}{target}: {verdict}")

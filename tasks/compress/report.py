@@ -1,4 +1,7 @@
-"""Measuring and reporting compression candidates: metrics, latency, the Pareto table and plot."""
+"""Measuring and reporting compression candidates: metrics, latency, the Pareto table and plot.
+
+The Pareto table holds what is a function of code, params and data (sizes, metrics, drops,
+parity); the timings are a separate table (`timings_table`)."""
 
 from __future__ import annotations
 
@@ -31,8 +34,6 @@ COLUMNS = [
     "valid_drop",
     "test_metric",
     "test_drop",
-    "p50_single_row_ms",
-    "batch_rows_per_s",
     "parity_max_abs",
     "selectable",
     "chosen",
@@ -126,6 +127,19 @@ def full_row(
     return s
 
 
+def timings_table(scored: list[Scored]) -> list[dict[str, Any]]:
+    """Measured speed per candidate. Wall-clock figures differ on every run, so they go to
+    MLflow and an untracked file, never into the Pareto table (a DVC output under git)."""
+    return [
+        {
+            "candidate": s.name,
+            "p50_single_row_ms": round(s.p50_ms, 4),
+            "batch_rows_per_s": round(s.rows_per_s, 1),
+        }
+        for s in scored
+    ]
+
+
 def pareto_table(
     scored: list[Scored], metric: str, full_valid: float, full_test: float, chosen: str | None
 ) -> pd.DataFrame:
@@ -143,8 +157,6 @@ def pareto_table(
                 "valid_drop": round(metric_drop(metric, full_valid, s.valid_metric), 6),
                 "test_metric": round(s.test_metric, 6),
                 "test_drop": round(metric_drop(metric, full_test, s.test_metric), 6),
-                "p50_single_row_ms": round(s.p50_ms, 4),
-                "batch_rows_per_s": round(s.rows_per_s, 1),
                 "parity_max_abs": None if s.parity is None else float(f"{s.parity:.3g}"),
                 "selectable": s.selectable,
                 "chosen": s.name == chosen,
