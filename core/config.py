@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(ValueError):
@@ -117,7 +124,21 @@ class TrainSettings(_Section):
     n_estimators: int = Field(default=2000, ge=1)
     early_stopping_rounds: int = Field(default=50, ge=1)
     n_jobs: int = Field(default=2, ge=1)
+    # The model's params when tuning is off (null or absent: LightGBM's defaults). With tuning on
+    # the tuned params are used instead, so setting them then is an error (Settings below).
     params: LgbmParams = Field(default_factory=LgbmParams)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_params_are_unset(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and "params" in raw and raw["params"] is None:
+            return {k: v for k, v in raw.items() if k != "params"}
+        return raw
+
+    @property
+    def params_set(self) -> bool:
+        """Whether params.yaml sets train.params (rather than leaving LightGBM's defaults)."""
+        return "params" in self.model_fields_set
 
 
 # Metrics evaluate computes per task, and which of them improve downwards. The gate's criteria
@@ -152,7 +173,13 @@ class EvaluateSettings(_Section):
     # Above this many test rows the bootstrap resamples a seeded subsample of this size and
     # rescales (m-out-of-n), so interval cost stays flat as the test split grows.
     max_boot_rows: int = Field(default=20_000, ge=1000)
+    # Binary only; null (other task types): the defaults, unused.
     threshold: ThresholdSettings = Field(default_factory=ThresholdSettings)
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _null_threshold(cls, value: Any) -> Any:
+        return {} if value is None else value
 
 
 class GateSettings(_Section):
@@ -171,6 +198,10 @@ class GateSettings(_Section):
     # Registry lock that serialises alias moves between concurrent runs.
     lock_timeout_s: float = Field(default=300.0, gt=0)
     lock_ttl_s: float = Field(default=900.0, gt=0)
+    # Whether a passing candidate may become @champion. auto: unless the run is a DVC experiment
+    # (`dvc exp run`) or the checkout is not on the repository's default branch, where it becomes
+    # @challenger at most; true: wherever it runs; false: never (challenger at most).
+    allow_promotion: Literal["auto"] | bool = "auto"
 
     @model_validator(mode="after")
     def _check_criteria_keys(self) -> GateSettings:
@@ -289,6 +320,16 @@ class Settings(_Section):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     @model_validator(mode="after")
+    def _check_train_params(self) -> Settings:
+        if self.tune.enabled and self.train.params_set:
+            raise ValueError(
+                "train.params is set while tune.enabled is true: the tuned params replace it, "
+                "so it would have no effect. Set tune.enabled: false to train with train.params, "
+                "or remove train.params (null) and narrow tune.search_space instead"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _check_gate_metrics(self) -> Settings:
         known = TASK_METRICS[self.data.task]
         named = {k: k[4:] for k in self.gate.criteria}
@@ -314,6 +355,13 @@ class Settings(_Section):
         """MLflow tracking URI; relative SQLite / file paths are anchored at the project root."""
         uri = os.environ.get("MLFLOW_TRACKING_URI") or self.register_.tracking_uri
         return resolve_uri(uri, self.root)
+
+    @property
+    def tracking_uri_in_project(self) -> str:
+        """The tracking URI as recorded in files kept with the project (models/registration.json):
+        a store inside the project is written relative to it, so the record survives moving or
+        copying the project (the store moves with it)."""
+        return project_relative_uri(self.tracking_uri, self.root)
 
     @property
     def scoring_model_uri(self) -> str:
@@ -349,6 +397,20 @@ def resolve_uri(uri: str, root: Path) -> str:
         return "sqlite:///" + str((root / uri[len("sqlite:///") :]).resolve())
     if "://" not in uri:
         return (root / uri).resolve().as_uri()
+    return uri
+
+
+def project_relative_uri(uri: str, root: Path) -> str:
+    """`uri` (resolved) with a SQLite or file path inside `root` made relative to it; other
+    URIs (servers, paths elsewhere) as they are."""
+    uri = resolve_uri(uri, root)
+    base = root.resolve()
+    for scheme in ("sqlite:///", "file://"):
+        if uri.startswith(scheme):
+            path = Path(uri[len(scheme) :])
+            if path.is_absolute() and path.is_relative_to(base):
+                rel = path.relative_to(base).as_posix()
+                return f"sqlite:///{rel}" if scheme == "sqlite:///" else rel
     return uri
 
 

@@ -175,6 +175,12 @@ class ArtifactPaths:
         return self._p("metrics/compress.json")
 
     @property
+    def compress_timings(self) -> Path:
+        """Measured latency and throughput of the last compress run on this machine: neither in
+        git nor a DVC output (wall-clock figures differ on every run); also logged to MLflow."""
+        return self._p("reports/timings/compress.json")
+
+    @property
     def drift_report(self) -> Path:
         return self._p("reports/drift.json")
 

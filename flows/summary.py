@@ -101,11 +101,12 @@ def summary_lines(settings: Settings, result: dict[str, Any]) -> list[str]:
             c = reg["compact"]
             interval = c.get("test_drop_interval")
             ci = f" [{interval[0]:+.4f}, {interval[1]:+.4f}]" if interval else ""
+            speed = f"{c['latency_ratio']}x faster single-row, " if c.get("latency_ratio") else ""
             lines.append(
                 f"  compact model:  {c['model_name']} version {c['version']} "
                 f"@{c['alias'] or 'none'} ({c['candidate']}: {c['size_ratio']}x smaller, "
-                f"{c['latency_ratio']}x faster single-row, held-out test drop "
-                f"{c['test_drop']:+.4f}{ci}; reports/compress/pareto.csv)"
+                f"{speed}held-out test drop {c['test_drop']:+.4f}{ci}; "
+                "reports/compress/pareto.csv)"
             )
         elif paths.compress_metrics.is_file():
             why = read_json(paths.compress_metrics).get("reason")
@@ -116,7 +117,7 @@ def summary_lines(settings: Settings, result: dict[str, Any]) -> list[str]:
             target = f" -> @{gate['alias']}" if gate.get("alias") else " (not registered)"
             verdict = (
                 (("clears" if cmp["clears"] else "does not clear") + " the rule")
-                if cmp
+                if cmp and gate["action"] != "hold"
                 else gate["reason"]
             )
             lines.append(f"  gate decision:  {gate['action']}{target}: {verdict}")

@@ -2,7 +2,8 @@
 compress -> register -> drift.
 
 Composition only: each stage's logic is the Prefect task in its `tasks/` module, the same
-function `dvc repro` runs through `python -m flows stage NAME`.
+function `dvc repro` runs through `python -m flows stage NAME`. The order is dvc.yaml's: both
+entry points read the one stage list there.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from typing import Any
 
 from prefect import Task, flow, runtime
 
-from adapters.dvc import DvcState, report_restored, restore_missing_outputs
+from adapters.dvc import DvcState, read_stages, report_restored, restore_missing_outputs
 from adapters.tracking import RunContext, finish_parent_run, start_parent_run
 from core.config import ConfigError, Settings, load_settings
+from core.errors import PipelineError
 from flows._runtime import configure_flow_logging
 from ops.preflight import preflight
 from tasks.compress.stage import compress_stage
@@ -36,6 +38,7 @@ log = logging.getLogger("flows.training")
 # check says the outside world lacks what it produced (e.g. a fresh clone has no registry).
 EXTERNAL_CHECKS: dict[str, Callable[[Settings], bool]] = {"register": registration_in_store}
 
+# The task of each stage by name; which stages run, and in which order, is dvc.yaml's.
 STAGES: dict[str, Task[[Settings, RunContext], Path]] = {
     "ingest": ingest_stage,
     "validate": validate_stage,
@@ -48,6 +51,30 @@ STAGES: dict[str, Task[[Settings, RunContext], Path]] = {
     "register": register_stage,
     "drift": drift_stage,
 }
+
+
+class StageGraphError(PipelineError):
+    """dvc.yaml and the flow's tasks name different stages."""
+
+
+def stage_order(root: Path) -> list[str]:
+    """The stages in dvc.yaml's order; every one of them must have a task and vice versa."""
+    names = list(read_stages(root))
+    unknown = [n for n in names if n not in STAGES]
+    absent = [n for n in STAGES if n not in names]
+    if unknown or absent:
+        raise StageGraphError(
+            f"{root / 'dvc.yaml'} and flows/training.py disagree: "
+            + "; ".join(
+                part
+                for part in (
+                    f"no task for stage(s) {', '.join(unknown)}" if unknown else "",
+                    f"stage(s) {', '.join(absent)} missing from dvc.yaml" if absent else "",
+                )
+                if part
+            )
+        )
+    return names
 
 
 def open_flow_run(settings: Settings) -> RunContext:
@@ -92,13 +119,15 @@ def training_flow(params_path: str = "params.yaml", force: bool = False) -> dict
     check_params_file(params_path)
     settings = load_settings(params_path)
     preflight(settings)  # unusable tracking store: fail before any stage; clean up after a crash
+    order = stage_order(settings.root)
     dvc = DvcState(settings.root)
     ctx: RunContext | None = None
     ran: list[str] = []
     skipped: list[str] = []
     registration: dict[str, Any] | None = None
     try:
-        for name, stage in STAGES.items():
+        for name in order:
+            stage = STAGES[name]
             if not force and dvc.is_current(name):
                 check = EXTERNAL_CHECKS.get(name)
                 if check is None or check(settings):

@@ -1,4 +1,5 @@
-"""Checks before a run starts: fail fast on an unusable tracking store, clean up after a crash.
+"""Checks before a run starts: fail fast on an unusable tracking store or a params key dvc.yaml
+declares but params.yaml lacks, clean up after a crash.
 
 MLflow's own client retries an unreachable server for minutes and waits on a locked SQLite file;
 one quick probe here turns both into an immediate error that names the URI, before any stage ran
@@ -23,7 +24,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from adapters.dvc import missing_params
 from adapters.registry import REGISTRATION_COMPLETE, REGISTRATION_OWNER, lock_name
+from core.config import ConfigError
 from core.errors import TrackingError
 
 log = logging.getLogger(__name__)
@@ -211,8 +216,25 @@ def clear_unfinished_versions(client: Any, names: list[str], ttl_s: float) -> li
     return cleared
 
 
+def check_declared_params(root: Path) -> None:
+    """Raise ConfigError when params.yaml lacks a key dvc.yaml declares for a stage: DVC would
+    stop with MissingParamsError at that stage, after the earlier ones ran."""
+    params = root / "params.yaml"
+    if not (root / "dvc.yaml").is_file() or not params.is_file():
+        return
+    raw = yaml.safe_load(params.read_text(encoding="utf-8")) or {}
+    missing = missing_params(root, raw if isinstance(raw, dict) else {})
+    if missing:
+        keys = "; ".join(f"{k} (stage {', '.join(s)})" for k, s in sorted(missing.items()))
+        raise ConfigError(
+            f"{params} lacks keys that dvc.yaml declares as stage params: {keys}. Add them "
+            "(null where the task type does not use them) or declare their section in dvc.yaml."
+        )
+
+
 def preflight(settings: Any) -> None:
     """Everything a run checks before its first stage."""
+    check_declared_params(settings.root)
     check_tracking_store(settings.tracking_uri)
     remove_stale_temp_files(settings.root)
     import mlflow

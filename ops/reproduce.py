@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from adapters.dvc import read_stages, stage_outputs
 from core.config import Settings, load_settings
 from core.errors import PipelineError, TrackingError
 from core.io import ArtifactPaths, read_json
@@ -70,15 +69,10 @@ class Reproduction:
 def stages_to_rerun(dvc_yaml: Path) -> list[tuple[str, str]]:
     """(name, cmd) of the stages after the one producing data/raw, up to the one writing
     metrics/test.json, in dvc.yaml order (which is the pipeline's order)."""
-    stages = (yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages", {})
     chosen: list[tuple[str, str]] = []
     started = False
-    for name, spec in stages.items():
-        outs = [
-            next(iter(o)) if isinstance(o, dict) else o
-            for key in ("outs", "metrics")
-            for o in spec.get(key, [])
-        ]
+    for name, spec in read_stages(dvc_yaml.parent).items():
+        outs = stage_outputs(spec)
         if not started:
             started = RAW_OUT in outs
             continue

@@ -1,4 +1,7 @@
-"""Measuring and reporting compression candidates: metrics, latency, the Pareto table and plot."""
+"""Measuring and reporting compression candidates: metrics, latency, the Pareto table and plot.
+
+The Pareto table holds what is a function of code, params and data (sizes, metrics, drops and
+their bootstrap bounds, parity); the timings are a separate table (`timings_table`)."""
 
 from __future__ import annotations
 
@@ -34,8 +37,6 @@ COLUMNS = [
     "test_drop",
     "test_drop_low",
     "test_drop_high",
-    "p50_single_row_ms",
-    "batch_rows_per_s",
     "parity_max_abs",
     "selectable",
     "chosen",
@@ -135,6 +136,19 @@ def full_row(
     return s
 
 
+def timings_table(scored: list[Scored]) -> list[dict[str, Any]]:
+    """Measured speed per candidate. Wall-clock figures differ on every run, so they go to
+    MLflow and an untracked file, never into the Pareto table (a DVC output under git)."""
+    return [
+        {
+            "candidate": s.name,
+            "p50_single_row_ms": round(s.p50_ms, 4),
+            "batch_rows_per_s": round(s.rows_per_s, 1),
+        }
+        for s in scored
+    ]
+
+
 def _r(value: float, digits: int = 6) -> float | None:
     return round(value, digits) if math.isfinite(value) else None
 
@@ -149,7 +163,7 @@ def pareto_table(
 ) -> pd.DataFrame:
     """One row per candidate: size, metric and drop on valid (with the one-sided upper bound
     of its paired bootstrap distribution, which selection uses) and on test (with its
-    interval: the held-out figure), speed; then the candidates that were dropped, with the
+    interval: the held-out figure), then the candidates that were dropped, with the
     reason as `note`."""
     rows = []
     for s in scored:
@@ -168,8 +182,6 @@ def pareto_table(
                 "test_drop": round(metric_drop(metric, full_test, s.test_metric), 6),
                 "test_drop_low": _r(s.test_drop_ci[0]),
                 "test_drop_high": _r(s.test_drop_ci[1]),
-                "p50_single_row_ms": round(s.p50_ms, 4),
-                "batch_rows_per_s": round(s.rows_per_s, 1),
                 "parity_max_abs": None if s.parity is None else float(f"{s.parity:.3g}"),
                 "selectable": s.selectable,
                 "chosen": s.name == chosen,

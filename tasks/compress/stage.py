@@ -46,6 +46,7 @@ from tasks.compress.report import (
     measure_latency,
     pareto_table,
     plot_size_vs_metric,
+    timings_table,
 )
 from tasks.compress.select import metric_drop, select_candidate
 
@@ -69,6 +70,7 @@ def write_disabled(
     """No compact model: the declared outputs still exist and say why (compression off, or no
     candidate within tolerance); the Pareto table lists what was tried, if anything."""
     table = pd.DataFrame(columns=COLUMNS) if table is None else table
+    paths.compress_timings.unlink(missing_ok=True)
     with atomic_dir(paths.compact_dir) as staging:
         write_json({"enabled": False, "reason": reason}, staging / "compact.json")
     write_json({"enabled": False, "reason": reason}, paths.compress_metrics)
@@ -99,7 +101,6 @@ def choose(
 def compact_summary(
     settings: Settings,
     chosen: Scored,
-    final: Scored,
     reference: Scored,
     packed: Scored | None,
     compiled: Scored | None,
@@ -107,7 +108,7 @@ def compact_summary(
     model_file: Path,
     train_rows: int,
 ) -> dict[str, Any]:
-    """models/compact/compact.json: what was chosen, its size, drop and speed against the full."""
+    """models/compact/compact.json: what was chosen, its size and drop against the full."""
     cfg, metric = settings.compress, settings.gate_metric
     summary: dict[str, Any] = {
         "enabled": True,
@@ -125,25 +126,36 @@ def compact_summary(
         "compact_packed_bytes": chosen.size_bytes,
         "valid_drop": round(metric_drop(metric, reference.valid_metric, chosen.valid_metric), 6),
         "test_drop": round(metric_drop(metric, reference.test_metric, chosen.test_metric), 6),
+        f"valid_{metric}": round(chosen.valid_metric, 6),
+        f"test_{metric}": round(chosen.test_metric, 6),
         # The held-out figure: paired bootstrap interval of the drop on the test split, which
         # nothing in compression chose on.
         "test_drop_interval": [round(v, 6) for v in chosen.test_drop_ci],
         "valid_drop_bound": round(chosen.valid_drop_bound, 6),
         "ci_level": settings.evaluate.ci_level,
-        f"valid_{metric}": round(chosen.valid_metric, 6),
-        f"test_{metric}": round(chosen.test_metric, 6),
-        "full_p50_single_row_ms": round(reference.p50_ms, 4),
-        "compact_p50_single_row_ms": round(final.p50_ms, 4),
-        "full_batch_rows_per_s": round(reference.rows_per_s, 1),
-        "compact_batch_rows_per_s": round(final.rows_per_s, 1),
     }
     summary["size_ratio"] = round(summary["full_size_bytes"] / summary["compact_size_bytes"], 2)
     summary["packed_size_ratio"] = (
         round(packed.size_bytes / chosen.size_bytes, 2) if packed else None
     )
-    summary["latency_ratio"] = round(reference.p50_ms / final.p50_ms, 2)
-    summary["throughput_ratio"] = round(final.rows_per_s / reference.rows_per_s, 2)
     return summary
+
+
+def compress_timings(
+    reference: Scored, final: Scored, measured: list[Scored], compact_md5: str
+) -> dict[str, Any]:
+    """reports/timings/compress.json: the speed of the full and the compact model, and of every
+    candidate, measured in this run; `compact_model_md5` names the model they belong to."""
+    return {
+        "compact_model_md5": compact_md5,
+        "full_p50_single_row_ms": round(reference.p50_ms, 4),
+        "compact_p50_single_row_ms": round(final.p50_ms, 4),
+        "full_batch_rows_per_s": round(reference.rows_per_s, 1),
+        "compact_batch_rows_per_s": round(final.rows_per_s, 1),
+        "latency_ratio": round(reference.p50_ms / final.p50_ms, 2),
+        "throughput_ratio": round(final.rows_per_s / reference.rows_per_s, 2),
+        "candidates": timings_table(measured),
+    }
 
 
 def write_compact(
@@ -156,9 +168,9 @@ def write_compact(
     rows: pd.DataFrame,
     train_rows: int,
     dropped: list[tuple[str, str, str]],
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Compile the chosen model and write models/compact/ and reports/compress/, each as one
-    folder swap; returns the manifest."""
+    folder swap; returns the manifest and the timings."""
     cfg, metric = settings.compress, settings.gate_metric
     with atomic_dir(paths.compact_dir) as staging, atomic_dir(paths.compress_reports) as reports:
         compiled = None
@@ -183,7 +195,6 @@ def write_compact(
         summary = compact_summary(
             settings,
             chosen,
-            compiled or chosen,
             reference,
             packed,
             compiled,
@@ -192,6 +203,12 @@ def write_compact(
             train_rows,
         )
         write_json(summary, staging / "compact.json")
+        timings = compress_timings(
+            reference,
+            compiled or chosen,
+            [reference, *scored, *([compiled] if compiled else [])],
+            file_md5(staging / "model.joblib"),
+        )
         write_csv(table, reports / "pareto.csv")
         write_json(table.to_dict("records"), reports / "pareto.json")
         plot_size_vs_metric(
@@ -201,22 +218,19 @@ def write_compact(
             reference.valid_metric,
             reports / "size_vs_metric.png",
         )
-    return summary
+    return summary, timings
 
 
-# What metrics/compress.json and the MLflow run carry of the manifest.
-SUMMARY_METRICS = (
-    "size_ratio",
-    "packed_size_ratio",
-    "latency_ratio",
-    "throughput_ratio",
-    "valid_drop",
-    "test_drop",
-)
+# What metrics/compress.json and the MLflow run carry of the manifest (timings: MLflow only).
+SUMMARY_METRICS = ("size_ratio", "packed_size_ratio", "valid_drop", "test_drop")
 
 
 def log_choice(
-    summary: dict[str, Any], chosen: Scored, reference: Scored, candidates: int, seconds: float
+    summary: dict[str, Any],
+    timings: dict[str, Any],
+    chosen: Scored,
+    candidates: int,
+    seconds: float,
 ) -> None:
     log.info(
         "compress: %d candidates in %.1fs; chose %s (%s): %d bytes (%.1fx smaller), valid "
@@ -233,9 +247,9 @@ def log_choice(
         summary["valid_drop_bound"],
         summary["test_drop"],
         *summary["test_drop_interval"],
-        summary["compact_p50_single_row_ms"],
-        reference.p50_ms,
-        summary["latency_ratio"],
+        timings["compact_p50_single_row_ms"],
+        timings["full_p50_single_row_ms"],
+        timings["latency_ratio"],
         f"; compiled, parity {summary['parity_max_abs']:.2g}" if summary["compiled"] else "",
     )
 
@@ -274,7 +288,7 @@ def compress_model(settings: Settings, ctx: RunContext, paths: ArtifactPaths) ->
             "upper bound",
             table,
         )
-    summary = write_compact(
+    summary, timings = write_compact(
         settings, paths, chosen, scored, reference, packed, rows, len(splits.train), dropped
     )
     metrics = {k: summary[k] for k in SUMMARY_METRICS}
@@ -282,11 +296,15 @@ def compress_model(settings: Settings, ctx: RunContext, paths: ArtifactPaths) ->
         {**metrics, "candidate": chosen.name, "compiled": summary["compiled"]},
         paths.compress_metrics,
     )
-    log_choice(summary, chosen, reference, len(scored), time.perf_counter() - start)
+    write_json(timings, paths.compress_timings)
+    log_choice(summary, timings, chosen, len(scored), time.perf_counter() - start)
+    speed = {k: timings[k] for k in ("latency_ratio", "throughput_ratio")}
     log_to_run(
         ctx,
-        metrics={f"compress_{k}": v for k, v in metrics.items() if v is not None},
+        metrics={f"compress_{k}": v for k, v in {**metrics, **speed}.items() if v is not None},
         params={"compress.chosen": chosen.name},
+        artifacts=[paths.compress_timings],
+        artifact_dir="compress",
     )
     log_dir_to_run(ctx, paths.compress_reports, "compress")
     return paths.compact_dir

@@ -78,8 +78,20 @@ def sync_compact_aliases(client: Any, settings: Settings) -> dict[str, str]:
     return moved
 
 
+def measured_timings(paths: ArtifactPaths) -> dict[str, Any]:
+    """The speed compress measured for the compact model now in models/compact (empty when that
+    run's untracked timings file is missing, e.g. on a fresh clone, or from another model)."""
+    if not paths.compress_timings.is_file():
+        return {}
+    timings = read_json(paths.compress_timings)
+    if timings.get("compact_model_md5") != file_md5(paths.compact_dir / "model.joblib"):
+        return {}
+    return dict(timings)
+
+
 def compact_version_tags(
     manifest: dict[str, Any],
+    timings: dict[str, Any],
     model: CompactModel,
     settings: Settings,
     full_version: str,
@@ -97,8 +109,7 @@ def compact_version_tags(
         "test_metric_drop_interval": str(manifest.get("test_drop_interval")),
         "size_ratio": str(manifest["size_ratio"]),
         "packed_size_ratio": str(manifest["packed_size_ratio"]),
-        "latency_ratio": str(manifest["latency_ratio"]),
-        "throughput_ratio": str(manifest["throughput_ratio"]),
+        **{k: str(timings[k]) for k in ("latency_ratio", "throughput_ratio") if k in timings},
         "size_bytes": str(manifest["compact_size_bytes"]),
         "compiled": str(manifest["compiled"]).lower(),
         "parity_max_abs": str(manifest["parity_max_abs"]),
@@ -119,6 +130,25 @@ def log_compact_model(paths: ArtifactPaths, model: CompactModel) -> Any:
         compact_signature(model, example),
         example,
         pip_requirements("treelite", "tl2cgen"),
+    )
+
+
+def log_registered(
+    name: str,
+    version: str,
+    alias: str | None,
+    manifest: dict[str, Any],
+    timings: dict[str, Any],
+    settings: Settings,
+    full_version: str,
+) -> None:
+    speed = (
+        f", {timings['latency_ratio']:.1f}x faster single-row" if "latency_ratio" in timings else ""
+    )
+    log.info(
+        f"register: {name} version {version}{f' @{alias}' if alias else ''} "
+        f"({manifest['candidate']} from {settings.register_.model_name} v{full_version}; "
+        f"{manifest['size_ratio']:.1f}x smaller{speed})"
     )
 
 
@@ -152,30 +182,26 @@ def register_compact(
         )
         return None
     info = log_compact_model(paths, model)
+    timings = measured_timings(paths)
     registered = create_version(
         client,
         name,
         info,
         run_id,
-        compact_version_tags(manifest, model, settings, full_version, tags),
+        compact_version_tags(manifest, timings, model, settings, full_version, tags),
     )
     version = str(registered.version)
     aliases = sync_compact_aliases(client, settings)
     client.set_model_version_tag(name, version, REGISTRATION_COMPLETE, "true")
     mlflow.set_tags({"registered_compact_model": name, "registered_compact_version": version})
-    alias = f" @{aliases[version]}" if version in aliases else ""
-    log.info(
-        f"register: {name} version {version}{alias} ({manifest['candidate']} from "
-        f"{settings.register_.model_name} v{full_version}; {manifest['size_ratio']:.1f}x smaller, "
-        f"{manifest['latency_ratio']:.1f}x faster single-row)"
-    )
+    log_registered(name, version, aliases.get(version), manifest, timings, settings, full_version)
     return {
         "model_name": name,
         "version": int(version),
         "alias": aliases.get(version),
         "candidate": manifest["candidate"],
         "size_ratio": manifest["size_ratio"],
-        "latency_ratio": manifest["latency_ratio"],
+        "latency_ratio": timings.get("latency_ratio"),
         "test_drop": manifest["test_drop"],
         "test_drop_interval": manifest.get("test_drop_interval"),
         "compiled": manifest["compiled"],

@@ -6,6 +6,9 @@
 4. `model_contract` / `incompatibilities`: what a model's output means (task, target, positive
    label, classes, output columns). A champion whose contract differs from the candidate's is
    never scored against it: its numbers would mean something else (P(bad) against P(good)).
+5. `promotion_blocker` / `hold_back`: a run that is an experiment (`dvc exp run`, a branch other
+   than the default one) turns a promote verdict into `hold` (@challenger), unless
+   gate.allow_promotion says otherwise.
 
 No I/O here: the register stage gathers the inputs (metrics, the champion's output on the test
 rows) and applies the Decision to the registry; `predictions_from_output` and
@@ -32,10 +35,11 @@ from tasks.evaluate.bootstrap import (
     weighted_metrics,
 )
 
-Action = Literal["promote", "keep", "manual_review", "reject"]
+Action = Literal["promote", "keep", "hold", "manual_review", "reject"]
 ALIAS_FOR: dict[str, str | None] = {
     "promote": "champion",
     "keep": "challenger",
+    "hold": "challenger",
     "manual_review": "challenger",
     "reject": None,
 }
@@ -206,6 +210,39 @@ def decide(
     reason = f"{comparison.describe()} {verdict} rule {rule_s}"
     return Decision(
         "promote" if comparison.clears else "keep", reason, rule_s, champion_version, comparison
+    )
+
+
+def promotion_blocker(
+    allow: bool | str, experiment: str | None, branch: str | None, default_branch: str | None
+) -> str | None:
+    """Why this run may not move @champion (None: it may). `allow` is gate.allow_promotion;
+    `branch` is None on a detached HEAD, `default_branch` None when it cannot be told (outside
+    git), and then only a DVC experiment is held back."""
+    if allow is True:
+        return None
+    if allow is False:
+        return "gate.allow_promotion is false"
+    if experiment is not None:
+        return f"the run is the DVC experiment {experiment!r}"
+    if default_branch is not None and branch != default_branch:
+        where = f"branch {branch!r}" if branch else "a detached HEAD"
+        return f"the run is on {where}, not the default branch {default_branch!r}"
+    return None
+
+
+def hold_back(decision: Decision, blocker: str | None) -> Decision:
+    """A promote verdict held back by `blocker`: the candidate becomes @challenger, the champion
+    stays; any other verdict as it is."""
+    if blocker is None or decision.action != "promote":
+        return decision
+    return Decision(
+        "hold",
+        f"{decision.reason}; held back as @challenger: {blocker} "
+        "(set gate.allow_promotion: true to promote it)",
+        decision.rule,
+        decision.champion_version,
+        decision.comparison,
     )
 
 

@@ -34,7 +34,8 @@ from typing import Any, TypeVar
 import pandas as pd
 from prefect import task
 
-from adapters.git import git_commit
+from adapters.dvc import experiment_name, pipeline_outputs
+from adapters.git import current_branch, default_branch, git_commit, git_diff
 from adapters.registry import (
     REGISTRATION_COMPLETE,
     LockTimeout,
@@ -54,7 +55,7 @@ from adapters.tracking import (
     log_record_to_run,
     resumed_run,
 )
-from core.config import Settings
+from core.config import Settings, project_relative_uri
 from core.errors import PipelineError, TrackingError
 from core.io import (
     ArtifactPaths,
@@ -74,16 +75,20 @@ from tasks.register.gate import (
     candidate_predictions,
     check_absolute,
     decide,
+    hold_back,
     incompatibilities,
     model_contract,
     paired_comparison,
     predictions_from_output,
+    promotion_blocker,
 )
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 ATTEMPTS, RETRY_DELAY_S = 3, 2.0
+# A version trained from a dirty tree: `git diff HEAD` of its code and params, in its run.
+GIT_DIFF_ARTIFACT = "lineage/git_diff.patch"
 
 
 class GateError(PipelineError):
@@ -113,11 +118,42 @@ def with_retries(
     raise AssertionError("unreachable")
 
 
+@dataclass(frozen=True)
+class Lineage:
+    """Where the candidate comes from: the commit (`-dirty` when code or params differ from it;
+    the pipeline's own outputs do not count), the diff on top of it, branch and experiment."""
+
+    commit: str
+    diff: str
+    branch: str | None
+    default_branch: str | None
+    experiment: str | None
+
+    def promotion_blocker(self, settings: Settings) -> str | None:
+        return promotion_blocker(
+            settings.gate.allow_promotion, self.experiment, self.branch, self.default_branch
+        )
+
+
+def read_lineage(root: Path) -> Lineage:
+    outputs = pipeline_outputs(root)
+    commit = git_commit(root, exclude=outputs)
+    return Lineage(
+        commit,
+        git_diff(root, exclude=outputs) if commit.endswith("-dirty") else "",
+        current_branch(root),
+        default_branch(root),
+        experiment_name(),
+    )
+
+
 def version_tags(
-    settings: Settings, ctx: RunContext, raw_path: Path, raw_rows: int
+    settings: Settings, ctx: RunContext, raw_path: Path, raw_rows: int, lineage: Lineage
 ) -> dict[str, str]:
     return {
-        "git_commit": git_commit(settings.root),
+        "git_commit": lineage.commit,
+        "git_branch": lineage.branch or "",
+        "dvc_experiment": lineage.experiment or "",
         "data_md5": file_md5(raw_path),
         "params_hash": settings.section_hash(),
         "dataset": settings.data.source,
@@ -223,8 +259,10 @@ def promote(
     model: InferenceModel,
     test: pd.DataFrame,
     describe: Callable[[Decision], str],
+    blocker: str | None = None,
 ) -> Decision:
-    """Decide and move the alias as one critical section under the registry lock.
+    """Decide and move the alias as one critical section under the registry lock; `blocker`
+    (an experiment's run) holds a promote verdict back as @challenger.
 
     The version's gate tags and its description (`describe(decision)`, the model card) are
     written before its alias, so whoever sees the alias sees why.
@@ -232,7 +270,7 @@ def promote(
     gate, name = settings.gate, settings.register_.model_name
     lock = RegistryLock(client, name, ttl_s=gate.lock_ttl_s, timeout_s=gate.lock_timeout_s)
     with lock.held():
-        decision = gate_against_champion(client, settings, model, test, [])
+        decision = hold_back(gate_against_champion(client, settings, model, test, []), blocker)
         for key, value in decision.tags().items():
             client.set_model_version_tag(name, version, key, value)
         client.update_model_version(name, version, description=describe(decision))
@@ -320,6 +358,7 @@ def register_candidate(
     test: pd.DataFrame,
     failures: list[str],
     tags: dict[str, str],
+    lineage: Lineage,
 ) -> Registration:
     """Log the model into the parent run, register and gate it, register the compact model,
     write the card; one attempt (with_retries repeats it on a registry hiccup)."""
@@ -335,6 +374,8 @@ def register_candidate(
             run_id = run.info.run_id if run else None
             example = test[model.feature_columns].head(5)
             info = log_inference_model(load_joblib(paths.model), paths, example)
+            if lineage.diff:
+                mlflow.log_text(lineage.diff, GIT_DIFF_ARTIFACT)
             if failures:
                 decision = gate_against_champion(client, settings, model, test, failures)
             else:
@@ -343,7 +384,8 @@ def register_candidate(
                 describe = lambda d: as_description(  # noqa: E731
                     build_card(settings, model, created, d, tags, paths)
                 )
-                decision = promote(client, settings, version, model, test, describe)
+                blocker = lineage.promotion_blocker(settings)
+                decision = promote(client, settings, version, model, test, describe, blocker)
                 compact = register_compact(settings, client, version, run_id, tags)
             card = build_card(settings, model, version, decision, tags, paths)
             write_text(card, paths.model_card)
@@ -396,9 +438,15 @@ def register_stage(settings: Settings, ctx: RunContext) -> Path:
     failures = check_absolute(read_json(paths.test_metrics)["test"], settings.gate.criteria)
     name = settings.register_.model_name
     configure_mlflow(settings.tracking_uri)
-    tags = {**version_tags(settings, ctx, paths.raw, raw_rows), **candidate_contract(model, test)}
+    lineage = read_lineage(settings.root)
+    tags = {
+        **version_tags(settings, ctx, paths.raw, raw_rows, lineage),
+        **candidate_contract(model, test),
+    }
+    if lineage.diff:
+        tags["git_diff"] = GIT_DIFF_ARTIFACT  # the run artifact holding the uncommitted changes
     result = with_retries(
-        lambda: register_candidate(settings, ctx, model, test, failures, tags),
+        lambda: register_candidate(settings, ctx, model, test, failures, tags, lineage),
         f"register: registering {name!r}",
     )
     version, decision = result.version, result.decision
@@ -408,7 +456,7 @@ def register_stage(settings: Settings, ctx: RunContext) -> Path:
         "alias": decision.alias,
         "model_uri": f"models:/{name}/{version}" if version else None,
         "run_id": result.run_id,
-        "tracking_uri": settings.tracking_uri,
+        "tracking_uri": settings.tracking_uri_in_project,
         "gate": decision.as_dict(),
         "compact": result.compact,
     }
@@ -456,7 +504,10 @@ def registration_in_store(settings: Settings) -> bool:
     if not path.is_file():
         return False
     record = read_json(path)
-    if record.get("tracking_uri") != settings.tracking_uri:
+    recorded = record.get("tracking_uri")
+    if recorded is None or project_relative_uri(recorded, settings.root) != (
+        settings.tracking_uri_in_project
+    ):
         return False
     if record.get("version") is None:  # the gate kept the candidate out; nothing to find
         return True

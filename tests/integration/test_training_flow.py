@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from tests.integration.conftest import make_project
 
@@ -212,11 +213,16 @@ def test_regression_from_parquet_through_dvc(tmp_path) -> None:
         frame,
         file_name="diabetes.parquet",
         suggest_suites=True,
-        data={"target": "target", "task": "regression", "positive_label": None},
+        data={"target": "target", "task": "regression"},
         register={"model_name": "diabetes"},
         gate={"criteria": {}},
         tune={"enabled": True},
     )  # regression CV (RMSE)
+    # The binary-only params as a user of a regression table leaves them: absent or null.
+    params = yaml.safe_load((project.root / "params.yaml").read_text())
+    del params["data"]["positive_label"]
+    params["evaluate"]["threshold"] = None
+    (project.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     project.dvc("repro")
     metrics = json.loads((project.root / "metrics/test.json").read_text())["test"]
     assert set(metrics) == {"rmse", "mae", "r2"} and metrics["r2"] > 0.2

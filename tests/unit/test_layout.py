@@ -24,12 +24,12 @@ INFERENCE_FORBIDDEN = {
 }
 
 
-def project_modules() -> dict[str, Path]:
-    """module name -> file, for every .py file of the code packages."""
+def project_modules(root: Path = ROOT) -> dict[str, Path]:
+    """module name -> file, for every .py file of the code packages under `root`."""
     out: dict[str, Path] = {}
     for package in CODE_PACKAGES:
-        for path in sorted((ROOT / package).rglob("*.py")):
-            rel = path.relative_to(ROOT).with_suffix("")
+        for path in sorted((root / package).rglob("*.py")):
+            rel = path.relative_to(root).with_suffix("")
             name = ".".join(rel.parts)
             out[name.removesuffix(".__init__")] = path
     return out
@@ -47,8 +47,8 @@ def imports_of(path: Path) -> set[str]:
     return names
 
 
-def import_graph() -> dict[str, set[str]]:
-    modules = project_modules()
+def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
+    modules = project_modules(root)
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         graph[name] = {m for m in imports_of(path) if m in modules and m != name}

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from core.config import ConfigError, load_settings, parse_settings
+from core.config import ConfigError, LgbmParams, ThresholdSettings, load_settings, parse_settings
 from tests.conftest import ROOT
 
 
@@ -72,3 +72,34 @@ def test_params_hash_changes_with_params(tmp_path: Path) -> None:
     b = parse_settings({"base": {"seed": 7}}, tmp_path)
     assert a.section_hash() == parse_settings({}, tmp_path).section_hash()
     assert a.section_hash() != b.section_hash()
+
+
+def test_train_params_while_tuning_is_an_error_that_says_why(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="train.params is set while tune.enabled is true"):
+        parse_settings({"train": {"params": {"learning_rate": 0.1}}}, tmp_path)
+    off = parse_settings(
+        {"train": {"params": {"learning_rate": 0.1}}, "tune": {"enabled": False}}, tmp_path
+    )
+    assert off.train.params_set and off.train.params.learning_rate == 0.1
+    unset = parse_settings({"train": {"params": None}}, tmp_path)
+    assert not unset.train.params_set and unset.train.params == LgbmParams()
+
+
+def test_binary_only_params_may_be_null_or_absent_for_regression(tmp_path: Path) -> None:
+    s = parse_settings(
+        {"data": {"task": "regression", "target": "y"}, "evaluate": {"threshold": None}},
+        tmp_path,
+    )
+    assert s.evaluate.threshold == ThresholdSettings()
+
+
+def test_tracking_uri_inside_the_project_is_recorded_relative_to_it(tmp_path: Path) -> None:
+    from core.config import project_relative_uri
+
+    s = parse_settings({"register": {"tracking_uri": "sqlite:///store/mlflow.db"}}, tmp_path)
+    assert s.tracking_uri == f"sqlite:///{tmp_path.resolve()}/store/mlflow.db"
+    assert s.tracking_uri_in_project == "sqlite:///store/mlflow.db"
+    moved = tmp_path / "copy"
+    assert project_relative_uri(f"sqlite:///{moved}/mlflow.db", moved) == "sqlite:///mlflow.db"
+    assert project_relative_uri("sqlite:////elsewhere/m.db", moved) == "sqlite:////elsewhere/m.db"
+    assert project_relative_uri("http://127.0.0.1:5000", moved) == "http://127.0.0.1:5000"

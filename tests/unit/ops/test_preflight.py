@@ -166,3 +166,23 @@ def test_half_registered_versions_of_gone_owners_are_removed_or_completed() -> N
     assert cleared == ["m v2", "m v3", "m v6", "m v7"]
     assert sorted(registry.versions) == ["1", "3", "4", "5", "8", "9"]
     assert registry.versions["3"].tags["registration.complete"] == "true"
+
+
+def test_a_declared_param_missing_from_params_yaml_stops_the_run_at_start(tmp_path: Path) -> None:
+    import yaml
+
+    from core.config import ConfigError
+    from ops.preflight import check_declared_params
+    from tests.conftest import ROOT
+
+    (tmp_path / "dvc.yaml").write_text((ROOT / "dvc.yaml").read_text())
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    del params["data"]["positive_label"]  # a whole-section declaration: may be absent
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    check_declared_params(tmp_path)
+    del params["evaluate"]["threshold"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(
+        ConfigError, match=r"evaluate.threshold \(stage train, evaluate, compress\)"
+    ):
+        check_declared_params(tmp_path)

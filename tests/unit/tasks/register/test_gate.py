@@ -103,3 +103,23 @@ def test_other_target_task_or_outputs_and_unrecorded_keys_are_incompatible() -> 
     )
     legacy = {"task": "multiclass"}  # registered before versions recorded their contract
     assert "champion records no target (candidate: 'y')" in incompatibilities(legacy, base)
+
+
+def test_an_experiment_never_takes_champion_unless_allowed() -> None:
+    from tasks.register.gate import hold_back, promotion_blocker
+
+    assert promotion_blocker("auto", None, "main", "main") is None
+    assert promotion_blocker("auto", None, None, None) is None  # outside git: cannot tell
+    assert "DVC experiment 'exp-1'" in str(promotion_blocker("auto", "exp-1", "main", "main"))
+    assert "branch 'lineage'" in str(promotion_blocker("auto", None, "lineage", "main"))
+    assert "detached HEAD" in str(promotion_blocker("auto", None, None, "main"))
+    assert promotion_blocker(True, "exp-1", "lineage", "main") is None
+    assert "allow_promotion is false" in str(promotion_blocker(False, None, "main", "main"))
+
+    promoted = decide([], "superior", 0.0, None)
+    held = hold_back(promoted, "the run is the DVC experiment 'exp-1'")
+    assert (held.action, held.alias) == ("hold", "challenger")
+    assert held.reason.startswith("no current champion; held back as @challenger: the run is")
+    assert held.tags()["gate.decision"] == "hold"
+    kept = decide([], "superior", 0.0, "3", _cmp(np.linspace(-0.02, 0.01, 101)))
+    assert hold_back(kept, "whatever") is kept and hold_back(promoted, None) is promoted
