@@ -179,13 +179,9 @@ def write_compact(
             if compiled is not None:
                 measure_latency([compiled], rows, cfg.latency_rows, cfg.batch_seconds)
                 chosen.model.detach_compiled()  # type: ignore[attr-defined]  # loaders attach it
+        every = [reference, *scored, *([compiled] if compiled else [])]
         table = pareto_table(
-            [reference, *scored, *([compiled] if compiled else [])],
-            metric,
-            reference.valid_metric,
-            reference.test_metric,
-            chosen.name,
-            dropped,
+            every, metric, reference.valid_metric, reference.test_metric, chosen.name, dropped
         )
         model: CompactModel = chosen.model  # type: ignore[assignment]
         model.metadata.update(
@@ -204,10 +200,7 @@ def write_compact(
         )
         write_json(summary, staging / "compact.json")
         timings = compress_timings(
-            reference,
-            compiled or chosen,
-            [reference, *scored, *([compiled] if compiled else [])],
-            file_md5(staging / "model.joblib"),
+            reference, compiled or chosen, every, file_md5(staging / "model.joblib")
         )
         write_csv(table, reports / "pareto.csv")
         write_json(table.to_dict("records"), reports / "pareto.json")
