@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: setup lock run repro test lint ui bench server clean serve score push pull reproduce screenshots
+.PHONY: setup lock run repro test lint ui bench bench-peers server clean serve score push pull reproduce screenshots
 
 # requirements.lock pins every transitive dependency to the versions the suite was run with;
 # the project itself is installed on top without resolving anything again.
@@ -80,6 +80,11 @@ bench: setup  ## run the benchmarks (the scale one takes a while at 1M rows)
 			"$$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$$(git rev-parse --short HEAD)" "$$out" \
 			>> bench/results.jsonl; \
 	done
+
+bench-peers: setup  ## bench/quality.py's peers: FLAML into .venv, AutoGluon into .venv-autogluon
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "flaml[automl]==2.8.0" "xgboost==2.1.4"
+	test -x .venv-autogluon/bin/python || $(PYTHON) -m venv .venv-autogluon
+	.venv-autogluon/bin/python -m pip install --quiet --disable-pip-version-check -r bench/requirements-autogluon.txt
 
 clean:  ## remove outputs (keeps .venv and the tracking store)
 	rm -rf data/raw data/validated data/processed models metrics plots reports .pipeline

@@ -217,6 +217,21 @@ def predict_validated(model: Any, rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(python_model.predict(None, rows))
 
 
+def predict_evaluation_model(name: str, version: str, rows: pd.DataFrame) -> pd.DataFrame | None:
+    """What the evaluation model of `models:/<name>/<version>` (learnt without the test split)
+    predicts for these validated raw rows; None when the version carries none."""
+    with loading_registered_code():
+        import mlflow
+
+        loaded = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+        try:
+            get = loaded.unwrap_python_model().evaluation_model
+        except Exception:  # not our pyfunc, or registered before it had one
+            return None
+        model = get()
+        return None if model is None else pd.DataFrame(model.predict_frame(rows))
+
+
 def registered_python_model(name: str, version: str) -> Any:
     """The object a registered version's pyfunc wraps (for this project's models, the fitted
     InferenceModel), to read facts that versions registered earlier did not record as tags."""

@@ -56,12 +56,7 @@ def prepare(tmp: Path):  # type: ignore[no-untyped-def]
     frame = normalise_frame(read_source(data.source, ROOT, data.csv_separator), data)
     frame, _ = drop_duplicate_rows(frame[frame[data.target].notna()])
     splits = split_frame(
-        frame,
-        data.target,
-        True,
-        settings.split.test_size,
-        settings.split.valid_size,
-        settings.base.seed,
+        frame, settings.split.test_size, settings.split.valid_size, settings.base.seed
     )
     X = feature_frame(splits["train"], data.target)
     pre = build_preprocessor(X, settings.preprocess, data.sentinels).fit(X)

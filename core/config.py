@@ -94,9 +94,10 @@ class PreprocessSettings(_Section):
 
 
 class LgbmParams(_Section):
-    """LightGBM parameters (scikit-learn API names)."""
+    """LightGBM parameters (scikit-learn API names where it has them). The defaults are
+    LightGBM's own."""
 
-    learning_rate: float = Field(default=0.05, gt=0, le=1)
+    learning_rate: float = Field(default=0.1, gt=0, le=1)
     num_leaves: int = Field(default=31, ge=2)
     max_depth: int = -1
     min_child_samples: int = Field(default=20, ge=1)
@@ -105,6 +106,18 @@ class LgbmParams(_Section):
     colsample_bytree: float = Field(default=1.0, gt=0, le=1)
     subsample: float = Field(default=1.0, gt=0, le=1)
     subsample_freq: int = Field(default=0, ge=0)
+    min_split_gain: float = Field(default=0.0, ge=0)
+    path_smooth: float = Field(default=0.0, ge=0)
+    max_bin: int = Field(default=255, ge=2)
+    extra_trees: bool = False
+    # Categorical columns split as categories (True) or as their ordinal codes (False). Not a
+    # LightGBM parameter: it says which columns are handed to LightGBM as categorical.
+    categorical_native: bool = True
+    # categorical splits (used when the table has categorical columns)
+    cat_smooth: float = Field(default=10.0, ge=0)
+    cat_l2: float = Field(default=10.0, ge=0)
+    max_cat_to_onehot: int = Field(default=4, ge=1)
+    min_data_per_group: int = Field(default=100, ge=1)
 
 
 class TrainSettings(_Section):
@@ -216,7 +229,8 @@ class CompressSettings(_Section):
     # Feature pruning: retrain on the top round(f * n) model-input columns by gain, per f.
     feature_fractions: tuple[float, ...] = (0.75, 0.5, 0.35, 0.25)
     # Distillation student (and the same model on hard labels, for comparison).
-    student_leaves: int = Field(default=4, ge=2)
+    # Leaves per tree of the students (one distilled and one hard-label student per size).
+    student_leaves: tuple[int, ...] = (4, 16)
     student_rounds: int = Field(default=100, ge=1)
     student_learning_rate: float = Field(default=0.2, gt=0, le=1)
     synthetic_factor: float = Field(default=2.0, ge=0)  # synthetic rows per train row
@@ -230,8 +244,15 @@ class CompressSettings(_Section):
     latency_rows: int = Field(default=100, ge=1)  # single-row predictions timed
     batch_seconds: float = Field(default=0.3, gt=0)  # time spent per batch-throughput figure
 
+    @field_validator("student_leaves", mode="before")
+    @classmethod
+    def _one_or_more(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, int) else value
+
     @model_validator(mode="after")
     def _check_fractions(self) -> CompressSettings:
+        if not self.student_leaves or min(self.student_leaves) < 2:
+            raise ValueError("compress.student_leaves: give leaf counts of at least 2")
         bad = [f for f in self.feature_fractions if not 0 < f < 1]
         if bad:
             raise ValueError(
@@ -478,22 +499,47 @@ class FeaturesSettings(_Section):
 
 
 class SearchRange(_Section):
-    low: float
-    high: float
+    """A numeric range ({low, high, log}) or a list of `choices` (e.g. booleans, bin counts)."""
+
+    low: float | None = None
+    high: float | None = None
     log: bool = False
+    choices: tuple[bool | int | float, ...] | None = None
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> SearchRange:
+        if self.choices is None and (self.low is None or self.high is None):
+            raise ValueError("give low and high, or choices")
+        if self.choices is not None and not self.choices:
+            raise ValueError("choices must not be empty")
+        return self
 
 
 def _default_space() -> dict[str, SearchRange]:
     return {
         "learning_rate": SearchRange(low=0.01, high=0.3, log=True),
-        "num_leaves": SearchRange(low=4, high=64, log=True),
-        "max_depth": SearchRange(low=2, high=10),
-        "min_child_samples": SearchRange(low=5, high=100, log=True),
-        "reg_alpha": SearchRange(low=1e-3, high=10.0, log=True),
-        "reg_lambda": SearchRange(low=1e-3, high=10.0, log=True),
-        "colsample_bytree": SearchRange(low=0.4, high=1.0),
+        "num_leaves": SearchRange(low=2, high=256, log=True),
+        "min_child_samples": SearchRange(low=1, high=100, log=True),
+        "colsample_bytree": SearchRange(low=0.3, high=1.0),
         "subsample": SearchRange(low=0.5, high=1.0),
+        "reg_alpha": SearchRange(low=1e-3, high=10.0, log=True),
+        "reg_lambda": SearchRange(low=1e-3, high=100.0, log=True),
+        "min_split_gain": SearchRange(low=1e-4, high=1.0, log=True),
+        "path_smooth": SearchRange(low=1e-3, high=10.0, log=True),
+        "extra_trees": SearchRange(choices=(False, True)),
+        "max_bin": SearchRange(choices=(31, 63, 127, 255, 511)),
+        "categorical_native": SearchRange(choices=(True, False)),
+        "cat_smooth": SearchRange(low=1e-2, high=100.0, log=True),
+        "cat_l2": SearchRange(low=1e-2, high=100.0, log=True),
+        "max_cat_to_onehot": SearchRange(low=2, high=64, log=True),
+        "min_data_per_group": SearchRange(low=2, high=100, log=True),
     }
+
+
+# Only searched when the table has categorical columns (they change nothing otherwise).
+CATEGORICAL_PARAMS = frozenset(
+    {"categorical_native", "cat_smooth", "cat_l2", "max_cat_to_onehot", "min_data_per_group"}
+)
 
 
 class TuneRunnerSettings(_Section):
@@ -523,18 +569,43 @@ class LargeDataSettings(_Section):
     n_folds: int = Field(default=3, ge=2)
 
 
-class TuneSettings(_Section):
+Learner = Literal["linear", "extra_trees", "random_forest", "hist_gbm"]
+
+
+class EnsembleSettings(_Section):
+    """Greedy ensemble selection on out-of-fold predictions (Caruana et al. 2004)."""
+
     enabled: bool = True
-    n_trials: int = Field(default=24, ge=1)
-    timeout_s: float | None = Field(default=None, gt=0)  # wall-clock budget (None: trials only)
-    n_folds: int = Field(default=4, ge=2)
-    max_rounds: int = Field(default=1000, ge=10)  # boosting rounds per fold (upper bound)
-    early_stopping_rounds: int = Field(default=30, ge=1)
-    pruner: Literal["hyperband", "successive_halving", "none"] = "hyperband"
+    iterations: int = Field(default=25, ge=1)
+    # Best LightGBM trials offered to the selection, besides the other learners.
+    lightgbm_pool: int = Field(default=10, ge=1)
+
+
+class TuneSettings(_Section):
+    """Model selection by k-fold CV on the train split: an Optuna study over LightGBM's params,
+    the other learners in the same folds, and the single best or a weighted ensemble."""
+
+    enabled: bool = True
+    n_trials: int = Field(default=25, ge=1)
+    # Wall-clock budget of the selection in seconds (study and other learners); no new trial
+    # starts after it. A study cut by it can differ on a faster or slower machine.
+    timeout_s: float | None = Field(default=300, gt=0)
+    # Stop when this many trials in a row have not improved the best CV score (0: never).
+    stall_trials: int = Field(default=15, ge=0)
+    # Enqueue LightGBM's defaults and a portfolio of settings known to do well on tabular data
+    # (tasks/tune/search.py PORTFOLIO) before the sampler proposes its own.
+    portfolio: bool = True
+    n_folds: int = Field(default=5, ge=2)
+    max_rounds: int = Field(default=5000, ge=10)  # boosting rounds per fold (upper bound)
+    # Early-stopping patience: round(2.5 / learning_rate) rounds, at least this many.
+    early_stopping_rounds: int = Field(default=20, ge=1)
+    pruner: Literal["median", "hyperband", "successive_halving", "none"] = "median"
     report_every: int = Field(default=10, ge=1)  # rounds between pruning checks
     min_resource: int = Field(default=20, ge=1)  # rounds before the first pruning rung
     reduction_factor: int = Field(default=3, ge=2)
-    baselines: bool = True  # LightGBM defaults + linear model
+    # Other learners scored in the same folds; each enters the selection with its OOF output.
+    learners: tuple[Learner, ...] = ("linear", "extra_trees", "hist_gbm")
+    ensemble: EnsembleSettings = Field(default_factory=EnsembleSettings)
     runner: TuneRunnerSettings = Field(default_factory=TuneRunnerSettings)
     large_data: LargeDataSettings = Field(default_factory=LargeDataSettings)
     search_space: dict[str, SearchRange] = Field(default_factory=_default_space)
@@ -559,6 +630,16 @@ def check_search_space(space: dict[str, SearchRange]) -> list[str]:
             tunable = ", ".join(k for k in known if k != "subsample_freq")
             problems.append(f"{key}: unknown parameter (tunable: {tunable})")
             continue
+        if rng.choices is not None:
+            for choice in rng.choices:
+                try:
+                    LgbmParams.model_validate({name: choice})
+                except ValidationError as exc:
+                    msg = exc.errors()[0]["msg"].lower()
+                    problems.append(f"{key}: choice {choice!r} is not a valid value ({msg})")
+                    break
+            continue
+        assert rng.low is not None and rng.high is not None
         if rng.low > rng.high:
             problems.append(f"{key}: low ({rng.low}) is greater than high ({rng.high})")
             continue

@@ -85,7 +85,13 @@ class ArtifactPaths:
 
     @property
     def model(self) -> Path:
+        """The shipped model: learnt from every labelled row; what the registry serves."""
         return self._p("models/model.joblib")
+
+    @property
+    def evaluation_model(self) -> Path:
+        """The same recipe learnt from the train split only: evaluated, compressed, gated."""
+        return self._p("models/evaluation_model.joblib")
 
     @property
     def train_metrics(self) -> Path:
@@ -135,6 +141,11 @@ class ArtifactPaths:
     def tuning_dir(self) -> Path:
         """The tune stage's persisted state (declared `persist: true`): the Optuna journal."""
         return self._p("models/tuning")
+
+    @property
+    def selection(self) -> Path:
+        """What model selection chose (members, params, weights, threshold): what train fits."""
+        return self._p("models/selection.json")
 
     @property
     def study_journal(self) -> Path:

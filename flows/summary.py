@@ -4,8 +4,32 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.config import Settings
+from core.config import LOWER_IS_BETTER, Settings
 from core.io import ArtifactPaths, read_json
+
+
+def tuning_lines(tune: dict[str, Any]) -> list[str]:
+    """What model selection chose and by how much, against the best single candidate and
+    LightGBM's defaults in the same folds."""
+    metric, chosen = tune["cv_metric"], tune["cv_mean"]
+    single, base = tune["best_single"], tune.get("lightgbm_defaults")
+    counts = ", ".join(f"{n} {k}" for k, n in tune.get("trials", {}).items())
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    lines = [
+        f"  model:          {tune['winner']}, CV {metric} {chosen:.4f} "
+        f"({tune['cv_folds']}-fold on the train split)",
+        f"    improvement over the best single model ({single['name']}): "
+        f"{sign * (chosen - single['score']):+.4f}",
+    ]
+    if base is not None:
+        lines.append(
+            f"    improvement over LightGBM's defaults ({base:.4f}): {sign * (chosen - base):+.4f}"
+        )
+    lines.append(
+        f"  tuning:         best LightGBM trial {tune['best_trial']} "
+        f"{tune['best_trial_score']:.4f} ({counts}; {tune['fidelity']['level']} fidelity)"
+    )
+    return lines
 
 
 def summary_lines(settings: Settings, result: dict[str, Any]) -> list[str]:
@@ -47,21 +71,14 @@ def summary_lines(settings: Settings, result: dict[str, Any]) -> list[str]:
                 f"    {k}={v:.4f}" + (f"  [{iv['low']:.4f}, {iv['high']:.4f}]" if iv else "")
             )
         if "threshold" in doc:
-            lines.append(f"  threshold:      {doc['threshold']:.4f} (chosen on the valid split)")
-        if "cv" in doc:
             lines.append(
-                f"  cv (train):     mean {doc['cv']['mean']:.4f}, std {doc['cv']['std']:.4f}"
+                f"  threshold:      {doc['threshold']:.4f} "
+                "(chosen on the out-of-fold predictions of the train split)"
             )
     if paths.tuning_metrics.is_file():
         tune = read_json(paths.tuning_metrics)
         if tune.get("enabled") and "cv_mean" in tune:
-            counts = ", ".join(f"{n} {k}" for k, n in tune.get("trials", {}).items())
-            base = "; ".join(f"{k} {v['mean']:.4f}" for k, v in tune.get("baselines", {}).items())
-            lines.append(
-                f"  tuning:         best CV {tune['cv_metric']} {tune['cv_mean']:.4f} "
-                f"(trial {tune['best_trial']}; {counts}; "
-                f"{tune['fidelity']['level']} fidelity)" + (f"; baselines: {base}" if base else "")
-            )
+            lines += tuning_lines(tune)
         elif tune.get("enabled") is False:
             lines.append("  tuning:         off (tune.enabled: false; train.params used)")
     # The record of this run's register (another run in the same folder may have rewritten the
@@ -82,12 +99,19 @@ def summary_lines(settings: Settings, result: dict[str, Any]) -> list[str]:
             )
         if reg.get("compact"):
             c = reg["compact"]
+            interval = c.get("test_drop_interval")
+            ci = f" [{interval[0]:+.4f}, {interval[1]:+.4f}]" if interval else ""
             speed = f"{c['latency_ratio']}x faster single-row, " if c.get("latency_ratio") else ""
             lines.append(
                 f"  compact model:  {c['model_name']} version {c['version']} "
                 f"@{c['alias'] or 'none'} ({c['candidate']}: {c['size_ratio']}x smaller, "
-                f"{speed}test drop {c['test_drop']:+.4f}; reports/compress/pareto.csv)"
+                f"{speed}held-out test drop {c['test_drop']:+.4f}{ci}; "
+                "reports/compress/pareto.csv)"
             )
+        elif paths.compress_metrics.is_file():
+            why = read_json(paths.compress_metrics).get("reason")
+            if why:
+                lines.append(f"  compact model:  none ({why})")
         if gate:
             cmp = gate.get("comparison")
             target = f" -> @{gate['alias']}" if gate.get("alias") else " (not registered)"

@@ -104,6 +104,12 @@ def quantize_leaves(
     if precision == "f32":
         return {"leaf_value": values.astype(np.float32)}
     if precision == "f16":
+        largest = float(np.max(np.abs(values))) if values.size else 0.0
+        if largest > float(np.finfo(np.float16).max):
+            raise ValueError(
+                f"a leaf value of {largest:.4g} exceeds float16's range (65504); "
+                "int8 with a per-tree scale keeps it"
+            )
         return {"leaf_value": values.astype(np.float16)}
     peak = np.zeros(n_trees)
     np.maximum.at(peak, tree_of_leaf, np.abs(values))

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
@@ -42,6 +43,19 @@ class InferenceModel:
     @property
     def estimator(self) -> Any:
         return self.pipeline.steps[-1][1]
+
+    def lightgbm(self) -> Any | None:
+        """The LightGBM estimator behind the predictions: the estimator itself, or an
+        ensemble's LightGBM member of the largest weight; None when there is none."""
+        est = self.estimator
+        if isinstance(est, lgb.LGBMModel):
+            return est
+        pick = getattr(est, "lightgbm", None)
+        return pick() if callable(pick) else None
+
+    @property
+    def is_single_lightgbm(self) -> bool:
+        return isinstance(self.estimator, lgb.LGBMModel)
 
     def model_input(self, rows: pd.DataFrame) -> pd.DataFrame:
         """What the estimator sees for these raw rows (named model-input columns)."""

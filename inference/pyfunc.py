@@ -17,10 +17,20 @@ from mlflow.pyfunc import PythonModel
 
 
 class PipelineModel(PythonModel):
-    """Raw input columns in; probabilities and label (or predicted value) out."""
+    """Raw input columns in; probabilities and label (or predicted value) out.
+
+    It serves the model learnt from every labelled row (`inference_model`). The same recipe
+    learnt from the train split only travels as `evaluation_model`: the promotion gate compares
+    a later candidate with it on test rows neither of them learnt from.
+    """
 
     def load_context(self, context: Any) -> None:
         self.model = joblib.load(context.artifacts["inference_model"])
+        self.evaluation_path = context.artifacts.get("evaluation_model")
+
+    def evaluation_model(self) -> Any | None:
+        """The model that was evaluated (None for models registered without one)."""
+        return joblib.load(self.evaluation_path) if self.evaluation_path else None
 
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None

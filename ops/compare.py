@@ -1,14 +1,16 @@
 """`python -m flows compare A B`: the gate's paired comparison of two registered versions.
 
 A plays the candidate, B the champion, both scored on the current test split: the improvement is
-A over B, and the verdict says whether A would replace B under gate.rule.
+A over B, and the verdict says whether A would replace B under gate.rule. Like the gate, it
+scores each version's evaluation model (fitted without the test split); a version registered
+without one is scored as served, and the report says so (it may have learnt from those rows).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from adapters.registry import predict_registered_version
+from adapters.registry import predict_evaluation_model, predict_registered_version
 from adapters.tracking import configure_mlflow
 from core.config import Settings
 from core.errors import TrackingError
@@ -36,11 +38,14 @@ def compare_versions(settings: Settings, version_a: str, version_b: str) -> list
         classes = current.classes
     y, _ = encode_target(test[target], task_, classes=classes or None)
     rows = test.drop(columns=[target])
-    preds = []
+    preds, served = [], []
     for v in (version_a, version_b):
         try:
             mlflow.MlflowClient().get_model_version(name, v)
-            out = predict_registered_version(name, v, rows)
+            out = predict_evaluation_model(name, v, rows)
+            if out is None:
+                served.append(v)
+                out = predict_registered_version(name, v, rows)
             preds.append(predictions_from_output(out, task_, classes))
         except Exception as exc:
             raise TrackingError(
@@ -49,6 +54,11 @@ def compare_versions(settings: Settings, version_a: str, version_b: str) -> list
             ) from None
     c = paired_comparison(settings, y, preds[0], preds[1])
     verdict = "clears" if c.clears else "does not clear"
+    notes = [
+        f"  note: v{v} has no evaluation model; scored as served, "
+        "it may have learnt from these rows"
+        for v in served
+    ]
     return [
         f"{name}: v{version_a} vs v{version_b} on {len(y)} test rows "
         f"({paths.split('test').relative_to(settings.root)})",
@@ -57,4 +67,5 @@ def compare_versions(settings: Settings, version_a: str, version_b: str) -> list
         f"[{c.level:.0%} paired bootstrap CI {c.low:+.4f}, {c.high:+.4f}; {c.n_boot} resamples]",
         f"  rule {c.rule}{f' (margin {c.margin:g})' if c.rule == 'non_inferior' else ''}: "
         f"v{version_a} {verdict} it against v{version_b}",
+        *notes,
     ]

@@ -53,12 +53,7 @@ def suggest_suites(
         # features fitted on the train split, then every split transformed.
         usable, _ = drop_duplicate_rows(frame[frame[data.target].notna()])
         splits = split_frame(
-            usable,
-            data.target,
-            data.task != "regression",
-            settings.split.test_size,
-            settings.split.valid_size,
-            settings.base.seed,
+            usable, settings.split.test_size, settings.split.valid_size, settings.base.seed
         )
         X = feature_frame(splits["train"], data.target)
         pre = build_preprocessor(X, settings.preprocess, data.sentinels).fit(X)

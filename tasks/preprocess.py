@@ -9,6 +9,7 @@ encoding, scaling) is a fitted scikit-learn pipeline that travels inside the reg
 from __future__ import annotations
 
 import difflib
+import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -115,21 +116,63 @@ def categorical_outputs(preprocessor: Pipeline) -> list[str]:
     return []
 
 
+# splitmix64 constants: a fast, well-mixed 64-bit hash of 64-bit keys, computed with numpy.
+_GOLDEN, _MIX1, _MIX2 = (
+    np.uint64(0x9E3779B97F4A7C15),
+    np.uint64(0xBF58476D1CE4E5B9),
+    np.uint64(0x94D049BB133111EB),
+)
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        h = (h ^ (h >> np.uint64(30))) * _MIX1
+        h = (h ^ (h >> np.uint64(27))) * _MIX2
+        return h ^ (h >> np.uint64(31))
+
+
+def _text_key(value: str) -> int:
+    return int.from_bytes(hashlib.blake2b(value.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def column_keys(s: pd.Series) -> np.ndarray:
+    """A 64-bit key per value that depends on the value only, not on the column's dtype: numbers
+    (ints, floats, bools) by their float64 value, text by its UTF-8 bytes, missing as one key."""
+    if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+        values = pd.to_numeric(s, errors="coerce").astype("float64").to_numpy(na_value=np.nan)
+        values = np.where(values == 0.0, 0.0, values)  # -0.0 and 0.0 are the same value
+        keys = _mix(values.view(np.uint64))
+        return np.where(np.isnan(values), np.uint64(0x5EED), keys)
+    codes, uniques = pd.factorize(s.astype("string"), use_na_sentinel=True)
+    table = np.array([_text_key(str(u)) for u in uniques] + [0x5EED], dtype=np.uint64)
+    return table[codes]  # code -1 (missing) picks the last entry
+
+
+def row_keys(df: pd.DataFrame, seed: int) -> np.ndarray:
+    """A stable 64-bit hash of each row's content (columns by name, any order), salted by the
+    seed. The same row gets the same key whatever else is in the table."""
+    h = _mix(np.full(len(df), np.uint64(seed), dtype=np.uint64) ^ _GOLDEN)
+    with np.errstate(over="ignore"):
+        for col in sorted(map(str, df.columns)):
+            h = _mix(h ^ (column_keys(df[col]) + np.uint64(_text_key(col))))
+    return h
+
+
+def assign_splits(df: pd.DataFrame, test_size: float, valid_size: float, seed: int) -> np.ndarray:
+    """ "train" / "valid" / "test" per row, from the row's own hash: a row keeps its split when
+    rows are appended or removed, so a later test split holds no row an earlier model trained
+    on (for the same seed and sizes)."""
+    u = row_keys(df, seed).astype(np.float64) / 2.0**64
+    return np.where(u < test_size, "test", np.where(u < test_size + valid_size, "valid", "train"))
+
+
 def split_frame(
-    df: pd.DataFrame, target: str, stratify: bool, test_size: float, valid_size: float, seed: int
+    df: pd.DataFrame, test_size: float, valid_size: float, seed: int
 ) -> dict[str, pd.DataFrame]:
-    """Train/valid/test split before anything is fitted; stratified for classification."""
-    strat = df[target] if stratify else None
-    rest, test = train_test_split(df, test_size=test_size, random_state=seed, stratify=strat)
-    strat_rest = rest[target] if stratify else None
-    train, valid = train_test_split(
-        rest, test_size=valid_size / (1 - test_size), random_state=seed, stratify=strat_rest
-    )
-    return {
-        "train": train.reset_index(drop=True),
-        "valid": valid.reset_index(drop=True),
-        "test": test.reset_index(drop=True),
-    }
+    """Train/valid/test split before anything is fitted, by `assign_splits` (rows keep their
+    order within each split)."""
+    where = assign_splits(df, test_size, valid_size, seed)
+    return {name: df[where == name].reset_index(drop=True) for name in SPLITS}
 
 
 def sample_positions(y: np.ndarray, size: int, seed: int, stratify: bool) -> np.ndarray:
@@ -163,12 +206,7 @@ def preprocess_stage(settings: Settings, ctx: RunContext) -> Path:
     data = settings.data
     frame = read_parquet(paths.validated)
     splits = split_frame(
-        frame,
-        data.target,
-        data.task != "regression",
-        settings.split.test_size,
-        settings.split.valid_size,
-        settings.base.seed,
+        frame, settings.split.test_size, settings.split.valid_size, settings.base.seed
     )
     preprocessor = build_preprocessor(
         feature_frame(splits["train"], data.target), settings.preprocess, data.sentinels

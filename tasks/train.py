@@ -1,13 +1,24 @@
-"""train: fit LightGBM on the preprocessed train split, early-stopping on the valid split.
+"""train: fit what model selection chose, twice: the model that is evaluated and the one that
+ships.
 
-The binary decision threshold is chosen here too, on the valid split (never the test split), and
-stored in the model, so evaluate, the registered model and batch scoring all use it as is.
+- The evaluation model learns from the train split only: evaluate scores it on the test split,
+  compress shrinks it and measures the drop on the valid split, and the promotion gate compares
+  it with the champion's evaluation model on the test split. None of them saw those rows.
+- The shipped model learns from every labelled row (train, valid and test splits) with the same
+  members, settings and weights: it is what the registry serves. Rows keep their split when new
+  rows are appended (tasks/preprocess.py assign_splits), so a later test split holds no row an
+  earlier evaluation model learned from.
+
+Members are refit with the CV-chosen settings: LightGBM with the CV's best round count scaled
+by k/(k-1) (a refit sees k/(k-1) times a fold's rows), histogram boosting with its folds' mean
+iteration count. The binary decision threshold was chosen on the blended out-of-fold
+predictions (tasks/tune); `choose_threshold` below is that decision.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import math
 from pathlib import Path
 from typing import Any
 
@@ -18,89 +29,153 @@ from prefect import task
 from sklearn.pipeline import Pipeline
 
 from adapters.tracking import RunContext, log_to_run
-from core.config import Settings, ThresholdSettings, TrainSettings
+from core.config import Settings, ThresholdSettings
+from core.errors import DataError
 from core.io import ArtifactPaths, dump_joblib, load_joblib, read_json, read_parquet, write_json
+from inference.ensemble import Member, WeightedEnsemble
 from inference.model import InferenceModel, encode_target
 from tasks.features import balanced_weights, model_input_categoricals, oversample_indices
-from tasks.preprocess import feature_frame
+from tasks.preprocess import SPLITS, feature_frame
+from tasks.tune.cv import CVData
+from tasks.tune.learners import make_learner
 
 log = logging.getLogger(__name__)
 
 OBJECTIVES = {"binary": "binary", "multiclass": "multiclass", "regression": "regression"}
-VALID_METRICS = {"binary": "binary_logloss", "multiclass": "multi_logloss", "regression": "l2"}
-
-
-@dataclass(frozen=True)
-class FitResult:
-    model: InferenceModel
-    best_iteration: int
-    valid_metric: str
-    valid_score: float
 
 
 def make_estimator(
-    task: str, train: TrainSettings, seed: int, overrides: dict[str, Any] | None = None
+    task: str, params: dict[str, Any], rounds: int, seed: int, n_jobs: int
 ) -> lgb.LGBMModel:
-    params: dict[str, Any] = {
-        **train.params.model_dump(),
-        **(overrides or {}),
-        "n_estimators": train.n_estimators,
+    """An unfitted LightGBM estimator (scikit-learn API) with these params and round count."""
+    own = {k: v for k, v in params.items() if k != "categorical_native"}
+    settings: dict[str, Any] = {
+        **own,
+        "n_estimators": rounds,
         "objective": OBJECTIVES[task],
         "random_state": seed,
-        "n_jobs": train.n_jobs,
+        "n_jobs": n_jobs,
         "deterministic": True,
         "force_col_wise": True,
         "verbose": -1,
     }
     cls = lgb.LGBMRegressor if task == "regression" else lgb.LGBMClassifier
-    return cls(**params)
+    return cls(**settings)
 
 
-def fit_model(
-    train: pd.DataFrame,
-    valid: pd.DataFrame,
-    preprocessor: Pipeline,
+def refit_rounds(rounds: int, folds: int) -> int:
+    """Boosting rounds for a refit on all CV rows: the CV's best round x k/(k-1)."""
+    return max(1, math.ceil(rounds * folds / max(1, folds - 1)))
+
+
+def fit_lightgbm(
+    member: dict[str, Any],
+    X: pd.DataFrame,
+    y: np.ndarray,
+    categorical: list[str],
     settings: Settings,
-    overrides: dict[str, Any] | None = None,
-) -> FitResult:
-    """Fit LightGBM on transformed train rows; stop when the valid loss stops improving."""
+    folds: int,
+) -> Any:
+    params = member["params"]
+    native = bool(params.get("categorical_native", True))
+    est = make_estimator(
+        settings.data.task,
+        params,
+        refit_rounds(int(member["rounds"]), folds),
+        settings.base.seed,
+        settings.train.n_jobs,
+    )
+    weight = None
+    if settings.data.task != "regression" and settings.features.imbalance == "class_weight":
+        weight = balanced_weights(y)
+    return est.fit(
+        X, y, sample_weight=weight, categorical_feature=(categorical if native else []) or "auto"
+    )
+
+
+def fit_member(
+    member: dict[str, Any],
+    X: pd.DataFrame,
+    y: np.ndarray,
+    categorical: list[str],
+    settings: Settings,
+    folds: int,
+    num_class: int,
+) -> Any:
+    """One member of the selection, fitted on these model-input rows."""
+    if member["kind"] == "lightgbm":
+        return fit_lightgbm(member, X, y, categorical, settings, folds)
+    shape = CVData(
+        X,
+        y,
+        [],
+        categorical,
+        settings.data.task,
+        num_class,
+        settings.features.imbalance,
+        settings.base.seed,
+    )
+    return make_learner(member["kind"], member["params"], shape, settings.train.n_jobs).fit(X, y)
+
+
+def fit_selection(
+    selection: dict[str, Any],
+    rows: pd.DataFrame,
+    model_input: Pipeline,
+    settings: Settings,
+    classes: list[Any],
+    role: str,
+) -> InferenceModel:
+    """The selection's members fitted on `rows` behind the fitted preprocessing + features, as
+    one InferenceModel (raw rows in); a single member is the estimator itself."""
     data = settings.data
-    y_train, classes = encode_target(
-        train[data.target], data.task, positive_label=data.positive_label
-    )
-    y_valid, _ = encode_target(valid[data.target], data.task, classes=classes or None)
-    X_train_raw = feature_frame(train, data.target)
-    X_train = preprocessor.transform(X_train_raw)
-    X_valid = preprocessor.transform(feature_frame(valid, data.target))
-    estimator = make_estimator(data.task, settings.train, settings.base.seed, overrides)
-    fit_kwargs: dict[str, Any] = {}
-    if data.task != "regression":  # class imbalance (features.imbalance), train split only
-        if settings.features.imbalance == "class_weight":
-            fit_kwargs["sample_weight"] = balanced_weights(y_train)
-        elif settings.features.imbalance == "oversample":
-            rows = oversample_indices(y_train, settings.base.seed)
-            X_train, y_train = X_train.iloc[rows].reset_index(drop=True), y_train[rows]
-    estimator.fit(
-        X_train,
-        y_train,
-        eval_set=[(X_valid, y_valid)],
-        **fit_kwargs,
-        categorical_feature=model_input_categoricals(preprocessor) or "auto",
-        callbacks=[lgb.early_stopping(settings.train.early_stopping_rounds, verbose=False)],
-    )
-    metric = VALID_METRICS[data.task]
-    best_score = float(estimator.best_score_["valid_0"][metric])
-    pipeline = Pipeline([("preprocess", preprocessor), ("model", estimator)])
-    model = InferenceModel(
-        pipeline=pipeline,
+    y, _ = encode_target(rows[data.target], data.task, classes=classes or None)
+    X_raw = feature_frame(rows, data.target)
+    X = model_input.transform(X_raw)
+    if data.task != "regression" and settings.features.imbalance == "oversample":
+        keep = oversample_indices(y, settings.base.seed)
+        X, y = X.iloc[keep].reset_index(drop=True), y[keep]
+    categorical = model_input_categoricals(model_input)
+    folds = int(selection["cv_folds"])
+    fitted = [
+        (m, fit_member(m, X, y, categorical, settings, folds, len(classes)))
+        for m in selection["members"]
+    ]
+    if len(fitted) == 1:
+        estimator = fitted[0][1]
+    else:
+        estimator = WeightedEnsemble(
+            [Member(m["kind"], m["name"], est, float(m["weight"])) for m, est in fitted],
+            data.task,
+            len(classes),
+        )
+    return InferenceModel(
+        pipeline=Pipeline([("preprocess", model_input), ("model", estimator)]),
         task=data.task,
         target=data.target,
-        feature_columns=list(X_train_raw.columns),
-        feature_dtypes={c: str(t) for c, t in X_train_raw.dtypes.items()},
+        feature_columns=list(X_raw.columns),
+        feature_dtypes={c: str(t) for c, t in X_raw.dtypes.items()},
         classes=classes,
+        threshold=float(selection.get("threshold") or 0.5),
+        metadata={"role": role, "rows": len(rows), "winner": selection["winner"]},
     )
-    best_iteration = int(estimator.best_iteration_ or estimator.n_estimators)
-    return FitResult(model, best_iteration, metric, best_score)
+
+
+def all_classes(frames: dict[str, pd.DataFrame], settings: Settings) -> list[Any]:
+    """The class labels of every labelled row, positive label last for binary; a class with no
+    row in the train split cannot be learned and evaluated honestly, so it is an error."""
+    data = settings.data
+    if data.task == "regression":
+        return []
+    both = pd.concat([f[data.target] for f in frames.values()], ignore_index=True)
+    _, classes = encode_target(both, data.task, positive_label=data.positive_label)
+    missing = sorted({str(c) for c in classes} - set(frames["train"][data.target].astype(str)))
+    if missing:
+        raise DataError(
+            f"class(es) {missing} of {data.target!r} have no row in the train split; "
+            "add labelled rows of them or lower split.test_size / split.valid_size"
+        )
+    return classes
 
 
 # ------------------------------------------------------------------------------------------------
@@ -186,43 +261,33 @@ def tune_model_threshold(
 @task(name="train")
 def train_stage(settings: Settings, ctx: RunContext) -> Path:
     paths = ArtifactPaths(settings.root)
-    train, valid = read_parquet(paths.split("train")), read_parquet(paths.split("valid"))
+    frames = {name: read_parquet(paths.split(name)) for name in SPLITS}
     model_input = load_joblib(paths.features_model)  # preprocessing + features (raw rows in)
-    tuned = read_tuned_params(paths.tuning_metrics) if settings.tune.enabled else None
-    if tuned:
-        log.info(
-            "train: tuned params from %s: %s",
-            paths.tuning_metrics.name,
-            ", ".join(f"{k}={v:.4g}" for k, v in tuned.items()),
-        )
-    result = fit_model(train, valid, model_input, settings, overrides=tuned)
-    # The decision threshold is chosen on valid and stored in the model before it is written.
-    threshold = tune_model_threshold(result.model, valid, settings)
-    dump_joblib(result.model, paths.model)
-    summary = {
-        "best_iteration": result.best_iteration,
-        f"valid_{result.valid_metric}": round(result.valid_score, 6),
+    selection = read_json(paths.selection)
+    classes = all_classes(frames, settings)
+    twin = fit_selection(selection, frames["train"], model_input, settings, classes, "evaluation")
+    everything = pd.concat(list(frames.values()), ignore_index=True)
+    shipped = fit_selection(selection, everything, model_input, settings, classes, "shipped")
+    dump_joblib(twin, paths.evaluation_model)
+    dump_joblib(shipped, paths.model)
+    summary: dict[str, Any] = {
+        "winner": selection["winner"],
+        "members": {m["name"]: m["weight"] for m in selection["members"]},
+        "evaluation_model_rows": len(frames["train"]),
+        "shipped_model_rows": len(everything),
     }
-    if threshold is not None:
-        summary["threshold"] = round(threshold, 6)
+    if selection.get("threshold") is not None:
+        summary["threshold"] = selection["threshold"]
     write_json(summary, paths.train_metrics)
     log.info(
-        "train: LightGBM stopped at %d trees; valid %s = %.4f",
-        result.best_iteration,
-        result.valid_metric,
-        result.valid_score,
+        "train: %s; evaluation model on %d train rows, shipped model on all %d labelled rows",
+        selection["winner"],
+        len(frames["train"]),
+        len(everything),
     )
-    log_to_run(ctx, metrics=summary)
+    log_to_run(
+        ctx,
+        metrics={k: v for k, v in summary.items() if isinstance(v, int | float)},
+        params={"train.winner": selection["winner"]},
+    )
     return paths.model
-
-
-def read_tuned_params(path: Path) -> dict[str, Any] | None:
-    """The best LightGBM params the tune stage wrote (None when it did not tune)."""
-    if not path.is_file():
-        return None
-    best = read_json(path).get("best_params")
-    return dict(best) if best else None
-
-
-def n_trees(model: InferenceModel) -> int:
-    return int(np.asarray(model.pipeline.named_steps["model"].booster_.num_trees()))

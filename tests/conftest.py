@@ -44,3 +44,53 @@ def make_settings(root: Path, **sections: dict[str, Any]) -> Settings:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path)
+
+
+def lightgbm_selection(
+    rounds: int = 60, folds: int = 5, params: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A models/selection.json that chose one LightGBM setting (what `tune` writes)."""
+    return {
+        "cv_folds": folds,
+        "members": [
+            {
+                "name": "trial 0 (lightgbm_defaults)",
+                "kind": "lightgbm",
+                "params": {"num_leaves": 15, **(params or {})},
+                "rounds": rounds,
+                "weight": 1.0,
+            }
+        ],
+        "threshold": None,
+        "winner": "trial 0 (lightgbm_defaults)",
+    }
+
+
+def fit_on_train(
+    train: pd.DataFrame,
+    model_input: Any,
+    settings: Settings,
+    selection: dict[str, Any] | None = None,
+    role: str = "evaluation",
+) -> Any:
+    """The InferenceModel `train` fits from a selection on these rows (raw rows in)."""
+    from tasks.train import all_classes, fit_selection
+
+    classes = all_classes({"train": train}, settings)
+    selection = selection or lightgbm_selection()
+    return fit_selection(selection, train, model_input, settings, classes, role)
+
+
+def write_stage_inputs(root: Path, parts: dict[str, pd.DataFrame], settings: Settings) -> None:
+    """What `features` leaves for tune and train: the splits and the fitted model input."""
+    from core.io import ArtifactPaths, dump_joblib, write_parquet
+    from tasks.features import fit_model_input
+    from tasks.preprocess import build_preprocessor, feature_frame
+
+    paths = ArtifactPaths(root)
+    for name, frame in parts.items():
+        write_parquet(frame, paths.split(name))
+    data = settings.data
+    X = feature_frame(parts["train"], data.target)
+    pre = build_preprocessor(X, settings.preprocess, data.sentinels).fit(X)
+    dump_joblib(fit_model_input(pre, parts["train"], settings), paths.features_model)

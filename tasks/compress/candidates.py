@@ -15,10 +15,11 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import lightgbm as lgb
 import numpy as np
@@ -37,11 +38,14 @@ from inference.compact import (
 from inference.model import InferenceModel
 from tasks.compress.report import Scored, score_split
 from tasks.compress.select import metric_drop
+from tasks.evaluate.bootstrap import paired_differences, percentile_interval, predicted_codes
 from tasks.evaluate.metrics import score_predictions
+from tasks.features import model_input_categoricals
 from tasks.preprocess import sample_positions
-from tasks.train import tune_model_threshold
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 LEAN_TOLERANCE = 1e-9
 
@@ -74,6 +78,19 @@ class BuildContext:
     # (id(model), split) -> scores: every candidate is predicted once per split (at 1M rows a
     # pass over the 200k valid rows takes seconds, and each candidate is looked at several times)
     memo: dict[tuple[int, str], np.ndarray] = field(default_factory=dict, repr=False)
+    # Candidates that failed to build or predict: (name, kind, reason), listed in the Pareto table.
+    dropped: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def attempt(self, name: str, kind: str, build: Callable[[], T]) -> T | None:
+        """Build one candidate; a failure drops it (logged, with its reason in the table)
+        instead of failing the stage: compression is optional, the full model is not."""
+        try:
+            return build()
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
+            log.warning("compress: candidate %s dropped (%s)", name, reason)
+            self.dropped.append((name, kind, reason))
+            return None
 
     def scores(self, model: InferenceModel, split: str, rows: pd.DataFrame) -> np.ndarray:
         key = (id(model), split)
@@ -105,6 +122,11 @@ class BuildContext:
             train, y_train = train.iloc[keep], y_train[keep]
         X_train, X_valid = full.model_input(train), full.model_input(valid)
         lean_ok = lean_parity_ok(full, valid, list(X_valid.columns))
+        categorical = (
+            categorical_inputs(full.estimator.booster_)
+            if full.is_single_lightgbm
+            else model_input_categoricals(full.pipeline.named_steps["preprocess"])
+        )
         metric = settings.gate_metric
         reference = score_predictions(
             full.task, y_valid, full.predict_scores(valid), full.threshold
@@ -117,7 +139,7 @@ class BuildContext:
             X_valid,
             y_train,
             y_valid,
-            categorical_inputs(full.estimator.booster_),
+            categorical,
             lean_ok,
             metric,
             reference,
@@ -216,8 +238,8 @@ def make_compact(
         trees=pack_trees(booster, precision, num_iteration=num_iteration, objective=objective),
         lean=lean,
     )
-    # Scores do not depend on the threshold: the valid scores serve the threshold and the drop.
-    tune_model_threshold(model, ctx.valid, ctx.settings, ctx.scores(model, "valid", ctx.valid))
+    # The full model's threshold (chosen on out-of-fold predictions): choosing one on the valid
+    # split would use the rows the drop is measured on.
     return model
 
 
@@ -303,13 +325,16 @@ def _fit(
     y_valid: np.ndarray,
     X_train: pd.DataFrame | None = None,
 ) -> Any:
-    X_train = ctx.X_train[columns] if X_train is None else X_train[columns]
+    X_train = (ctx.X_train if X_train is None else X_train)[columns].reset_index(drop=True)
     cats = [c for c in ctx.categorical if c in columns]
+    # Early stopping on a seeded tenth of the training rows: the valid split is kept for
+    # measuring the candidates' drop only.
+    stop = np.random.default_rng(ctx.seed).random(len(X_train)) < 0.1
     est.fit(
-        X_train,
-        y_train,
-        eval_X=(ctx.X_valid[columns],),
-        eval_y=(y_valid,),
+        X_train[~stop],
+        y_train[~stop],
+        eval_X=(X_train[stop],),
+        eval_y=(y_train[stop],),
         categorical_feature=cats or "auto",
         callbacks=[lgb.early_stopping(ctx.settings.train.early_stopping_rounds, verbose=False)],
     )
@@ -360,9 +385,9 @@ def _discrete(X: pd.DataFrame, categorical: Sequence[str]) -> list[str]:
     return [c for c in X.columns if c in categorical or X[c].nunique(dropna=True) <= 10]
 
 
-def _student(cfg: CompressSettings, ctx: BuildContext, regressor: bool) -> Any:
+def _student(cfg: CompressSettings, ctx: BuildContext, regressor: bool, leaves: int) -> Any:
     params: dict[str, Any] = dict(
-        num_leaves=cfg.student_leaves,
+        num_leaves=leaves,
         n_estimators=cfg.student_rounds,
         learning_rate=cfg.student_learning_rate,
         random_state=ctx.seed,
@@ -382,11 +407,9 @@ def _objective(booster: lgb.Booster) -> str:
     return "regression"
 
 
-def distill(ctx: BuildContext, cfg: CompressSettings) -> Built:
+def distill(ctx: BuildContext, cfg: CompressSettings, leaves: int) -> Built:
     """A small student on the teacher's raw scores over train + synthetic rows (binary: logits,
     regression: predictions); it predicts through the teacher's link function."""
-    teacher = ctx.full.estimator.booster_
-    n_iter = _best_iteration(ctx.full.estimator)
     columns = list(ctx.X_train.columns)
     extra = synthetic_rows(
         ctx.X_train,
@@ -398,35 +421,55 @@ def distill(ctx: BuildContext, cfg: CompressSettings) -> Built:
     X_aug = pd.concat([ctx.X_train.reset_index(drop=True), extra], ignore_index=True)
 
     def soft(X: pd.DataFrame) -> np.ndarray:
-        return np.asarray(
-            teacher.predict(X.to_numpy(dtype=np.float64), raw_score=True, num_iteration=n_iter)
-        )
+        return teacher_raw_scores(ctx.full, X)
 
     fitted = _fit(
-        _student(cfg, ctx, regressor=True),
+        _student(cfg, ctx, regressor=True, leaves=leaves),
         ctx,
         columns,
         soft(X_aug),
         soft(ctx.X_valid),
         X_train=X_aug,
     )
-    name = f"distilled-{cfg.student_leaves}leaves"
+    name = f"distilled-{leaves}leaves"
     model = make_compact(
         ctx,
         name,
         fitted.booster_,
         columns,
         num_iteration=_best_iteration(fitted),
-        objective=_objective(teacher),
+        objective=(
+            _objective(ctx.full.estimator.booster_)
+            if ctx.full.is_single_lightgbm
+            else "binary sigmoid:1"
+            if ctx.full.task == "binary"
+            else "regression"
+        ),
     )
     return built(name, "distill", model)
 
 
-def hard_label_student(ctx: BuildContext, cfg: CompressSettings) -> Built:
+def teacher_raw_scores(full: InferenceModel, X: pd.DataFrame) -> np.ndarray:
+    """What a student learns from, on model-input rows: the teacher's log-odds (binary) or
+    predictions (regression). A single LightGBM model gives its raw scores directly."""
+    est = full.estimator
+    if full.is_single_lightgbm:
+        return np.asarray(
+            est.booster_.predict(
+                X.to_numpy(dtype=np.float64), raw_score=True, num_iteration=_best_iteration(est)
+            )
+        )
+    if full.task == "regression":
+        return np.asarray(est.predict(X), dtype=float)
+    p = np.clip(np.asarray(est.predict_proba(X), dtype=float)[:, 1], 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p))
+
+
+def hard_label_student(ctx: BuildContext, cfg: CompressSettings, leaves: int) -> Built:
     """The same small model trained on the true labels: the baseline distillation must beat."""
-    est = _student(cfg, ctx, regressor=ctx.full.task == "regression")
+    est = _student(cfg, ctx, regressor=ctx.full.task == "regression", leaves=leaves)
     fitted = _fit(est, ctx, list(ctx.X_train.columns), ctx.y_train, ctx.y_valid)
-    name = f"hard-labels-{cfg.student_leaves}leaves"
+    name = f"hard-labels-{leaves}leaves"
     model = make_compact(
         ctx, name, fitted.booster_, list(ctx.X_train.columns), num_iteration=_best_iteration(fitted)
     )
@@ -533,58 +576,144 @@ class Splits:
 
 def build_candidates(
     settings: Settings, full: InferenceModel, splits: Splits, metric: str
-) -> list[Scored]:
-    """Every candidate model, scored on valid and test (latency is measured separately)."""
-    cfg = settings.compress
+) -> tuple[list[Scored], list[tuple[str, str, str]]]:
+    """Every candidate model, scored on valid and test (latency is measured separately), and
+    the candidates dropped on the way as (name, kind, reason)."""
     ctx = BuildContext.create(
         full, splits.train, splits.valid, splits.y_train, splits.y_valid, settings
     )
+    candidates = base_candidates(ctx, settings.compress)
+    candidates += quantized_candidates(ctx, settings.compress, candidates, splits)
+    scored = score_built(ctx, candidates, splits, metric)
+    ctx.memo.clear()
+    return scored, ctx.dropped
 
-    def valid_drop(model: InferenceModel) -> float:
-        return ctx.valid_drop(ctx.scores(model, "valid", splits.valid))
 
-    built: list[Built] = [packed_full(ctx)]
-    built.append(prune_trees(ctx, cfg.max_metric_drop))
-    built += prune_features(ctx, cfg.feature_fractions)
-    if full.task != "multiclass":
-        built.append(distill(ctx, cfg))
+def base_candidates(ctx: BuildContext, cfg: CompressSettings) -> list[Built]:
+    """Tree and feature pruning of a single LightGBM model (the packed full model first), then
+    the small students: an ensemble or another learner gets students only. A candidate that
+    fails to build is dropped with its reason."""
+    full = ctx.full
+    out: list[Built | None] = []
+    if full.is_single_lightgbm:
+        out.append(packed_full(ctx))  # the size reference: lossless, it always builds
+        out.append(
+            ctx.attempt("rounds", "prune_trees", lambda: prune_trees(ctx, cfg.max_metric_drop))
+        )
+        out += (
+            ctx.attempt(
+                "topK-features",
+                "prune_features",
+                lambda: prune_features(ctx, cfg.feature_fractions),
+            )
+            or []
+        )
     else:
+        log.info(
+            "compress: the chosen model is %s; candidates are small students of it",
+            full.metadata.get("winner", "not a single LightGBM model"),
+        )
+    if full.task == "multiclass":
         log.info("compress: distillation skipped (multiclass: one student per class is not built)")
-    built.append(hard_label_student(ctx, cfg))
-    # Quantize the full model (quantization alone) and the smallest candidate within tolerance.
-    within = [b for b in built if valid_drop(b.model) <= cfg.max_metric_drop + 1e-12]
-    smallest = min(within, key=lambda b: b.size_bytes) if within else None
-    bases = [built[0]] + ([smallest] if smallest is not None and smallest is not built[0] else [])
-    for base in bases:
-        for precision in cfg.quantize:
-            built.append(quantize(ctx, base, precision, splits.test))
-    scored = []
-    for b in built:
-        scored.append(
-            Scored(
-                b.name,
-                b.kind,
-                b.model,
-                b.size_bytes,
-                b.trees,
-                b.leaves,
-                b.features,
-                parity=b.parity,
+    for leaves in cfg.student_leaves:
+        if full.task != "multiclass":
+            out.append(
+                ctx.attempt(
+                    f"distilled-{leaves}leaves", "distill", partial(distill, ctx, cfg, leaves)
+                )
+            )
+        out.append(
+            ctx.attempt(
+                f"hard-labels-{leaves}leaves",
+                "hard_labels",
+                partial(hard_label_student, ctx, cfg, leaves),
             )
         )
-    for s in scored:
-        s.valid_metric = score_split(
-            s.model,
-            splits.valid,
-            splits.y_valid,
-            metric,
-            ctx.scores(s.model, "valid", splits.valid),
+    return [b for b in out if b is not None]
+
+
+def quantized_candidates(
+    ctx: BuildContext, cfg: CompressSettings, candidates: Sequence[Built], splits: Splits
+) -> list[Built]:
+    """The full model quantized (quantization alone; single LightGBM only) and the smallest
+    candidate within tolerance quantized."""
+    within = [
+        b
+        for b in candidates
+        if ctx.valid_drop(ctx.scores(b.model, "valid", splits.valid)) <= cfg.max_metric_drop + 1e-12
+    ]
+    smallest = min(within, key=lambda b: b.size_bytes) if within else None
+    bases = [candidates[0]] if ctx.full.is_single_lightgbm else []
+    if smallest is not None and smallest not in bases:
+        bases.append(smallest)
+    out = [
+        ctx.attempt(
+            f"{base.name}+{precision}",
+            "quantize",
+            partial(quantize, ctx, base, precision, splits.test),
         )
-        s.test_metric = score_split(
-            s.model, splits.test, splits.y_test, metric, ctx.scores(s.model, "test", splits.test)
+        for base in bases
+        for precision in cfg.quantize
+    ]
+    return [b for b in out if b is not None]
+
+
+def score_built(
+    ctx: BuildContext, candidates: Sequence[Built], splits: Splits, metric: str
+) -> list[Scored]:
+    """Each candidate as a row of the table: its valid and test metric, the one-sided upper
+    bound of its drop against the full model on valid (what selection uses) and the interval
+    of its drop on test (the held-out figure), both by paired bootstrap. A candidate whose
+    predictions are not all finite is dropped with its reason."""
+    scored = []
+    for b in candidates:
+        valid = ctx.scores(b.model, "valid", splits.valid)
+        test = ctx.scores(b.model, "test", splits.test)
+        if not (np.all(np.isfinite(valid)) and np.all(np.isfinite(test))):
+            reason = "non-finite predictions on the valid or test split"
+            log.warning("compress: candidate %s dropped (%s)", b.name, reason)
+            ctx.dropped.append((b.name, b.kind, reason))
+            continue
+        s = Scored(
+            b.name, b.kind, b.model, b.size_bytes, b.trees, b.leaves, b.features, parity=b.parity
         )
-    ctx.memo.clear()
+        s.valid_metric = score_split(s.model, splits.valid, splits.y_valid, metric, valid)
+        s.test_metric = score_split(s.model, splits.test, splits.y_test, metric, test)
+        level = ctx.settings.evaluate.ci_level
+        s.valid_drop_bound = upper_bound(
+            drop_samples(ctx, splits.y_valid, valid, "valid", splits.valid), level
+        )
+        s.test_drop_ci = percentile_interval(
+            drop_samples(ctx, splits.y_test, test, "test", splits.test), level
+        )
+        scored.append(s)
     return scored
+
+
+def drop_samples(
+    ctx: BuildContext, y: np.ndarray, scores: np.ndarray, split: str, rows: pd.DataFrame
+) -> np.ndarray:
+    """The candidate's drop of the gate metric against the full model per paired bootstrap
+    resample (same rows and resamples for both; positive = worse)."""
+    settings, task = ctx.settings, ctx.full.task
+    full = ctx.scores(ctx.full, split, rows)
+    improvement = paired_differences(
+        task,
+        ctx.metric,
+        y,
+        (scores, predicted_codes(task, scores, ctx.full.threshold)),
+        (full, predicted_codes(task, full, ctx.full.threshold)),
+        settings.evaluate.n_boot,
+        settings.base.seed,
+        settings.evaluate.max_boot_rows,
+    )
+    return -np.asarray(improvement, dtype=float)
+
+
+def upper_bound(drops: np.ndarray, level: float) -> float:
+    """One-sided upper confidence bound of the drop at `level` (e.g. the 95th percentile)."""
+    finite = drops[np.isfinite(drops)]
+    return float(np.quantile(finite, level)) if finite.size else float("nan")
 
 
 def compile_chosen(

@@ -1,13 +1,13 @@
 """Measuring and reporting compression candidates: metrics, latency, the Pareto table and plot.
 
-The Pareto table holds what is a function of code, params and data (sizes, metrics, drops,
-parity); the timings are a separate table (`timings_table`)."""
+The Pareto table holds what is a function of code, params and data (sizes, metrics, drops and
+their bootstrap bounds, parity); the timings are a separate table (`timings_table`)."""
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,11 +32,15 @@ COLUMNS = [
     "features",
     "valid_metric",
     "valid_drop",
+    "valid_drop_bound",
     "test_metric",
     "test_drop",
+    "test_drop_low",
+    "test_drop_high",
     "parity_max_abs",
     "selectable",
     "chosen",
+    "note",
 ]
 
 
@@ -55,6 +59,10 @@ class Scored:
     test_metric: float = math.nan
     p50_ms: float = math.nan
     rows_per_s: float = math.nan
+    # Paired bootstrap against the full model: the one-sided upper bound of the drop on valid
+    # (evaluate.ci_level) and the interval (low, high) of the drop on test.
+    valid_drop_bound: float = math.nan
+    test_drop_ci: tuple[float, float] = (math.nan, math.nan)
 
 
 def score_split(
@@ -108,16 +116,17 @@ def measure_latency(
 
 
 def full_row(
-    full: InferenceModel, packed: Scored, paths: ArtifactPaths, splits: Any, metric: str
+    full: InferenceModel, packed: Scored | None, paths: ArtifactPaths, splits: Any, metric: str
 ) -> Scored:
-    """The full model as registered (its joblib file size; same trees as `packed`)."""
+    """The full model as evaluated (its joblib file size; its trees are `packed`'s when it is a
+    single LightGBM model)."""
     s = Scored(
         FULL,
         "full",
         full,
-        paths.model.stat().st_size,
-        packed.trees,
-        packed.leaves,
+        paths.evaluation_model.stat().st_size,
+        packed.trees if packed else 0,
+        packed.leaves if packed else 0,
         len(full.feature_columns),
         selectable=False,
         parity=0.0,
@@ -140,9 +149,22 @@ def timings_table(scored: list[Scored]) -> list[dict[str, Any]]:
     ]
 
 
+def _r(value: float, digits: int = 6) -> float | None:
+    return round(value, digits) if math.isfinite(value) else None
+
+
 def pareto_table(
-    scored: list[Scored], metric: str, full_valid: float, full_test: float, chosen: str | None
+    scored: list[Scored],
+    metric: str,
+    full_valid: float,
+    full_test: float,
+    chosen: str | None,
+    dropped: Sequence[tuple[str, str, str]] = (),
 ) -> pd.DataFrame:
+    """One row per candidate: size, metric and drop on valid (with the one-sided upper bound
+    of its paired bootstrap distribution, which selection uses) and on test (with its
+    interval: the held-out figure), then the candidates that were dropped, with the
+    reason as `note`."""
     rows = []
     for s in scored:
         rows.append(
@@ -155,12 +177,20 @@ def pareto_table(
                 "features": s.features,
                 "valid_metric": round(s.valid_metric, 6),
                 "valid_drop": round(metric_drop(metric, full_valid, s.valid_metric), 6),
+                "valid_drop_bound": _r(s.valid_drop_bound),
                 "test_metric": round(s.test_metric, 6),
                 "test_drop": round(metric_drop(metric, full_test, s.test_metric), 6),
+                "test_drop_low": _r(s.test_drop_ci[0]),
+                "test_drop_high": _r(s.test_drop_ci[1]),
                 "parity_max_abs": None if s.parity is None else float(f"{s.parity:.3g}"),
                 "selectable": s.selectable,
                 "chosen": s.name == chosen,
+                "note": "",
             }
+        )
+    for name, kind, reason in dropped:
+        rows.append(
+            {"candidate": name, "kind": kind, "selectable": False, "chosen": False, "note": reason}
         )
     return pd.DataFrame(rows, columns=COLUMNS)
 

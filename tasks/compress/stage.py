@@ -9,11 +9,7 @@ model is compiled (treelite + tl2cgen, gcc) with a parity check on the test spli
 compiler or runtime it predicts with LightGBM. `report` measures and tabulates them.
 
 Outputs: models/compact/ (model.joblib, compact.so when compiled, compact.json manifest),
-reports/compress/ (pareto.csv, pareto.json, size_vs_metric.png), metrics/compress.json: sizes,
-metrics and drops only, so a rerun on the same inputs writes the same bytes. The measured speed
-(single-row latency, batch throughput) differs on every run: it goes to the MLflow run
-(`compress_latency_ratio`, `compress_throughput_ratio`, artifact compress/timings.json) and to
-reports/timings/compress.json, which neither git nor DVC tracks.
+reports/compress/ (pareto.csv, pareto.json, size_vs_metric.png), metrics/compress.json.
 The register stage registers the chosen model as `<model_name>-compact`
 (tasks/register/compact.py).
 """
@@ -68,35 +64,45 @@ def load_splits(settings: Settings, model: InferenceModel, paths: ArtifactPaths)
     )
 
 
-def write_disabled(paths: ArtifactPaths) -> Path:
-    """Compression off: the declared outputs still exist, saying so; the Pareto table is empty."""
+def write_disabled(
+    paths: ArtifactPaths, reason: str = "compress.enabled: false", table: pd.DataFrame | None = None
+) -> Path:
+    """No compact model: the declared outputs still exist and say why (compression off, or no
+    candidate within tolerance); the Pareto table lists what was tried, if anything."""
+    table = pd.DataFrame(columns=COLUMNS) if table is None else table
     paths.compress_timings.unlink(missing_ok=True)
     with atomic_dir(paths.compact_dir) as staging:
-        write_json({"enabled": False}, staging / "compact.json")
-    write_json({"enabled": False}, paths.compress_metrics)
+        write_json({"enabled": False, "reason": reason}, staging / "compact.json")
+    write_json({"enabled": False, "reason": reason}, paths.compress_metrics)
     with atomic_dir(paths.compress_reports) as reports:
-        write_csv(pd.DataFrame(columns=COLUMNS), reports / "pareto.csv")  # empty table, same shape
-        write_json([], reports / "pareto.json")
-    log.info("compress: disabled (compress.enabled: false); only the full model is registered")
+        write_csv(table, reports / "pareto.csv")  # the same columns, empty when nothing ran
+        write_json(table.to_dict("records"), reports / "pareto.json")
+    log.info("compress: no compact model (%s); only the full model is registered", reason)
     return paths.compress_metrics
 
 
-def choose(settings: Settings, scored: list[Scored], reference: Scored, metric: str) -> Scored:
-    """The candidate `select_candidate` picks from the Pareto table."""
+def choose(
+    settings: Settings,
+    scored: list[Scored],
+    reference: Scored,
+    metric: str,
+    dropped: list[tuple[str, str, str]],
+) -> tuple[Scored | None, pd.DataFrame]:
+    """The candidate `select_candidate` picks from the Pareto table (None: none qualifies)."""
     table = pareto_table(
-        [reference, *scored], metric, reference.valid_metric, reference.test_metric, None
+        [reference, *scored], metric, reference.valid_metric, reference.test_metric, None, dropped
     )
     pick = select_candidate(table.to_dict("records"), settings.compress.max_metric_drop)
-    if pick is None:  # cannot happen: the lossless packed full model has drop 0
-        raise RuntimeError("compress: no candidate within tolerance, not even the packed model")
-    return next(s for s in scored if s.name == pick["candidate"])
+    if pick is None:
+        return None, table
+    return next(s for s in scored if s.name == pick["candidate"]), table
 
 
 def compact_summary(
     settings: Settings,
     chosen: Scored,
     reference: Scored,
-    packed: Scored,
+    packed: Scored | None,
     compiled: Scored | None,
     model: CompactModel,
     model_file: Path,
@@ -116,15 +122,22 @@ def compact_summary(
         "retrain_rows": min(train_rows, cfg.retrain_rows),
         "full_size_bytes": reference.size_bytes,
         "compact_size_bytes": model_file.stat().st_size,
-        "full_packed_bytes": packed.size_bytes,
+        "full_packed_bytes": packed.size_bytes if packed else None,
         "compact_packed_bytes": chosen.size_bytes,
         "valid_drop": round(metric_drop(metric, reference.valid_metric, chosen.valid_metric), 6),
         "test_drop": round(metric_drop(metric, reference.test_metric, chosen.test_metric), 6),
         f"valid_{metric}": round(chosen.valid_metric, 6),
         f"test_{metric}": round(chosen.test_metric, 6),
+        # The held-out figure: paired bootstrap interval of the drop on the test split, which
+        # nothing in compression chose on.
+        "test_drop_interval": [round(v, 6) for v in chosen.test_drop_ci],
+        "valid_drop_bound": round(chosen.valid_drop_bound, 6),
+        "ci_level": settings.evaluate.ci_level,
     }
     summary["size_ratio"] = round(summary["full_size_bytes"] / summary["compact_size_bytes"], 2)
-    summary["packed_size_ratio"] = round(packed.size_bytes / chosen.size_bytes, 2)
+    summary["packed_size_ratio"] = (
+        round(packed.size_bytes / chosen.size_bytes, 2) if packed else None
+    )
     return summary
 
 
@@ -151,8 +164,10 @@ def write_compact(
     chosen: Scored,
     scored: list[Scored],
     reference: Scored,
+    packed: Scored | None,
     rows: pd.DataFrame,
     train_rows: int,
+    dropped: list[tuple[str, str, str]],
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Compile the chosen model and write models/compact/ and reports/compress/, each as one
     folder swap; returns the manifest and the timings."""
@@ -164,21 +179,20 @@ def write_compact(
             if compiled is not None:
                 measure_latency([compiled], rows, cfg.latency_rows, cfg.batch_seconds)
                 chosen.model.detach_compiled()  # type: ignore[attr-defined]  # loaders attach it
+        every = [reference, *scored, *([compiled] if compiled else [])]
         table = pareto_table(
-            [reference, *scored, *([compiled] if compiled else [])],
-            metric,
-            reference.valid_metric,
-            reference.test_metric,
-            chosen.name,
+            every, metric, reference.valid_metric, reference.test_metric, chosen.name, dropped
         )
         model: CompactModel = chosen.model  # type: ignore[assignment]
-        model.metadata.update({"candidate": chosen.name, "full_model_md5": file_md5(paths.model)})
+        model.metadata.update(
+            {"candidate": chosen.name, "full_model_md5": file_md5(paths.evaluation_model)}
+        )
         dump_joblib(model, staging / "model.joblib")
         summary = compact_summary(
             settings,
             chosen,
             reference,
-            scored[0],
+            packed,
             compiled,
             model,
             staging / "model.joblib",
@@ -186,10 +200,7 @@ def write_compact(
         )
         write_json(summary, staging / "compact.json")
         timings = compress_timings(
-            reference,
-            compiled or chosen,
-            [reference, *scored, *([compiled] if compiled else [])],
-            file_md5(staging / "model.joblib"),
+            reference, compiled or chosen, every, file_md5(staging / "model.joblib")
         )
         write_csv(table, reports / "pareto.csv")
         write_json(table.to_dict("records"), reports / "pareto.json")
@@ -203,53 +214,87 @@ def write_compact(
     return summary, timings
 
 
-@task(name="compress")
-def compress_stage(settings: Settings, ctx: RunContext) -> Path:
-    paths = ArtifactPaths(settings.root)
-    cfg = settings.compress
-    if not cfg.enabled:
-        return write_disabled(paths)
-    full: InferenceModel = load_joblib(paths.model)
-    metric = settings.gate_metric
-    splits = load_splits(settings, full, paths)
-    start = time.perf_counter()
-    scored = build_candidates(settings, full, splits, metric)
-    reference = full_row(full, scored[0], paths, splits, metric)
-    rows = splits.test.drop(columns=[settings.data.target])
-    measure_latency([reference, *scored], rows, cfg.latency_rows, cfg.batch_seconds)
-    chosen = choose(settings, scored, reference, metric)
-    summary, timings = write_compact(
-        settings, paths, chosen, scored, reference, rows, len(splits.train)
-    )
-    metrics = {
-        k: summary[k] for k in ("size_ratio", "packed_size_ratio", "valid_drop", "test_drop")
-    }
-    write_json(
-        {**metrics, "candidate": chosen.name, "compiled": summary["compiled"]},
-        paths.compress_metrics,
-    )
-    write_json(timings, paths.compress_timings)
+# What metrics/compress.json and the MLflow run carry of the manifest (timings: MLflow only).
+SUMMARY_METRICS = ("size_ratio", "packed_size_ratio", "valid_drop", "test_drop")
+
+
+def log_choice(
+    summary: dict[str, Any],
+    timings: dict[str, Any],
+    chosen: Scored,
+    candidates: int,
+    seconds: float,
+) -> None:
     log.info(
         "compress: %d candidates in %.1fs; chose %s (%s): %d bytes (%.1fx smaller), valid "
-        "%s drop %+.4f, test drop %+.4f, single row %.2f ms vs %.2f ms (%.1fx)%s",
-        len(scored),
-        time.perf_counter() - start,
+        "%s drop %+.4f (bound %+.4f), held-out test drop %+.4f [%+.4f, %+.4f], single row "
+        "%.2f ms vs %.2f ms (%.1fx)%s",
+        candidates,
+        seconds,
         chosen.name,
         chosen.kind,
         summary["compact_size_bytes"],
         summary["size_ratio"],
-        metric,
+        summary["metric"],
         summary["valid_drop"],
+        summary["valid_drop_bound"],
         summary["test_drop"],
+        *summary["test_drop_interval"],
         timings["compact_p50_single_row_ms"],
         timings["full_p50_single_row_ms"],
         timings["latency_ratio"],
         f"; compiled, parity {summary['parity_max_abs']:.2g}" if summary["compiled"] else "",
     )
+
+
+@task(name="compress")
+def compress_stage(settings: Settings, ctx: RunContext) -> Path:
+    paths = ArtifactPaths(settings.root)
+    if not settings.compress.enabled:
+        return write_disabled(paths)
+    try:
+        return compress_model(settings, ctx, paths)
+    except Exception as exc:  # optional: never takes the full model down
+        reason = f"compression failed: {type(exc).__name__}: {str(exc).strip()[:300]}"
+        log.warning("compress: %s", reason)
+        return write_disabled(paths, reason)
+
+
+def compress_model(settings: Settings, ctx: RunContext, paths: ArtifactPaths) -> Path:
+    """Build, score and choose the candidates, compile the chosen one, write the outputs."""
+    cfg = settings.compress
+    full: InferenceModel = load_joblib(paths.evaluation_model)
+    metric = settings.gate_metric
+    splits = load_splits(settings, full, paths)
+    start = time.perf_counter()
+    scored, dropped = build_candidates(settings, full, splits, metric)
+    packed = scored[0] if full.is_single_lightgbm and scored else None
+    reference = full_row(full, packed, paths, splits, metric)
+    rows = splits.test.drop(columns=[settings.data.target])
+    measure_latency([reference, *scored], rows, cfg.latency_rows, cfg.batch_seconds)
+    chosen, table = choose(settings, scored, reference, metric, dropped)
+    if chosen is None:
+        return write_disabled(
+            paths,
+            f"no candidate's valid drop is within compress.max_metric_drop "
+            f"({cfg.max_metric_drop:g}) at its one-sided {settings.evaluate.ci_level:.0%} "
+            "upper bound",
+            table,
+        )
+    summary, timings = write_compact(
+        settings, paths, chosen, scored, reference, packed, rows, len(splits.train), dropped
+    )
+    metrics = {k: summary[k] for k in SUMMARY_METRICS}
+    write_json(
+        {**metrics, "candidate": chosen.name, "compiled": summary["compiled"]},
+        paths.compress_metrics,
+    )
+    write_json(timings, paths.compress_timings)
+    log_choice(summary, timings, chosen, len(scored), time.perf_counter() - start)
     speed = {k: timings[k] for k in ("latency_ratio", "throughput_ratio")}
     log_to_run(
         ctx,
-        metrics={f"compress_{k}": v for k, v in {**metrics, **speed}.items()},
+        metrics={f"compress_{k}": v for k, v in {**metrics, **speed}.items() if v is not None},
         params={"compress.chosen": chosen.name},
         artifacts=[paths.compress_timings],
         artifact_dir="compress",

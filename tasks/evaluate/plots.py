@@ -205,12 +205,42 @@ def write_plots(
     """All plot tables (CSV) and images (PNG) into `dest`; returns facts for the report."""
     ev = settings.evaluate
     tables = plot_tables(model, y, scores)
-    importance = importance_table(model)
-    contrib, X = shap_contributions(model, test, ev.shap_sample, settings.base.seed)
-    shap = shap_table(model, contrib, X)
-    tables.update({"importance": importance, "shap": shap})
+    importance = importance_table(model, test, y, settings.base.seed)
+    tables["importance"] = importance
+    shap_parts = shap_contributions(model, test, ev.shap_sample, settings.base.seed)
+    if shap_parts is not None:
+        tables["shap"] = shap_table(model, *shap_parts)
     for name, table in tables.items():
         write_csv(table, dest / f"{name}.csv")
+    plot_performance(model, tables, y, metrics, dest)
+    plot_importance(importance, ev.top_features, dest / "importance.png")
+    top: list[str] = []
+    if shap_parts is not None:
+        contrib, X = shap_parts
+        shap = tables["shap"]
+        top = list(shap["feature"].head(ev.top_features))
+        if contrib.ndim == 3:
+            plot_shap_bars(
+                shap.set_index("feature").head(ev.top_features), dest / "shap_summary.png"
+            )
+        else:
+            plot_shap_summary(contrib, X, top, settings.base.seed, dest / "shap_summary.png")
+    return {
+        "top_features_gain": importance.head(ev.top_features).to_dict(orient="records"),
+        "importance_kind": "gain" if model.lightgbm() is not None else "permutation",
+        "top_features_shap": top,
+        "shap_rows": 0 if shap_parts is None else len(shap_parts[1]),
+    }
+
+
+def plot_performance(
+    model: InferenceModel,
+    tables: dict[str, pd.DataFrame],
+    y: np.ndarray,
+    metrics: dict[str, float],
+    dest: Path,
+) -> None:
+    """ROC, precision-recall, calibration and confusion (classification) or residuals."""
     classes = [str(c) for c in model.classes]
     if model.task == "binary":
         plot_roc(tables["roc"], metrics["roc_auc"], dest / "roc.png")
@@ -228,14 +258,3 @@ def write_plots(
         )
     else:
         plot_residuals(tables["residuals"], dest / "residuals.png")
-    plot_importance(importance, ev.top_features, dest / "importance.png")
-    top = list(shap["feature"].head(ev.top_features))
-    if contrib.ndim == 3:
-        plot_shap_bars(shap.set_index("feature").head(ev.top_features), dest / "shap_summary.png")
-    else:
-        plot_shap_summary(contrib, X, top, settings.base.seed, dest / "shap_summary.png")
-    return {
-        "top_features_gain": importance.head(ev.top_features).to_dict(orient="records"),
-        "top_features_shap": top,
-        "shap_rows": len(X),
-    }

@@ -105,7 +105,7 @@ def run_metrics(summary: dict[str, Any]) -> dict[str, float]:
 @task(name="evaluate")
 def evaluate_stage(settings: Settings, ctx: RunContext) -> Path:
     paths = ArtifactPaths(settings.root)
-    model: InferenceModel = load_joblib(paths.model)
+    model: InferenceModel = load_joblib(paths.evaluation_model)
     test = read_parquet(paths.split("test"))
     y, _ = encode_target(test[settings.data.target], model.task, classes=model.classes or None)
     scores = model.predict_scores(test)

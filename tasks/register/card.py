@@ -72,6 +72,18 @@ def _rows_line(rows: int, raw_rows: int | None, duplicates: int, quarantined: in
     )
 
 
+def _threshold_section(threshold: float | None, objective: str | None) -> list[str]:
+    if threshold is None:
+        return []
+    return [
+        "",
+        "## Decision threshold",
+        "",
+        f"{threshold:.4f}, chosen on the out-of-fold predictions of the train split "
+        f"({objective}); `predict` returns the probability and the label at this threshold.",
+    ]
+
+
 def render_model_card(
     *,
     model_name: str,
@@ -80,6 +92,7 @@ def render_model_card(
     source: str,
     target: str,
     rows: int,
+    learned_from: str,
     data_md5: str,
     class_balance: Mapping[str, int] | None,
     params: Mapping[str, Any],
@@ -108,6 +121,7 @@ def render_model_card(
         f"- source: `{source}` (target `{target}`, task {task})",
         _rows_line(rows, raw_rows, duplicate_rows, quarantined_rows)
         + f"; DVC md5 of data/raw/raw.parquet: `{data_md5}`",
+        f"- learned from: {learned_from}",
         f"- git commit: `{git_commit}`",
     ]
     if class_balance:
@@ -116,15 +130,7 @@ def render_model_card(
             "- class balance: "
             + ", ".join(f"{k} {v} ({v / total:.1%})" for k, v in class_balance.items())
         )
-    lines += _metrics_section(test, cv)
-    if threshold is not None:
-        lines += [
-            "",
-            "## Decision threshold",
-            "",
-            f"{threshold:.4f}, chosen on the valid split ({threshold_objective}); "
-            "`predict` returns the probability and the label at this threshold.",
-        ]
+    lines += _metrics_section(test, cv) + _threshold_section(threshold, threshold_objective)
     lines += ["", "## Top features (gain)", ""]
     lines += [f"{i}. {f['feature']} ({f['gain']:.1f})" for i, f in enumerate(top_features, 1)]
     lines += _comparison_section(decision)
@@ -142,8 +148,14 @@ def as_description(card: str) -> str:
 
 
 def model_params(model: InferenceModel) -> dict[str, Any]:
-    """The LightGBM parameters the model was actually fitted with (tuned or from params.yaml)."""
+    """What the model is: the LightGBM parameters it was fitted with (tuned or from
+    params.yaml), or an ensemble's members with their weights."""
     est = model.pipeline.named_steps["model"]
+    members = getattr(est, "members", None)
+    if members is not None:
+        return {f"member {m.name}": f"weight {m.weight:.3f}" for m in members}
+    if not model.is_single_lightgbm:
+        return {"estimator": type(est).__name__}
     params = est.get_params()
     out = {k: params[k] for k in LgbmParams.model_fields if k in params}
     out["n_estimators_used"] = int(getattr(est, "best_iteration_", 0) or est.n_estimators)

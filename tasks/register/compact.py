@@ -106,6 +106,7 @@ def compact_version_tags(
         "metric": manifest["metric"],
         "valid_metric_drop": str(manifest["valid_drop"]),
         "test_metric_drop": str(manifest["test_drop"]),
+        "test_metric_drop_interval": str(manifest.get("test_drop_interval")),
         "size_ratio": str(manifest["size_ratio"]),
         "packed_size_ratio": str(manifest["packed_size_ratio"]),
         **{k: str(timings[k]) for k in ("latency_ratio", "throughput_ratio") if k in timings},
@@ -173,10 +174,10 @@ def register_compact(
             sync_compact_aliases(client, settings)
         return None
     model: CompactModel = load_joblib(paths.compact_dir / "model.joblib")
-    if model.metadata.get("full_model_md5") != file_md5(paths.model):
+    if model.metadata.get("full_model_md5") != file_md5(paths.evaluation_model):
         log.warning(
             "register: %s not registered: models/compact was built from another "
-            "models/model.joblib (rerun the compress stage)",
+            "models/evaluation_model.joblib (rerun the compress stage)",
             name,
         )
         return None
@@ -202,5 +203,6 @@ def register_compact(
         "size_ratio": manifest["size_ratio"],
         "latency_ratio": timings.get("latency_ratio"),
         "test_drop": manifest["test_drop"],
+        "test_drop_interval": manifest.get("test_drop_interval"),
         "compiled": manifest["compiled"],
     }

@@ -5,6 +5,10 @@
 2. Otherwise it becomes a new version. Under the registry promotion lock (adapters/registry.py)
    the current @champion is scored on the same test rows, the paired bootstrap interval of the
    difference is checked against gate.rule, and the version gets @champion or @challenger.
+   Both sides are *evaluation models*: the candidate's twin fitted without the test split, and
+   the champion's own twin logged with it, so neither has learnt from the rows it is judged on
+   (the shipped models learnt from every labelled row). A champion without one is sent to
+   manual review.
    A champion whose contract (task, target, positive label, classes, output columns; version
    tags written here) differs from the candidate's is not scored: the candidate waits as
    @challenger for manual review.
@@ -41,7 +45,7 @@ from adapters.registry import (
     input_signature,
     log_pyfunc_model,
     pip_requirements,
-    predict_registered_version,
+    predict_evaluation_model,
     registered_python_model,
 )
 from adapters.tracking import (
@@ -157,6 +161,9 @@ def version_tags(
         "task": settings.data.task,
         "entry_point": ctx.entry,
         "prefect_flow_run_id": ctx.flow_run_id or "",
+        # Rows are assigned to splits by a hash of their content (tasks/preprocess.py).
+        "split_scheme": "row_hash",
+        "evaluation_model": "true",
     }
 
 
@@ -185,13 +192,14 @@ def champion_contract(name: str, champion: Any, rows: pd.DataFrame) -> dict[str,
         return {k: tags[k] for k in CONTRACT_KEYS if k in tags}
 
 
-def log_inference_model(model: InferenceModel, model_file: Path, example: pd.DataFrame) -> Any:
-    """Log the full model as a pyfunc (the inference package is its code); return its ModelInfo."""
+def log_inference_model(model: InferenceModel, paths: ArtifactPaths, example: pd.DataFrame) -> Any:
+    """Log the full model as a pyfunc (the inference package is its code), with its evaluation
+    twin as a second artifact; return its ModelInfo."""
     signature = input_signature(example, model.predict_frame(example))
     return log_pyfunc_model(
         "model",
         "pyfunc.py",
-        {"inference_model": str(model_file)},
+        {"inference_model": str(paths.model), "evaluation_model": str(paths.evaluation_model)},
         signature,
         example,
         pip_requirements(),
@@ -226,7 +234,12 @@ def gate_against_champion(
         return decide([], gate.rule, gate.margin, str(champion.version), incompatible=differences)
     y, _ = encode_target(test[settings.data.target], model.task, classes=model.classes or None)
     try:
-        out = predict_registered_version(name, str(champion.version), rows)
+        out = predict_evaluation_model(name, str(champion.version), rows)
+        if out is None:
+            raise ValueError(
+                "it carries no evaluation model (registered before models were refit on every "
+                "labelled row), so it may have learnt from today's test rows"
+            )
         reference = predictions_from_output(out, model.task, model.classes)
     except Exception as exc:  # any failure to score is a reason for a human to look
         log.warning(
@@ -279,6 +292,20 @@ def promote(
     return decision
 
 
+def learned_from(paths: ArtifactPaths) -> str:
+    """Which rows the shipped model and the evaluated model learned from (train's summary)."""
+    train = read_json(paths.train_metrics)
+    shipped, evaluated = train.get("shipped_model_rows"), train.get("evaluation_model_rows")
+    if shipped is None:
+        return "the train split"
+    return (
+        f"the shipped model: all {shipped} labelled rows (train, valid and test splits); "
+        f"the metrics and the gate: its twin fitted on the {evaluated} train-split rows only, "
+        f"scored on test-split rows (assigned by a hash of each row, so they stay test rows "
+        f"when new labelled files are appended); chosen by CV: {train.get('winner', '?')}"
+    )
+
+
 def build_card(
     settings: Settings,
     model: InferenceModel,
@@ -300,6 +327,7 @@ def build_card(
         raw_rows=int(validation.get("raw_rows", 0)),
         duplicate_rows=int(validation.get("duplicate_rows", 0)),
         quarantined_rows=int(validation.get("quarantined_rows", 0)),
+        learned_from=learned_from(paths),
         data_md5=tags["data_md5"],
         class_balance=validation.get("target_levels") if model.task != "regression" else None,
         params=model_params(model),
@@ -344,7 +372,8 @@ def register_candidate(
     try:
         with resumed_run(ctx) as run:
             run_id = run.info.run_id if run else None
-            info = log_inference_model(model, paths.model, test[model.feature_columns].head(5))
+            example = test[model.feature_columns].head(5)
+            info = log_inference_model(load_joblib(paths.model), paths, example)
             if lineage.diff:
                 mlflow.log_text(lineage.diff, GIT_DIFF_ARTIFACT)
             if failures:
@@ -401,7 +430,9 @@ def discard_unfinished(client: Any, name: str, version: str | None) -> None:
 @task(name="register")
 def register_stage(settings: Settings, ctx: RunContext) -> Path:
     paths = ArtifactPaths(settings.root)
-    model: InferenceModel = load_joblib(paths.model)
+    # The gate and the card judge the evaluation model (never saw the test split); the model
+    # that ships (models/model.joblib) is the same recipe fitted on every labelled row.
+    model: InferenceModel = load_joblib(paths.evaluation_model)
     test = read_parquet(paths.split("test"))
     raw_rows = read_json(paths.validation_report)["raw_rows"]
     failures = check_absolute(read_json(paths.test_metrics)["test"], settings.gate.criteria)

@@ -1,4 +1,4 @@
-"""Cross-validation of one LightGBM parameter set, and the baselines scored in the same folds.
+"""Cross-validation of one LightGBM parameter set, keeping its out-of-fold predictions.
 
 Runs inside a trial worker: a CVData carries everything a trial needs (the model input of the
 possibly subsampled train split and the folds), so workers never read files or the study.
@@ -16,7 +16,7 @@ import optuna
 import pandas as pd
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from core.config import Settings, TuneSettings
+from core.config import Settings
 from tasks.features import balanced_weights, oversample_indices
 from tasks.preprocess import sample_positions
 from tasks.tune.search import CV_METRICS, Fidelity
@@ -73,10 +73,16 @@ def make_folds(
     return [(tr, te) for tr, te in splitter.split(np.zeros(len(y)), y)]
 
 
+def lightgbm_params(params: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """(LightGBM's own params, whether categorical columns go in as categorical)."""
+    out = dict(params)
+    return out, bool(out.pop("categorical_native", True))
+
+
 def lgb_params(params: dict[str, Any], data: CVData, threads: int) -> dict[str, Any]:
     _, metric, _ = CV_METRICS[data.task]
     out: dict[str, Any] = {
-        **params,
+        **lightgbm_params(params)[0],
         "objective": data.task,
         "metric": metric,
         "seed": data.seed,
@@ -93,9 +99,12 @@ def lgb_params(params: dict[str, Any], data: CVData, threads: int) -> dict[str, 
     return out
 
 
-def _cv_dataset(data: CVData) -> tuple[lgb.Dataset, list[tuple[np.ndarray, np.ndarray]]]:
+def _cv_dataset(
+    data: CVData, native: bool = True
+) -> tuple[lgb.Dataset, list[tuple[np.ndarray, np.ndarray]]]:
     """The CV dataset and folds; with oversampling, each fold's training part gets its own
-    resampled copies (appended rows), so validation rows are never duplicated or leaked."""
+    resampled copies (appended rows), so validation rows are never duplicated or leaked.
+    `native`: the categorical columns split as categories, else as numbers (their codes)."""
     X, y, folds = data.X, data.y, data.folds
     weight = None
     if data.task == "multiclass" and data.imbalance == "class_weight":
@@ -113,9 +122,28 @@ def _cv_dataset(data: CVData) -> tuple[lgb.Dataset, list[tuple[np.ndarray, np.nd
         y = np.concatenate(parts_y)
         folds = new_folds
     dataset = lgb.Dataset(
-        X, y, weight=weight, categorical_feature=data.categorical or "auto", free_raw_data=False
+        X,
+        y,
+        weight=weight,
+        categorical_feature=(data.categorical if native else []) or "auto",
+        free_raw_data=False,
     )
     return dataset, folds
+
+
+@dataclass
+class CVResult:
+    """A parameter set's CV: mean and std of the fold metric at the best common round, that
+    round, and the out-of-fold predictions there (what ensemble selection works on)."""
+
+    mean: float
+    std: float
+    rounds: int
+    oof: np.ndarray
+
+
+def oof_shape(data: CVData) -> tuple[int, ...]:
+    return (len(data.y), data.num_class) if data.task == "multiclass" else (len(data.y),)
 
 
 def cross_validate(
@@ -126,11 +154,12 @@ def cross_validate(
     threads: int,
     report: Callable[[int, float], bool] | None = None,
     report_every: int = 10,
-) -> tuple[float, float, int]:
-    """Mean and std of the CV metric at the best round, and that round. `report(step, value)`
-    is called every `report_every` rounds; when it returns True the trial is pruned."""
+) -> CVResult:
+    """k-fold CV in lock-step (`lgb.cv`), early stopping on the mean fold metric.
+    `report(round, value)` is called every `report_every` rounds; when it returns True the trial
+    is pruned (optuna.TrialPruned)."""
     _, metric, _ = CV_METRICS[data.task]
-    dataset, folds = _cv_dataset(data)
+    dataset, folds = _cv_dataset(data, lightgbm_params(params)[1])
     callbacks: list[Any] = [lgb.early_stopping(early_stopping, verbose=False)]
     if report is not None:
 
@@ -150,80 +179,13 @@ def cross_validate(
         num_boost_round=max_rounds,
         folds=folds,
         callbacks=callbacks,
+        return_cvbooster=True,
     )
     means: list[float] = result[f"valid {metric}-mean"]  # type: ignore[assignment]
     stds: list[float] = result[f"valid {metric}-stdv"]  # type: ignore[assignment]
-    return float(means[-1]), float(stds[-1]), len(means)
-
-
-# ------------------------------------------------------------------------------------------------
-# Baselines in the same CV
-# ------------------------------------------------------------------------------------------------
-def linear_baseline(data: CVData) -> tuple[float, float]:
-    """Regularised linear model (L2 logistic / ridge) on one-hot + standardised features."""
-    from sklearn.compose import ColumnTransformer
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression, Ridge
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
-
-    numeric = [c for c in data.X.columns if c not in data.categorical]
-    columns = ColumnTransformer(
-        [
-            (
-                "num",
-                make_pipeline(
-                    SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler()
-                ),
-                numeric,
-            ),
-            (
-                "cat",
-                make_pipeline(
-                    SimpleImputer(strategy="most_frequent", keep_empty_features=True),
-                    OneHotEncoder(handle_unknown="ignore"),
-                ),
-                data.categorical,
-            ),
-        ]
-    )
-    model = (
-        Ridge(alpha=1.0)
-        if data.task == "regression"
-        else LogisticRegression(
-            C=1.0,
-            max_iter=2000,
-            class_weight="balanced" if data.imbalance == "class_weight" else None,
-        )
-    )
-    scores = []
-    for tr, te in data.folds:
-        fitted = make_pipeline(columns, model).fit(data.X.iloc[tr], data.y[tr])
-        pred = (
-            fitted.predict(data.X.iloc[te])
-            if data.task == "regression"
-            else fitted.predict_proba(data.X.iloc[te])
-        )
-        scores.append(score(data.task, data.y[te], pred, data.num_class))
-    return float(np.mean(scores)), float(np.std(scores))
-
-
-def score(task_type: str, y: np.ndarray, pred: np.ndarray, num_class: int) -> float:
-    from sklearn import metrics as skm
-
-    if task_type == "binary":
-        return float(skm.roc_auc_score(y, pred[:, 1]))
-    if task_type == "multiclass":
-        return float(skm.log_loss(y, pred, labels=list(range(num_class))))
-    return float(np.sqrt(skm.mean_squared_error(y, pred)))
-
-
-def baselines(data: CVData, tune: TuneSettings, threads: int) -> dict[str, dict[str, float]]:
-    mean, std, rounds = cross_validate(
-        data, {}, tune.max_rounds, tune.early_stopping_rounds, threads
-    )
-    lin_mean, lin_std = linear_baseline(data)
-    return {
-        "lightgbm_default": {"mean": round(mean, 6), "std": round(std, 6), "rounds": rounds},
-        "linear": {"mean": round(lin_mean, 6), "std": round(lin_std, 6)},
-    }
+    rounds = len(means)
+    oof = np.zeros(oof_shape(data))
+    boosters = result["cvbooster"].boosters  # type: ignore[union-attr]
+    for (_, held_out), booster in zip(data.folds, boosters):
+        oof[held_out] = booster.predict(data.X.iloc[held_out], num_iteration=rounds)
+    return CVResult(float(means[-1]), float(stds[-1]), rounds, oof)

@@ -18,6 +18,8 @@ from tasks.tune.study import TrialOutcome
 
 
 def trials_table(trials: Sequence[optuna.trial.FrozenTrial]) -> pd.DataFrame:
+    """One row per trial: state, CV score, rounds, error, params (no timings: those change
+    from run to run and go to the trial's MLflow child run)."""
     rows = []
     for t in trials:
         rows.append(
@@ -26,7 +28,6 @@ def trials_table(trials: Sequence[optuna.trial.FrozenTrial]) -> pd.DataFrame:
                 "state": t.state.name.lower(),
                 "value": t.value,
                 "rounds": t.user_attrs.get("rounds"),
-                "seconds": t.user_attrs.get("seconds"),
                 "error": t.user_attrs.get("error", ""),
                 **{f"params_{k}": v for k, v in t.params.items()},
             }
@@ -38,9 +39,11 @@ def plot_history(
     trials: Sequence[optuna.trial.FrozenTrial],
     direction: str,
     metric: str,
-    base: dict[str, dict[str, float]],
+    lines: dict[str, float],
     dest: Path,
 ) -> None:
+    """CV score per trial (best so far in red), with horizontal lines for the other learners and
+    the chosen model (`lines`: label -> CV score)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -65,9 +68,10 @@ def plot_history(
             s=18,
             label="pruned (last report)",
         )
-    for (name, b), style in zip(base.items(), ("--", ":")):
+    styles = ("--", ":", "-.", (0, (1, 3)), (0, (5, 5)), "-")
+    for i, (label, value) in enumerate(lines.items()):
         ax.axhline(
-            b["mean"], linestyle=style, color="black", linewidth=1, label=f"baseline: {name}"
+            value, linestyle=styles[i % len(styles)], color="black", linewidth=1, label=label
         )
     ax.set_xlabel("trial")
     ax.set_ylabel(f"CV {metric}")

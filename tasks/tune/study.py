@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -41,12 +42,19 @@ from adapters.prefect import task_runner
 from core.config import Settings, TuneRunnerSettings, TuneSettings
 from core.errors import PipelineError
 from tasks.tune.cv import CVData, cross_validate
+from tasks.tune.ensemble import oof_score
 from tasks.tune.search import (
     INTERRUPTED,
+    PORTFOLIO,
     Fidelity,
     counts_toward_budget,
+    learning_step,
     make_pruner,
+    patience,
+    portfolio_point,
+    searched,
     select_best_trial,
+    startup_trials,
     suggest_params,
 )
 
@@ -83,6 +91,7 @@ class TrialOutcome:
     pruner_attrs: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     seconds: float = 0.0
+    oof: np.ndarray | None = None  # out-of-fold predictions of a complete trial
 
 
 def _pruning_study(spec: TrialSpec) -> tuple[optuna.Study, optuna.Trial]:
@@ -92,7 +101,7 @@ def _pruning_study(spec: TrialSpec) -> tuple[optuna.Study, optuna.Trial]:
     study = optuna.create_study(
         study_name=spec.study_name,
         direction=optuna.study.StudyDirection[spec.direction.upper()],
-        pruner=make_pruner(spec.tune),
+        pruner=make_pruner(spec.tune, startup_trials(spec.tune)),
         sampler=optuna.samplers.RandomSampler(seed=0),
     )
     study.add_trials(spec.history)
@@ -109,26 +118,39 @@ def run_trial(spec: TrialSpec, data: CVData) -> TrialOutcome:
     started = time.perf_counter()
     study, trial = _pruning_study(spec)
     intermediate: dict[int, float] = {}
+    tune = spec.tune
+    lr = float(spec.params.get("learning_rate", 0.1))
+    last: dict[str, int] = {"rounds": 0}
 
-    def report(step: int, value: float) -> bool:
+    def report(rounds: int, value: float) -> bool:
+        last["rounds"] = rounds
+        step = learning_step(rounds, lr) if tune.pruner == "median" else rounds
+        if step <= 0 or step in intermediate:
+            return False
         intermediate[step] = value
         trial.report(value, step)
         return trial.should_prune()
 
-    tune = spec.tune
+    oof = None
     try:
-        mean, std, rounds = cross_validate(
+        result = cross_validate(
             data,
             spec.params,
             tune.max_rounds,
-            tune.early_stopping_rounds,
+            patience(lr, tune.early_stopping_rounds),
             spec.threads,
             report,
             tune.report_every,
         )
+        mean, std, rounds, oof = (
+            oof_score(data.task, data.y, result.oof),
+            result.std,
+            result.rounds,
+            result.oof,
+        )
         state = "complete"
     except optuna.TrialPruned:
-        mean, std, rounds, state = None, None, max(intermediate, default=0), "pruned"
+        mean, std, rounds, state = None, None, last["rounds"], "pruned"
     attrs = {
         k: v
         for k, v in study.get_trials(deepcopy=False)[-1].system_attrs.items()
@@ -143,6 +165,7 @@ def run_trial(spec: TrialSpec, data: CVData) -> TrialOutcome:
         intermediate,
         attrs,
         seconds=time.perf_counter() - started,
+        oof=oof,
     )
 
 
@@ -186,7 +209,8 @@ def study_fingerprint(data: CVData, settings: Settings, fidelity: Fidelity) -> s
     """Identity of a study: the data it tunes on and every setting that changes a trial's result
     (not the budget or the runner, so raising n_trials continues the same study)."""
     tune = settings.tune.model_dump(
-        mode="json", exclude={"n_trials", "timeout_s", "runner", "baselines"}
+        mode="json",
+        exclude={"n_trials", "timeout_s", "stall_trials", "runner", "learners", "ensemble"},
     )
     h = hashlib.sha256()
     h.update(
@@ -219,14 +243,74 @@ def open_study(journal: Path, name: str, direction: str, seed: int) -> optuna.St
     if journal.exists() and name not in optuna.study.get_all_study_names(storage):
         journal.unlink()
         storage = JournalStorage(JournalFileBackend(str(journal)))
-    sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
-    return optuna.create_study(
+    with warnings.catch_warnings():  # multivariate TPE is marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True, multivariate=True)
+    study = optuna.create_study(
         study_name=name,
         storage=storage,
         direction=optuna.study.StudyDirection[direction.upper()],
         sampler=sampler,
         load_if_exists=True,
     )
+    return study
+
+
+ORDINAL = "_ordinal"
+WAIT = "wait"  # the next portfolio trial needs trials still running
+
+
+def portfolio_entries(tune: TuneSettings, has_categorical: bool) -> list[tuple[str, dict, str]]:
+    """(name, config, mode) of the study's first trials. With categorical columns, LightGBM's
+    defaults run twice, categorical columns as categories and as plain codes, and the rest of
+    the portfolio uses the mode that won (mode "winner"): which one is better depends on the
+    table (it was the largest single difference seen between settings)."""
+    configs = list(PORTFOLIO if tune.portfolio else PORTFOLIO[:1])
+    if not has_categorical:
+        return [(name, config, "fixed") for name, config in configs]
+    name, config = configs[0]
+    return [
+        (name, {**config, "categorical_native": True}, "fixed"),
+        (name + ORDINAL, {**config, "categorical_native": False}, "fixed"),
+    ] + [(n, c, "winner") for n, c in configs[1:]]
+
+
+def winning_mode(study: optuna.Study) -> bool | None:
+    """categorical_native of the better of the two defaults trials (None until both are told;
+    a tie keeps categories)."""
+    told = {
+        t.user_attrs.get("portfolio"): t
+        for t in study.get_trials(deepcopy=False)
+        if t.state.is_finished()
+    }
+    native, ordinal = told.get(PORTFOLIO[0][0]), told.get(PORTFOLIO[0][0] + ORDINAL)
+    if native is None or ordinal is None:
+        return None
+    if ordinal.value is None or ordinal.state != optuna.trial.TrialState.COMPLETE:
+        return True
+    if native.value is None or native.state != optuna.trial.TrialState.COMPLETE:
+        return False
+    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    return bool(sign * native.value <= sign * ordinal.value)
+
+
+def next_portfolio_trial(
+    study: optuna.Study, tune: TuneSettings, has_categorical: bool
+) -> tuple[str, dict[str, Any]] | str | None:
+    """The next portfolio setting not yet in the study as (name, point of the space), WAIT when
+    it depends on trials still running, None when the portfolio is done."""
+    seen = {t.user_attrs.get("portfolio") for t in study.get_trials(deepcopy=False)}
+    space = searched(tune.search_space, has_categorical)
+    for name, config, mode in portfolio_entries(tune, has_categorical):
+        if name in seen:
+            continue
+        if mode == "winner":
+            native = winning_mode(study)
+            if native is None:
+                return WAIT
+            config = {**config, "categorical_native": native}
+        return name, portfolio_point(config, space)
+    return None
 
 
 def recover_interrupted(study: optuna.Study) -> int:
@@ -238,7 +322,8 @@ def recover_interrupted(study: optuna.Study) -> int:
         optuna.trial.Trial(study, t._trial_id).set_user_attr("error", INTERRUPTED)
         study.tell(t.number, state=optuna.trial.TrialState.FAIL)
         if t.params:
-            study.enqueue_trial(t.params, skip_if_exists=False)
+            keep = {k: v for k, v in t.user_attrs.items() if k == "portfolio"}
+            study.enqueue_trial(t.params, user_attrs=keep, skip_if_exists=False)
     return len(stale)
 
 
@@ -363,6 +448,51 @@ class TrialWindow:
             )
 
 
+def waiting(study: optuna.Study) -> bool:
+    """Whether enqueued trials (e.g. of an interrupted run) wait to be asked."""
+    return any(t.state == optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False))
+
+
+def stalled(study: optuna.Study, stall_trials: int, first: int) -> bool:
+    """True when the last `stall_trials` told trials, after the first `first` (the portfolio),
+    have not improved the best score (decided on told trials only: deterministic)."""
+    if stall_trials <= 0:
+        return False
+    told = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+    best = select_best_trial(told, study.direction.name.lower())
+    if best is None or len(told) <= first:
+        return False
+    since = sum(1 for t in told if t.number > max(best.number, first - 1))
+    return since >= stall_trials
+
+
+def budget_spent(started: float, budget_s: float | None, w: TrialWindow) -> bool:
+    """Whether the time budget is spent (no new trial starts; the running ones finish)."""
+    if budget_s is None or time.perf_counter() - started < budget_s:
+        return False
+    log.info(
+        "tune: time budget of %.0f s spent after %d trials; finishing the %d running",
+        budget_s,
+        w.done,
+        len(w.inflight),
+    )
+    return True
+
+
+def enqueue_portfolio(study: optuna.Study, tune: TuneSettings, has_categorical: bool) -> bool:
+    """Enqueue the next portfolio setting, if one is due, so the next `ask` runs it; False when
+    that setting depends on trials still running (settle one first). Trials already queued (an
+    interrupted run's) go first."""
+    if waiting(study):
+        return True
+    entry = next_portfolio_trial(study, tune, has_categorical)
+    if entry == WAIT:
+        return False
+    if isinstance(entry, tuple):
+        study.enqueue_trial(entry[1], user_attrs={"portfolio": entry[0]})
+    return True
+
+
 def run_study(
     study: optuna.Study,
     tune: TuneSettings,
@@ -372,30 +502,35 @@ def run_study(
     metric: str,
     on_trial: Callable[[TrialOutcome, dict[str, Any]], None] | None = None,
     progress_every: int = 2,
+    has_categorical: bool = False,
+    budget_s: float | None = None,
 ) -> StudyResult:
-    """Keep `window` trials in flight until the budget is spent: ask, submit, and when the
-    window is full wait for the oldest trial and tell it (always in trial-number order)."""
+    """Keep `window` trials in flight until the budget is spent (n_trials, `budget_s` seconds,
+    or `tune.stall_trials` told trials without improvement): ask, submit, and when the window is
+    full wait for the oldest trial and tell it (always in trial-number order)."""
     started = time.perf_counter()
     interrupted, done_before = resume(study, tune)
     direction = study.direction.name.lower()
+    space = searched(tune.search_space, has_categorical)
+    first = len(portfolio_entries(tune, has_categorical))
     w = TrialWindow(study, tune, metric, on_trial, progress_every, done_before, started)
     w.done = submitted = done_before
     while submitted < tune.n_trials:
-        if tune.timeout_s is not None and time.perf_counter() - started >= tune.timeout_s:
-            log.info(
-                "tune: time budget of %.0f s spent after %d trials; finishing the %d running",
-                tune.timeout_s,
-                w.done,
-                len(w.inflight),
-            )
+        if budget_spent(started, budget_s, w):
             break
         if len(w.inflight) >= window:
+            w.settle_oldest()
+            continue
+        if stalled(study, tune.stall_trials, first):
+            log.info("tune: %d trials without a better CV score; stopping", tune.stall_trials)
+            break
+        if not enqueue_portfolio(study, tune, has_categorical):
             w.settle_oldest()
             continue
         trial = study.ask()
         spec = TrialSpec(
             trial.number,
-            suggest_params(trial, tune),
+            suggest_params(trial, space),
             study.study_name,
             direction,
             tune,

@@ -213,6 +213,9 @@ def make_project(
             "min_resource": 10,
             "report_every": 5,
             "runner": {"kind": "thread", "workers": 2, "threads_per_trial": 1},
+            # Model selection: the trials and the linear model, blended when that scores better.
+            "learners": ["linear"],
+            "ensemble": {"lightgbm_pool": 3, "iterations": 10},
         },
         sections.pop("tune", {}),
     )

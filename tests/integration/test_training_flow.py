@@ -30,19 +30,28 @@ def _load_champion(project, name: str = "credit-scoring"):  # type: ignore[no-un
 
 def test_flow_registers_a_champion_that_scores_raw_rows(tmp_path, credit_small) -> None:
     # As `make run` does: a temporary Prefect server; trials in worker processes (the default
-    # runner), still deterministic across reruns; the compact model compiled.
+    # runner), still deterministic across reruns; the compact model compiled. On this data model
+    # selection blends LightGBM trials with the linear model: the champion is an ensemble, and
+    # its compact model a student of it (a small student of a blend loses more than pruned
+    # trees of one model, and the bound on a valid split of ~180 rows is wide: it gets a
+    # tolerance it can meet).
+    max_drop = 0.06
     project = make_project(
         tmp_path,
         credit_small,
         shared_prefect=False,
         tune={"enabled": True, "runner": {"kind": "process"}},
-        compress={"enabled": True, "compile": True},
+        compress={"enabled": True, "compile": True, "max_metric_drop": max_drop},
     )
     first = project.flow("run")
     out = first.stdout + first.stderr
     assert "Traceback" not in out and "CancelledError" not in out
     assert "version 1 @champion" in first.stdout
     assert "roc_auc=" in first.stdout
+    selection = json.loads((project.root / "models/selection.json").read_text())
+    assert selection["winner"].startswith("ensemble of"), selection["cv"]
+    assert selection["cv"]["chosen"] > selection["cv"]["best_single"]["score"]
+    assert f"model:          {selection['winner']}" in first.stdout
 
     # Shared state: DVC agrees everything is current, and a second flow run skips every stage.
     assert "up to date" in project.dvc("status").stdout
@@ -59,6 +68,20 @@ def test_flow_registers_a_champion_that_scores_raw_rows(tmp_path, credit_small) 
     pred = model.predict(rows)
     assert list(pred.columns) == ["probability", "label"]
     assert pred["probability"].between(0, 1).all() and len(pred) == 6
+    # What is registered is the ensemble, shipped (every labelled row) beside its evaluation twin
+    # (the train split only), with the selection's weights and threshold.
+    from inference.ensemble import WeightedEnsemble
+
+    wrapper = model.unwrap_python_model()
+    shipped, twin = wrapper.model, wrapper.evaluation_model()
+    weights = {m["name"]: m["weight"] for m in selection["members"]}
+    for fitted in (shipped, twin):
+        assert isinstance(fitted.estimator, WeightedEnsemble)
+        assert fitted.estimator.weights() == weights
+        assert fitted.threshold == selection["threshold"]
+    train = pd.read_parquet(project.root / "data/processed/train.parquet")
+    assert twin.metadata["rows"] == len(train) < shipped.metadata["rows"]
+    assert not np.allclose(twin.predict_scores(rows), pred["probability"])
     # An integer column of the training data refuses a missing value, naming the column.
     holes = rows.astype({"Seniority": "float64"})
     holes.loc[3, "Seniority"] = np.nan
@@ -89,7 +112,7 @@ def test_flow_registers_a_champion_that_scores_raw_rows(tmp_path, credit_small) 
     cv = client.get_model_version_by_alias("credit-scoring-compact", "champion")
     assert str(cv.version) == "2" and cv.tags["full_version"] == "2"
     assert cv.tags["compiled"] == "true" and float(cv.tags["size_ratio"]) > 1
-    assert float(cv.tags["valid_metric_drop"]) <= 0.005
+    assert float(cv.tags["valid_metric_drop"]) <= max_drop
     out = compact.predict(rows)
     assert list(out.columns) == ["probability", "label"] and len(out) == 6
     assert out["probability"].between(0, 1).all()
@@ -100,13 +123,16 @@ def test_flow_registers_a_champion_that_scores_raw_rows(tmp_path, credit_small) 
     assert "compact model:  credit-scoring-compact version 2 @champion" in forced.stdout
     pareto = pd.read_csv(project.root / "reports/compress/pareto.csv")
     assert pareto["chosen"].sum() == 1 and (pareto["kind"] == "compiled").any()
+    # An ensemble is compressed by students only (no tree pruning of one member).
+    assert set(pareto["kind"]) <= {"full", "distill", "hard_labels", "quantize", "compiled"}
 
 
 def test_dvc_repro_reruns_only_what_changed(tmp_path, credit_small) -> None:
     import mlflow
 
-    # Tuning off: train uses train.params, so changing one of them changes the model (with
-    # tuning on, tuned params override it and DVC rightly stops after an identical train).
+    # Tuning off: the selection is train.params with its round count from one CV (the tune
+    # stage), so changing one of them reruns tune and everything after it (with tuning on, the
+    # study chooses the params and train.params do not matter).
     project = make_project(
         tmp_path, credit_small, tune={"enabled": False}, compress={"enabled": True}
     )
@@ -131,9 +157,19 @@ def test_dvc_repro_reruns_only_what_changed(tmp_path, credit_small) -> None:
 
     # compress.enabled: false skips it; the new full version has no compact twin, so the
     # compact model's alias (which follows the full model's) moves only if v2 becomes champion.
-    project.set_params(train={"params": {"learning_rate": 0.1}}, compress={"enabled": False})
+    project.set_params(train={"params": {"learning_rate": 0.05}}, compress={"enabled": False})
     second = project.dvc("repro")
-    assert _stages_run(second.stdout) == ["train", "evaluate", "compress", "register", "drift"]
+    assert _stages_run(second.stdout) == [
+        "tune",
+        "train",
+        "evaluate",
+        "compress",
+        "register",
+        "drift",
+    ]
+    selection = json.loads((project.root / "models/selection.json").read_text())
+    assert selection["winner"] == "train.params"
+    assert selection["members"][0]["params"]["learning_rate"] == 0.05
     registration = json.loads((project.root / "models/registration.json").read_text())
     assert registration["version"] == 2 and registration["compact"] is None
     assert (
@@ -141,12 +177,10 @@ def test_dvc_repro_reruns_only_what_changed(tmp_path, credit_small) -> None:
         == {"promote": "champion", "keep": "challenger"}[registration["gate"]["action"]]
     )
     _use(project)
-    compact_champion = [
-        mv
-        for mv in mlflow.MlflowClient().search_model_versions("name='credit-scoring-compact'")
-        if "champion" in mv.aliases
-    ]
-    assert len(compact_champion) == (0 if registration["alias"] == "champion" else 1)
+    # (search_model_versions does not fill in aliases: read them off the registered model.)
+    compact = mlflow.MlflowClient().get_registered_model("credit-scoring-compact")
+    compact_aliases = {k: str(v) for k, v in compact.aliases.items()}
+    assert compact_aliases == ({} if registration["alias"] == "champion" else {"champion": "1"})
 
     metrics = project.dvc("metrics", "show", "--json")
     assert "roc_auc" in metrics.stdout
@@ -165,7 +199,7 @@ def test_dvc_repro_reruns_only_what_changed(tmp_path, credit_small) -> None:
     )
     assert runs is not None and len(runs) == 2  # one parent run per `dvc repro`
     assert set(runs["status"]) == {"FINISHED"}
-    assert runs.iloc[1]["params.train.params.learning_rate"] == "0.1"
+    assert runs.iloc[1]["params.train.params.learning_rate"] == "0.05"
     assert not np.isnan(runs.iloc[1]["metrics.test_roc_auc"])
 
     # And the flow sees DVC's outputs as current.

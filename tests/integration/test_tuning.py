@@ -11,7 +11,7 @@ from tests.integration.conftest import make_project
 pytestmark = pytest.mark.integration
 
 
-def test_flow_tunes_on_a_local_dask_cluster_and_trains_with_the_best_params(
+def test_flow_tunes_on_a_local_dask_cluster_and_trains_what_model_selection_chose(
     tmp_path, credit_small
 ) -> None:
     import mlflow
@@ -35,8 +35,21 @@ def test_flow_tunes_on_a_local_dask_cluster_and_trains_with_the_best_params(
     assert tuning["cv_metric"] == "roc_auc" and 0.5 < tuning["cv_mean"] <= 1
     assert sum(tuning["trials"].values()) == 4 and tuning["trials"]["failed"] == 0
     assert tuning["fidelity"]["level"] == "full" and tuning["fidelity"]["n_folds"] == 3
-    assert set(tuning["baselines"]) == {"lightgbm_default", "linear"}
-    assert "tuned params from tuning.json" in out  # train used them
+    # Model selection: LightGBM's defaults are trial 0, the best trial is never below them, the
+    # linear model was scored in the same folds, and what won is what train fitted.
+    assert tuning["best_trial_score"] >= tuning["lightgbm_defaults"] > 0.5
+    assert "linear" in tuning["candidates"]
+    assert "trial 0 (lightgbm_defaults)" in tuning["candidates"]
+    selection = json.loads((project.root / "models/selection.json").read_text())
+    assert (
+        tuning["winner"] == selection["winner"] and tuning["cv_mean"] == selection["cv"]["chosen"]
+    )
+    assert tuning["cv_mean"] >= tuning["best_single"]["score"]
+    assert sum(tuning["weights"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert not any("second" in key for key in tuning)  # timings go to MLflow only
+    train = json.loads((project.root / "metrics/train.json").read_text())
+    assert train["winner"] == selection["winner"] and train["members"] == tuning["weights"]
+    assert f"train: {selection['winner']}; evaluation model on" in out
     test = json.loads((project.root / "metrics/test.json").read_text())
     assert test["cv"] == {"mean": tuning["cv_mean"], "std": tuning["cv_std"], "metric": "roc_auc"}
 
@@ -47,7 +60,9 @@ def test_flow_tunes_on_a_local_dask_cluster_and_trains_with_the_best_params(
     children = runs[runs["tags.mlflow.parentRunId"] == parent["run_id"]]
     assert len(children) == 4 and set(children["tags.tune.state"]) <= {"complete", "pruned"}
     assert parent["params.tune.best.learning_rate"]
-    assert parent["metrics.tune_cv_roc_auc_mean"] == tuning["cv_mean"]
+    assert parent["metrics.tune_cv_roc_auc"] == tuning["cv_mean"]
+    assert parent["metrics.tune_lightgbm_defaults_roc_auc"] == tuning["lightgbm_defaults"]
+    assert parent["metrics.tune_seconds_total"] > 0
     artifacts = {a.path for a in client.list_artifacts(parent["run_id"], "tuning")}
     assert {
         "tuning/optimization_history.png",

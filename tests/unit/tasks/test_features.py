@@ -20,7 +20,7 @@ from tests.conftest import make_settings
 
 def _model_input(df: pd.DataFrame, settings):  # type: ignore[no-untyped-def]
     data = settings.data
-    parts = split_frame(df, data.target, True, 0.2, 0.2, settings.base.seed)
+    parts = split_frame(df, 0.2, 0.2, settings.base.seed)
     X = feature_frame(parts["train"], data.target)
     pre = build_preprocessor(X, settings.preprocess, data.sentinels).fit(X)
     return fit_model_input(pre, parts["train"], settings), parts

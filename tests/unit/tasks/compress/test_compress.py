@@ -27,8 +27,7 @@ from inference.model import encode_target
 from tasks.compress import candidates as cb
 from tasks.compress.select import metric_drop, select_candidate
 from tasks.preprocess import build_preprocessor, feature_frame, split_frame
-from tasks.train import fit_model
-from tests.conftest import ROOT, make_settings
+from tests.conftest import ROOT, fit_on_train, lightgbm_selection, make_settings
 
 # Stated bounds on |probability difference| against the unquantized trees.
 QUANTIZATION_BOUND = {"f64": 0.0, "f32": 1e-6, "f16": 2e-3, "int8": 2e-2}
@@ -45,10 +44,11 @@ def fitted(credit: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory):  # t
     df = credit.sample(1500, random_state=3).reset_index(drop=True)
     df.loc[:20, "Income"] = 99999999  # sentinel codes -> missing
     df.loc[21:40, "Job"] = None  # missing category
-    parts = split_frame(df, "Status", True, 0.2, 0.2, settings.base.seed)
+    parts = split_frame(df, 0.2, 0.2, settings.base.seed)
     X = feature_frame(parts["train"], "Status")
     pre = build_preprocessor(X, settings.preprocess, settings.data.sentinels).fit(X)
-    full = fit_model(parts["train"], parts["valid"], pre, settings).model
+    # The threshold train copies from the selection (chosen on out-of-fold predictions).
+    full = fit_on_train(parts["train"], pre, settings, {**lightgbm_selection(), "threshold": 0.37})
     ys = {
         k: encode_target(v["Status"], "binary", classes=full.classes)[0] for k, v in parts.items()
     }
@@ -135,8 +135,8 @@ def test_feature_pruning_needs_fewer_raw_columns(fitted) -> None:  # type: ignor
 
 def test_distilled_student_follows_the_teacher_better_than_hard_labels(fitted) -> None:  # type: ignore[no-untyped-def]
     settings, full, parts, ctx = fitted
-    distilled = cb.distill(ctx, settings.compress)
-    hard = cb.hard_label_student(ctx, settings.compress)
+    distilled = cb.distill(ctx, settings.compress, 4)
+    hard = cb.hard_label_student(ctx, settings.compress, 4)
     packed = cb.packed_full(ctx)
     assert distilled.size_bytes < packed.size_bytes and distilled.leaves <= 4 * distilled.trees
     # The student learns the teacher's logits: it tracks the teacher closer than the same small
@@ -208,6 +208,105 @@ def test_select_candidate_picks_smallest_within_tolerance() -> None:
     assert select_candidate(rows[2:], 0.001) is None
 
 
+def test_selection_uses_the_upper_bound_of_the_drop_not_the_point() -> None:
+    """A candidate whose point drop is within tolerance by luck (wide interval) is not taken;
+    the bound is what must be within max_metric_drop."""
+    rows = [
+        {"candidate": "lucky", "size_bytes": 100, "valid_drop": 0.001, "valid_drop_bound": 0.02},
+        {"candidate": "sure", "size_bytes": 500, "valid_drop": 0.003, "valid_drop_bound": 0.004},
+    ]
+    assert select_candidate(rows, 0.005)["candidate"] == "sure"
+    assert select_candidate(rows, 0.03)["candidate"] == "lucky"
+    assert select_candidate(rows[:1], 0.005) is None
+
+
+def test_drop_bound_and_test_interval_come_from_the_paired_bootstrap(fitted) -> None:  # type: ignore[no-untyped-def]
+    settings, _, parts, ctx = fitted
+    ys = {
+        k: encode_target(v["Status"], "binary", classes=ctx.full.classes)[0]
+        for k, v in parts.items()
+    }
+    splits = cb.Splits(
+        parts["train"], parts["valid"], parts["test"], ys["train"], ys["valid"], ys["test"]
+    )
+    rows = cb.score_built(
+        ctx,
+        [cb.packed_full(ctx), cb.hard_label_student(ctx, settings.compress, 2)],
+        splits,
+        "roc_auc",
+    )
+    lossless, tiny = rows
+    assert lossless.valid_drop_bound == pytest.approx(0.0, abs=1e-12)  # same scores: no drop
+    low, high = tiny.test_drop_ci
+    point = metric_drop("roc_auc", lossless.test_metric, tiny.test_metric)
+    assert low < point < high
+    # the one-sided bound sits above the point drop on valid
+    assert tiny.valid_drop_bound > metric_drop("roc_auc", lossless.valid_metric, tiny.valid_metric)
+
+
+def test_a_failing_or_non_finite_candidate_is_dropped_with_its_reason(fitted) -> None:  # type: ignore[no-untyped-def]
+    _, _, parts, ctx = fitted
+    ctx.dropped.clear()
+
+    def broken() -> cb.Built:
+        raise RuntimeError("Input contains infinity")
+
+    assert ctx.attempt("broken-student", "distill", broken) is None
+    good = cb.packed_full(ctx)
+    nan_model = cb.packed_full(ctx)
+    ys = {
+        k: encode_target(v["Status"], "binary", classes=ctx.full.classes)[0]
+        for k, v in parts.items()
+    }
+    splits = cb.Splits(
+        parts["train"], parts["valid"], parts["test"], ys["train"], ys["valid"], ys["test"]
+    )
+    ctx.memo[(id(nan_model.model), "valid")] = np.full(len(parts["valid"]), np.nan)
+    scored = cb.score_built(ctx, [good, nan_model], splits, "roc_auc")
+    assert [s.model for s in scored] == [good.model]
+    reasons = dict((name, reason) for name, _, reason in ctx.dropped)
+    assert "RuntimeError: Input contains infinity" in reasons["broken-student"]
+    assert "non-finite" in reasons[nan_model.name]
+    from tasks.compress.report import pareto_table
+
+    table = pareto_table(scored, "roc_auc", 0.8, 0.8, None, ctx.dropped)
+    assert (
+        table.loc[table["candidate"] == "broken-student", "note"].item().startswith("RuntimeError")
+    )
+    assert not table.loc[table["candidate"] == "broken-student", "selectable"].item()
+    ctx.dropped.clear()
+
+
+def test_float16_leaves_that_would_overflow_are_refused() -> None:
+    from inference.compact import quantize_leaves
+
+    values = np.array([1.0, -2.5e5, 3.0])  # a regression leaf in the hundreds of thousands
+    with pytest.raises(ValueError, match="exceeds float16's range"):
+        quantize_leaves(values, np.array([0, 0, 1]), 2, "f16")
+    int8 = quantize_leaves(values, np.array([0, 0, 1]), 2, "int8")  # scaled per tree: fits
+    restored = int8["leaf_value"].astype(float) * int8["leaf_scale"][[0, 0, 1]]
+    assert np.all(np.isfinite(restored))  # within half a step of each tree's scale
+    np.testing.assert_allclose(restored, values, rtol=0, atol=2.5e5 / 127 / 2 + 1e-6)
+
+
+def test_compression_failing_as_a_whole_leaves_a_reason_not_a_failed_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from adapters.tracking import NO_RUN
+    from core.io import ArtifactPaths, read_json
+    from tasks.compress import stage
+
+    def explode(*_: object) -> None:
+        raise ValueError("Input contains infinity or a value too large for dtype('float32')")
+
+    monkeypatch.setattr(stage, "compress_model", explode)
+    settings = make_settings(tmp_path)
+    stage.compress_stage.fn(settings, NO_RUN)
+    manifest = read_json(ArtifactPaths(tmp_path).compact_manifest)
+    assert manifest["enabled"] is False
+    assert manifest["reason"].startswith("compression failed: ValueError: Input contains infinity")
+
+
 def test_metric_drop_direction() -> None:
     assert metric_drop("roc_auc", 0.85, 0.84) == pytest.approx(0.01)
     assert metric_drop("rmse", 10.0, 10.5) == pytest.approx(0.5)
@@ -237,7 +336,9 @@ def test_compact_model_is_an_inference_model(fitted) -> None:  # type: ignore[no
     assert sorted(model.raw_columns) == sorted(full.feature_columns)
     out = model.predict_frame(parts["test"])
     assert np.array_equal(out["probability"], full.predict_frame(parts["test"])["probability"])
-    # Each candidate's threshold is chosen on the valid split, like the full model's in train.
+    # Candidates keep the full model's threshold: choosing one on the valid split would use the
+    # rows their drop is measured on.
+    assert model.threshold == full.threshold == 0.37
     assert ((out["probability"] >= model.threshold) == (out["label"] == "bad")).all()
 
 
@@ -252,8 +353,9 @@ def test_disabled_stage_writes_markers_and_registers_nothing(tmp_path: Path) -> 
     settings = make_settings(tmp_path, compress={"enabled": False})
     compress_stage.fn(settings, NO_RUN)
     paths = ArtifactPaths(tmp_path)
-    assert read_json(paths.compact_manifest) == {"enabled": False}
-    assert read_json(paths.compress_metrics) == {"enabled": False}
+    off = {"enabled": False, "reason": "compress.enabled: false"}  # says why there is none
+    assert read_json(paths.compact_manifest) == off
+    assert read_json(paths.compress_metrics) == off
     assert pd.read_csv(paths.compress_reports / "pareto.csv").empty
 
     class NoCompactModel:
@@ -318,3 +420,41 @@ def test_text_columns_give_the_same_codes_arrow_backed_or_object(fitted) -> None
     np.testing.assert_array_equal(lean.transform(as_arrow), lean.transform(as_object))
     want = full.model_input(as_object)[list(ctx.X_valid.columns)].to_numpy(dtype=np.float64)
     np.testing.assert_allclose(lean.transform(as_arrow), want, rtol=0, atol=1e-9)
+
+
+def test_an_ensemble_gets_small_students_only(fitted) -> None:  # type: ignore[no-untyped-def]
+    """Tree and feature pruning and quantizing the full model need one LightGBM model; an
+    ensemble is compressed by students that learn its blended output."""
+    from inference.ensemble import WeightedEnsemble
+
+    settings, _, parts, _ = fitted
+    X = feature_frame(parts["train"], "Status")
+    pre = build_preprocessor(X, settings.preprocess, settings.data.sentinels).fit(X)
+    selection = lightgbm_selection(rounds=30)
+    selection["members"][0]["weight"] = 0.6
+    selection["members"].append(
+        {"name": "linear", "kind": "linear", "params": {"C": 1.0}, "rounds": None, "weight": 0.4}
+    )
+    ensemble = fit_on_train(parts["train"], pre, settings, selection)
+    assert isinstance(ensemble.estimator, WeightedEnsemble) and not ensemble.is_single_lightgbm
+    ys = {
+        k: encode_target(v["Status"], "binary", classes=ensemble.classes)[0]
+        for k, v in parts.items()
+    }
+    ctx = cb.BuildContext.create(
+        ensemble, parts["train"], parts["valid"], ys["train"], ys["valid"], settings
+    )
+    built = cb.base_candidates(ctx, settings.compress)
+    leaves = settings.compress.student_leaves
+    assert [b.kind for b in built] == ["distill", "hard_labels"] * len(leaves)
+    assert [b.name for b in built[::2]] == [f"distilled-{n}leaves" for n in leaves]
+    splits = cb.Splits(
+        parts["train"], parts["valid"], parts["test"], ys["train"], ys["valid"], ys["test"]
+    )
+    quantized = cb.quantized_candidates(ctx, settings.compress, built, splits)
+    assert all(q.name.split("+")[0] in {b.name for b in built} for q in quantized)
+    # The student learns the ensemble's blended log-odds, not one member's.
+    rows = pd.concat([parts["train"], parts["test"]], ignore_index=True)
+    teacher = _logit(np.clip(ensemble.predict_scores(rows), 1e-7, 1 - 1e-7))
+    student = _logit(built[0].model.predict_scores(rows))
+    assert np.corrcoef(teacher, student)[0, 1] > 0.9

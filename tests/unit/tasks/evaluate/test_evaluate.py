@@ -50,16 +50,13 @@ def test_write_plots_draws_every_image_of_the_task(credit, tmp_path) -> None:  #
     from inference.model import encode_target
     from tasks.evaluate.plots import write_plots
     from tasks.preprocess import build_preprocessor, feature_frame, split_frame
-    from tasks.train import fit_model
-    from tests.conftest import make_settings
+    from tests.conftest import fit_on_train, make_settings
 
     settings = make_settings(tmp_path, evaluate={"shap_sample": 50})
-    parts = split_frame(
-        credit.sample(600, random_state=4).reset_index(drop=True), "Status", True, 0.2, 0.2, 42
-    )
+    parts = split_frame(credit.sample(600, random_state=4).reset_index(drop=True), 0.2, 0.2, 42)
     X = feature_frame(parts["train"], "Status")
     pre = build_preprocessor(X, settings.preprocess, {}).fit(X)
-    model = fit_model(parts["train"], parts["valid"], pre, settings).model
+    model = fit_on_train(parts["train"], pre, settings)
     test = parts["test"]
     y, _ = encode_target(test["Status"], "binary", classes=model.classes)
     scores = model.predict_scores(test)

@@ -17,6 +17,7 @@ def _card(decision, **over):  # type: ignore[no-untyped-def]
         source="data/source/x.csv",
         target="y",
         rows=100,
+        learned_from="all 100 labelled rows; metrics from a twin fitted on 60 train rows",
         data_md5="abc",
         class_balance={"bad": 30, "good": 70},
         params={"num_leaves": 15},
@@ -45,6 +46,7 @@ def test_model_card_carries_data_metrics_threshold_features_and_decision() -> No
         "# Model card: m v3",
         "promote** -> @champion",
         "bad 30 (30.0%)",
+        "- learned from: all 100 labelled rows; metrics from a twin fitted on 60 train rows",
         "`abc`",
         "| roc_auc | 0.8100 | [0.7500, 0.8600] |",
         "0.3100",
@@ -93,6 +95,28 @@ def test_gate_params_must_name_metrics_of_the_task(tmp_path: Path) -> None:
         parse_settings({"gate": {"criteria": {"roc_auc": 0.7}}}, tmp_path)
     settings = parse_settings({"data": {"task": "regression", "positive_label": None}}, tmp_path)
     assert settings.gate_metric == "rmse"
+
+
+def test_card_says_which_rows_the_shipped_and_the_evaluated_model_learned_from(
+    tmp_path: Path,
+) -> None:
+    from core.io import ArtifactPaths, write_json
+    from tasks.register.stage import learned_from
+
+    paths = ArtifactPaths(tmp_path)
+    write_json(
+        {
+            "winner": "ensemble of 2 (lightgbm, linear)",
+            "evaluation_model_rows": 60,
+            "shipped_model_rows": 100,
+        },
+        paths.train_metrics,
+    )
+    text = learned_from(paths)
+    assert "all 100 labelled rows" in text and "60 train-split rows only" in text
+    assert text.endswith("chosen by CV: ensemble of 2 (lightgbm, linear)")
+    write_json({"winner": "trial 0"}, paths.train_metrics)  # a model trained before the twin
+    assert learned_from(paths) == "the train split"
 
 
 def test_the_card_counts_rows_after_duplicates_were_dropped() -> None:

@@ -123,3 +123,69 @@ def test_an_experiment_never_takes_champion_unless_allowed() -> None:
     assert held.tags()["gate.decision"] == "hold"
     kept = decide([], "superior", 0.0, "3", _cmp(np.linspace(-0.02, 0.01, 101)))
     assert hold_back(kept, "whatever") is kept and hold_back(promoted, None) is promoted
+
+
+def _gate_with_champion(monkeypatch, tmp_path, twin_output):  # type: ignore[no-untyped-def]
+    """gate_against_champion with a registered @champion v4 whose evaluation model predicts
+    `twin_output(rows)` (None: it carries none); returns the decision and what was asked."""
+    from types import SimpleNamespace
+
+    import tasks.register.stage as stage
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path, evaluate={"n_boot": 50})
+    champion = SimpleNamespace(version="4", tags={"task": "binary"})
+    monkeypatch.setattr(stage, "current_champion", lambda client, name: champion)
+    asked: list = []
+
+    def evaluation_model_output(name, version, rows):  # type: ignore[no-untyped-def]
+        asked.append((name, version, sorted(rows.columns)))
+        return twin_output(rows)
+
+    monkeypatch.setattr(stage, "predict_evaluation_model", evaluation_model_output)
+    # The contracts agree (their comparison has its own tests above): this is about scoring.
+    monkeypatch.setattr(stage, "champion_contract", lambda name, champion, rows: {})
+    monkeypatch.setattr(stage, "candidate_contract", lambda model, test: {})
+    return settings, asked
+
+
+def test_the_gate_compares_with_the_champions_evaluation_model(
+    monkeypatch, tmp_path, credit_sample
+) -> None:  # type: ignore[no-untyped-def]
+    import pandas as pd
+
+    import tasks.register.stage as stage
+    from tasks.preprocess import build_preprocessor, feature_frame, split_frame
+    from tests.conftest import fit_on_train
+
+    parts = split_frame(credit_sample, 0.3, 0.2, 42)
+    X = feature_frame(parts["train"], "Status")
+    holder: dict = {}
+    settings, asked = _gate_with_champion(
+        monkeypatch, tmp_path, lambda rows: pd.DataFrame(holder["model"].predict_frame(rows))
+    )
+    pre = build_preprocessor(X, settings.preprocess, {}).fit(X)
+    holder["model"] = model = fit_on_train(parts["train"], pre, settings)
+    decision = stage.gate_against_champion(None, settings, model, parts["test"], [])
+    # The champion's twin is the candidate itself here: the difference is exactly zero.
+    assert decision.comparison is not None and decision.comparison.diff == 0.0
+    assert decision.champion_version == "4"
+    assert asked == [("credit-scoring", "4", sorted(X.columns))]  # raw rows, no target
+
+
+def test_a_champion_without_an_evaluation_model_goes_to_manual_review(
+    monkeypatch, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """Its shipped model may have learnt from today's test rows: no fair comparison exists."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    import tasks.register.stage as stage
+
+    settings, asked = _gate_with_champion(monkeypatch, tmp_path, lambda rows: None)
+    candidate = SimpleNamespace(task="binary", classes=["good", "bad"])
+    test = pd.DataFrame({"Income": [1.0, 2.0], "Status": ["good", "bad"]})
+    decision = stage.gate_against_champion(None, settings, candidate, test, [])
+    assert decision.action == "manual_review" and decision.alias == "challenger"
+    assert "no evaluation model" in decision.reason and asked

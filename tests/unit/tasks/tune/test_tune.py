@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 
 from core.config import ConfigError, TuneRunnerSettings
 from tasks.tune.cv import CVData, cross_validate, make_folds
+from tasks.tune.ensemble import oof_score
 from tasks.tune.search import INTERRUPTED, choose_fidelity, select_best_trial, threads_per_trial
 from tasks.tune.study import (
     TrialOutcome,
@@ -103,13 +105,16 @@ def _cv_data(n: int = 400, task: str = "binary", imbalance: str = "none") -> CVD
 @pytest.mark.parametrize("imbalance", ["none", "class_weight", "oversample"])
 def test_cross_validate_scores_and_stops_early(imbalance: str) -> None:
     data = _cv_data(imbalance=imbalance)
-    mean, std, rounds = cross_validate(data, {"learning_rate": 0.1, "num_leaves": 4}, 300, 10, 1)
-    assert 0.75 < mean <= 1 and std >= 0 and 1 <= rounds < 300
-    assert cross_validate(data, {"learning_rate": 0.1, "num_leaves": 4}, 300, 10, 1) == (
-        mean,
-        std,
-        rounds,
-    )
+    params = {"learning_rate": 0.1, "num_leaves": 4}
+    result = cross_validate(data, params, 300, 10, 1)
+    assert 0.75 < result.mean <= 1 and result.std >= 0 and 1 <= result.rounds < 300
+    # Every row has one out-of-fold prediction (ensemble selection works on them), and they
+    # rank as well as the folds' mean says.
+    assert result.oof.shape == (len(data.y),) and ((result.oof > 0) & (result.oof < 1)).all()
+    assert abs(oof_score("binary", data.y, result.oof) - result.mean) < 0.05
+    again = cross_validate(data, params, 300, 10, 1)
+    assert (again.mean, again.std, again.rounds) == (result.mean, result.std, result.rounds)
+    assert np.array_equal(again.oof, result.oof)
 
 
 def _study(tmp_path: Path, settings, name: str = "s"):  # type: ignore[no-untyped-def]
@@ -243,31 +248,122 @@ def test_progress_counts_running_and_queued_trials() -> None:
     assert describe_states(study.trials) == "1 complete, 0 pruned, 0 failed, 1 running, 1 queued"
 
 
-def test_train_reads_tuned_params_only_when_tuning_ran(tmp_path: Path) -> None:
-    import json
-
-    from tasks.train import read_tuned_params
-
-    path = tmp_path / "tuning.json"
-    assert read_tuned_params(path) is None
-    path.write_text(json.dumps({"enabled": False}))
-    assert read_tuned_params(path) is None
-    path.write_text(json.dumps({"enabled": True, "best_params": {"num_leaves": 7}}))
-    assert read_tuned_params(path) == {"num_leaves": 7}
-
-
-def test_tuning_off_still_writes_the_declared_outputs(tmp_path: Path) -> None:
-    import json
-
+def test_tuning_off_still_writes_the_declared_outputs(credit: pd.DataFrame, tmp_path: Path) -> None:
+    """train.params with the boosting rounds from one CV is the selection train fits."""
     from adapters.tracking import NO_RUN
-    from core.io import ArtifactPaths
+    from core.io import ArtifactPaths, read_json
+    from tasks.preprocess import split_frame
+    from tasks.train import refit_rounds
     from tasks.tune.stage import tune_stage
+    from tests.conftest import write_stage_inputs
 
-    settings = make_settings(tmp_path, tune={"enabled": False})
+    settings = make_settings(
+        tmp_path, tune={"enabled": False, "n_folds": 3}, train={"n_estimators": 80}
+    )
+    parts = split_frame(credit.sample(500, random_state=6).reset_index(drop=True), 0.2, 0.2, 42)
+    write_stage_inputs(tmp_path, parts, settings)
     paths = ArtifactPaths(tmp_path)
     paths.tuning_reports.mkdir(parents=True)
     (paths.tuning_reports / "optimization_history.png").write_bytes(b"stale")
     tune_stage.fn(settings, NO_RUN)
-    assert json.loads(paths.tuning_metrics.read_text()) == {"enabled": False}
+    metrics = read_json(paths.tuning_metrics)
+    assert metrics["enabled"] is False and metrics["cv_metric"] == "roc_auc"
+    assert 0.6 < metrics["cv_mean"] <= 1 and 1 <= metrics["best_rounds"] <= 80
+    selection = read_json(paths.selection)
+    (member,) = selection["members"]
+    assert member["kind"] == "lightgbm" and member["weight"] == 1.0
+    assert member["rounds"] == metrics["best_rounds"] and selection["cv_folds"] == 3
+    assert member["params"]["learning_rate"] == settings.train.params.learning_rate
+    assert selection["winner"] == "train.params" and 0 < selection["threshold"] < 1
+    assert refit_rounds(member["rounds"], selection["cv_folds"]) > member["rounds"]
     assert paths.tuning_dir.is_dir()  # the persisted output exists (DVC requires it)
     assert [p.name for p in paths.tuning_reports.iterdir()] == ["README.txt"]  # nothing stale
+
+
+def test_the_study_starts_from_lightgbm_defaults_then_the_portfolio(tmp_path: Path) -> None:
+    from tasks.tune.search import PORTFOLIO, portfolio_point, searched
+    from tasks.tune.stage import defaults_score
+
+    settings = _tune(tmp_path, n_trials=4)
+    submit, _ = _local_submitter(_cv_data())
+    result = run_study(_study(tmp_path, settings), settings.tune, 1, 2, submit, "roc_auc")
+    assert [t.user_attrs.get("portfolio") for t in result.trials] == [n for n, _ in PORTFOLIO[:4]]
+    space = searched(settings.tune.search_space, has_categorical=False)
+    defaults = result.trials[0].params
+    assert defaults == portfolio_point({}, space)
+    # LightGBM's own defaults, as points of the search space (a zero penalty is its low end).
+    assert (defaults["learning_rate"], defaults["num_leaves"], defaults["min_child_samples"]) == (
+        0.1,
+        31,
+        20,
+    )
+    assert defaults["max_bin"] == 255 and defaults["extra_trees"] is False
+    assert defaults["reg_alpha"] == space["reg_alpha"].low
+    assert "categorical_native" not in defaults  # no categorical columns: not searched
+    for trial, (_, config) in zip(result.trials[1:], PORTFOLIO[1:4]):
+        assert trial.params == portfolio_point(config, space)
+    assert defaults_score(result) == result.trials[0].value
+    # The best trial is the best of them all, so the study never ends below the defaults.
+    assert result.best.value >= result.trials[0].value
+
+
+def test_with_categorical_columns_the_defaults_run_both_ways_and_the_winner_goes_on(
+    tmp_path: Path,
+) -> None:
+    settings = _tune(tmp_path, n_trials=4)
+    submit, _ = _local_submitter(_cv_data())
+    result = run_study(
+        _study(tmp_path, settings), settings.tune, 1, 2, submit, "roc_auc", has_categorical=True
+    )
+    trials = result.trials
+    assert [t.user_attrs.get("portfolio") for t in trials] == [
+        "lightgbm_defaults",
+        "lightgbm_defaults_ordinal",
+        "flaml_mc3",
+        "flaml_mc1",
+    ]
+    assert trials[0].params["categorical_native"] is True
+    assert trials[1].params["categorical_native"] is False
+    # The rest of the portfolio waits for both defaults trials and uses the better mode.
+    assert sum(t.state == State.COMPLETE for t in submit.specs[2].history) == 2
+    native = trials[0].value >= trials[1].value
+    assert trials[2].params["categorical_native"] is native
+    assert trials[3].params["categorical_native"] is native
+
+
+def test_without_the_portfolio_only_the_defaults_come_first(tmp_path: Path) -> None:
+    settings = _tune(tmp_path, n_trials=3, portfolio=False)
+    submit, _ = _local_submitter(_cv_data())
+    result = run_study(_study(tmp_path, settings), settings.tune, 1, 2, submit, "roc_auc")
+    names = [t.user_attrs.get("portfolio") for t in result.trials]
+    assert names == ["lightgbm_defaults", None, None]  # then the sampler proposes
+    assert result.trials[0].params["learning_rate"] == 0.1
+
+
+def test_tuning_summary_reports_the_defaults_beside_the_best_trial_and_no_timings(
+    tmp_path: Path,
+) -> None:
+    from tasks.tune.search import choose_fidelity
+    from tasks.tune.stage import tuning_summary
+
+    settings = _tune(tmp_path, n_trials=3)
+    submit, _ = _local_submitter(_cv_data())
+    result = run_study(_study(tmp_path, settings), settings.tune, 1, 2, submit, "roc_auc")
+    selection = {
+        "winner": "trial 1 (flaml_mc3)",
+        "members": [{"name": "trial 1 (flaml_mc3)", "weight": 1.0}],
+        "cv": {
+            "chosen": 0.9,
+            "best_single": {"name": "trial 1 (flaml_mc3)", "score": 0.9},
+            "candidates": {"trial 1 (flaml_mc3)": 0.9},
+        },
+    }
+    fidelity = choose_fidelity(400, settings.tune)
+    summary = tuning_summary(settings, result, fidelity, "s", selection, 1)
+    assert summary["lightgbm_defaults"] == round(result.trials[0].value, 6)
+    assert summary["best_trial_score"] == round(result.best.value, 6)
+    assert summary["best_trial_score"] >= summary["lightgbm_defaults"]
+    assert summary["winner"] == "trial 1 (flaml_mc3)" and summary["cv_mean"] == 0.9
+    assert "baselines" not in summary
+    flat = json.dumps(summary)
+    assert "second" not in flat and "elapsed" not in flat  # timings go to MLflow only
