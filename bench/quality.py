@@ -210,6 +210,7 @@ def main() -> None:
             try:
                 row["ours"] = run_pipeline(table, args.budget, Path(tmp))
             except Exception as exc:  # one table's failure is a figure too
+                print(f"{table}: the pipeline failed:\n{exc}", file=sys.stderr)
                 row["ours"] = {"failed": str(exc).strip().splitlines()[0][:300]}
         for peer in peers:
             row[peer] = run_peer(peer, table, args.budget)

@@ -10,6 +10,7 @@ data, the params or the code change.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -103,13 +104,23 @@ def lightgbm_pool(
     return pool
 
 
-def learner_candidates(data: CVData, settings: Settings, threads: int) -> list[Candidate]:
-    """The other learners (tune.learners), each at its best setting of a small, fixed grid."""
-    out = []
+def learner_candidates(
+    data: CVData, settings: Settings, threads: int, budget_s: float | None = None
+) -> list[Candidate]:
+    """The other learners (tune.learners), each at its best setting of a small, fixed grid.
+    With a time budget they get at most half of it: past that, no further setting or learner
+    starts (the first setting of the first learner always runs), and the study has the rest."""
+    deadline = None if budget_s is None else time.perf_counter() + budget_s / 2
+    out: list[Candidate] = []
     for kind, grid in learner_plan(settings.tune.learners, data.task, len(data.y)):
-        results: list[LearnerResult] = [
-            cross_validate_learner(kind, params, data, threads) for params in grid
-        ]
+        results: list[LearnerResult] = []
+        for params in grid:
+            if deadline is not None and time.perf_counter() > deadline and (out or results):
+                log.info("tune: %s %s skipped (half of tune.timeout_s spent)", kind, params or "")
+                break
+            results.append(cross_validate_learner(kind, params, data, threads))
+        if not results:
+            continue
         best = best_of(results, data.task)
         log.info("tune: %s %s: CV %.4f", kind, best.params or "(defaults)", best.score)
         out.append(Candidate(kind, kind, refit_params(best), best.score, best.oof))

@@ -311,7 +311,7 @@ def tune_stage(settings: Settings, ctx: RunContext) -> Path:
         return write_untuned(settings, paths)
     started = time.perf_counter()
     data, fidelity = load_cv_data(settings, paths)
-    others = learner_candidates(data, settings, os.cpu_count() or 1)
+    others = learner_candidates(data, settings, os.cpu_count() or 1, settings.tune.timeout_s)
     timings = {"learners": round(time.perf_counter() - started, 2)}
     budget = settings.tune.timeout_s
     budget = None if budget is None else max(0.0, budget - timings["learners"])

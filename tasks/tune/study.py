@@ -257,6 +257,7 @@ def open_study(journal: Path, name: str, direction: str, seed: int) -> optuna.St
 
 
 ORDINAL = "_ordinal"
+DEFAULTS = PORTFOLIO[0][0]  # "lightgbm_defaults" (and its ordinal twin)
 WAIT = "wait"  # the next portfolio trial needs trials still running
 
 
@@ -466,9 +467,12 @@ def stalled(study: optuna.Study, stall_trials: int, first: int) -> bool:
     return since >= stall_trials
 
 
-def budget_spent(started: float, budget_s: float | None, w: TrialWindow) -> bool:
-    """Whether the time budget is spent (no new trial starts; the running ones finish)."""
-    if budget_s is None or time.perf_counter() - started < budget_s:
+def budget_spent(
+    started: float, budget_s: float | None, w: TrialWindow, submitted: int, minimum: int
+) -> bool:
+    """Whether the time budget is spent (no new trial starts; the running ones finish). The first
+    `minimum` trials (LightGBM's defaults) always run, so the choice is never below them."""
+    if submitted < minimum or budget_s is None or time.perf_counter() - started < budget_s:
         return False
     log.info(
         "tune: time budget of %.0f s spent after %d trials; finishing the %d running",
@@ -513,10 +517,13 @@ def run_study(
     direction = study.direction.name.lower()
     space = searched(tune.search_space, has_categorical)
     first = len(portfolio_entries(tune, has_categorical))
+    defaults = sum(
+        1 for n, _, _ in portfolio_entries(tune, has_categorical) if n.startswith(DEFAULTS)
+    )
     w = TrialWindow(study, tune, metric, on_trial, progress_every, done_before, started)
     w.done = submitted = done_before
     while submitted < tune.n_trials:
-        if budget_spent(started, budget_s, w):
+        if budget_spent(started, budget_s, w, submitted, defaults):
             break
         if len(w.inflight) >= window:
             w.settle_oldest()

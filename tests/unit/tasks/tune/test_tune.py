@@ -367,3 +367,29 @@ def test_tuning_summary_reports_the_defaults_beside_the_best_trial_and_no_timing
     assert "baselines" not in summary
     flat = json.dumps(summary)
     assert "second" not in flat and "elapsed" not in flat  # timings go to MLflow only
+
+
+def test_a_spent_budget_still_runs_lightgbms_defaults(tmp_path: Path) -> None:
+    """However little time is left, trial 0 (LightGBM's defaults) runs: the choice can never be
+    below the defaults for want of a budget."""
+    settings = _tune(tmp_path, n_trials=5)
+    submit, seen = _local_submitter(_cv_data())
+    result = run_study(
+        _study(tmp_path, settings), settings.tune, 1, 2, submit, "roc_auc", budget_s=0.0
+    )
+    assert seen == [0]
+    assert (
+        result.best.number == 0 and result.best.user_attrs.get("portfolio") == "lightgbm_defaults"
+    )
+
+
+def test_learners_stop_after_half_the_budget(tmp_path: Path) -> None:
+    from tasks.tune.candidates import learner_candidates
+
+    settings = make_settings(tmp_path, tune={"learners": ["linear", "extra_trees"]})
+    data = _cv_data()
+    # No time at all: only the first setting of the first learner runs.
+    only = learner_candidates(data, settings, 1, budget_s=0.0)
+    assert [c.kind for c in only] == ["linear"]
+    both = learner_candidates(data, settings, 1, budget_s=None)
+    assert [c.kind for c in both] == ["linear", "extra_trees"]
