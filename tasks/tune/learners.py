@@ -34,6 +34,7 @@ FOREST_TREES, FOREST_MIN_TREES, FOREST_WORK = 300, 32, 2_000_000
 # Histogram gradient boosting is left out above this many rows (LightGBM covers the same ground,
 # faster).
 HIST_GBM_MAX_ROWS = 100_000
+HIST_GBM_MAX_LEVELS = 255
 
 
 @dataclass
@@ -106,7 +107,12 @@ def make_learner(kind: str, params: dict[str, Any], data: CVData, threads: int) 
         return Pipeline([("design", linear_design(numeric, data.categorical)), ("model", est)])
     if kind == "hist_gbm":
         cls = HistGradientBoostingClassifier if classify else HistGradientBoostingRegressor
-        mask = [c in data.categorical for c in data.X.columns]
+        # scikit-learn's histogram boosting takes at most 255 levels per categorical column;
+        # a column with more stays its ordinal codes.
+        mask = [
+            c in data.categorical and data.X[c].nunique() <= HIST_GBM_MAX_LEVELS
+            for c in data.X.columns
+        ]
         extra = {"class_weight": weight} if classify else {}
         return cls(
             learning_rate=0.06,

@@ -112,3 +112,20 @@ def test_best_of_breaks_ties_toward_the_earlier_setting() -> None:
     ]
     assert best_of(results, "binary").params == {"C": 1.0}
     assert best_of(results, "regression").params == {"C": 10.0}  # lower RMSE is better
+
+
+def test_hist_gbm_takes_a_categorical_column_of_more_than_255_levels_as_codes() -> None:
+    import numpy as np
+    import pandas as pd
+
+    from tasks.tune.cv import CVData
+    from tasks.tune.learners import make_learner
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(
+        {"region": rng.integers(0, 300, 2000).astype(float), "x": rng.normal(size=2000)}
+    )
+    y = (X["x"] + (X["region"] % 7 == 0) > 0.5).astype(int).to_numpy()
+    data = CVData(X, y, [], ["region"], "binary", 2, "none", 0)
+    model = make_learner("hist_gbm", {"max_iter": 20, "early_stopping": False}, data, 1).fit(X, y)
+    assert model.predict_proba(X).shape == (2000, 2)
