@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import numpy as np
 from sklearn import metrics as skm
 
@@ -71,3 +74,20 @@ def metric_intervals(
         low, high = percentile_interval(values, level)
         out[name] = {"low": round(low, 6), "high": round(high, 6)}
     return out
+
+
+def run_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """The MLflow metrics of the evaluation: test_<metric>, their interval bounds, CV, threshold."""
+    ci = summary["ci"]
+    flat_ci = {
+        f"test_{k}_ci_{side}": v[side]
+        for k, v in ci.items()
+        for side in ("low", "high")
+        if math.isfinite(v[side])
+    }
+    metrics = {f"test_{k}": v for k, v in summary["test"].items()} | flat_ci
+    if "cv" in summary:
+        metrics |= {"cv_mean": summary["cv"]["mean"], "cv_std": summary["cv"]["std"]}
+    if "threshold" in summary:
+        metrics["threshold"] = summary["threshold"]
+    return metrics

@@ -11,7 +11,6 @@ SHAP), `plots` (tables and images).
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from adapters.tracking import RunContext, log_to_run
 from core.config import Settings
 from core.io import ArtifactPaths, atomic_dir, load_joblib, read_json, read_parquet, write_json
 from inference.model import InferenceModel, encode_target
-from tasks.evaluate.metrics import metric_intervals, score_predictions
+from tasks.evaluate.metrics import metric_intervals, run_metrics, score_predictions
 from tasks.evaluate.plots import write_plots
 
 log = logging.getLogger(__name__)
@@ -83,23 +82,6 @@ def test_summary(
     if cv is not None:
         summary["cv"] = cv
     return summary
-
-
-def run_metrics(summary: dict[str, Any]) -> dict[str, float]:
-    """The MLflow metrics of the evaluation: test_<metric>, their interval bounds, CV, threshold."""
-    ci = summary["ci"]
-    flat_ci = {
-        f"test_{k}_ci_{side}": v[side]
-        for k, v in ci.items()
-        for side in ("low", "high")
-        if math.isfinite(v[side])
-    }
-    metrics = {f"test_{k}": v for k, v in summary["test"].items()} | flat_ci
-    if "cv" in summary:
-        metrics |= {"cv_mean": summary["cv"]["mean"], "cv_std": summary["cv"]["std"]}
-    if "threshold" in summary:
-        metrics["threshold"] = summary["threshold"]
-    return metrics
 
 
 @task(name="evaluate")

@@ -67,6 +67,7 @@ from core.io import (
     write_text,
 )
 from inference.model import InferenceModel, encode_target
+from tasks.evaluate.metrics import run_metrics
 from tasks.register.card import as_description, model_params, render_model_card
 from tasks.register.compact import register_compact
 from tasks.register.gate import (
@@ -390,6 +391,9 @@ def register_candidate(
             card = build_card(settings, model, version, decision, tags, paths)
             write_text(card, paths.model_card)
             mlflow.log_artifact(str(paths.model_card), artifact_path="evaluation")
+            # The metrics the version was judged on, in the run that registers it, also when
+            # evaluate was current and did not run in it (e.g. a fresh clone): reproduce reads them.
+            mlflow.log_metrics(run_metrics(read_json(paths.test_metrics)))
             mlflow.set_tags(
                 {
                     **decision.tags(),
