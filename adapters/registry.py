@@ -81,12 +81,19 @@ def input_signature(example: pd.DataFrame, output: pd.DataFrame) -> Any:
     it cannot convert with a 400 that names the column. A column that never had a missing value
     in training is an integer column: a missing value there is refused with MLflow's hint
     (batch scoring, which validates rows with the raw suite first, still scores it: the model
-    imputes)."""
-    from mlflow.models import infer_signature
+    imputes).
+
+    Every column is required: the model reads them all. (MLflow would mark a column optional
+    where the example rows happen to miss a value, and then let a request without that column
+    through to fail inside the model.)"""
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types.schema import ColSpec, Schema
 
     with warnings.catch_warnings():  # MLflow's hint about integer columns: answered above
         warnings.simplefilter("ignore", UserWarning)
-        return infer_signature(example, output)
+        inferred = infer_signature(example, output)
+    inputs = Schema([ColSpec(c.type, c.name, required=True) for c in inferred.inputs.inputs])
+    return ModelSignature(inputs=inputs, outputs=inferred.outputs)
 
 
 def log_pyfunc_model(

@@ -95,3 +95,23 @@ def test_models_pickled_under_the_old_module_paths_still_load(tmp_path) -> None:
     assert "tasks.model" not in sys.modules  # the alias lasts only while loading
     assert type(loaded) is importlib.import_module("inference.model").InferenceModel
     np.testing.assert_allclose(loaded.predict_scores(X), model.predict_scores(X))
+
+
+def test_every_input_column_is_required_even_where_the_example_misses_values() -> None:
+    """A request without a column is refused by MLflow naming it, not inside the model."""
+    import numpy as np
+    import pandas as pd
+
+    from adapters.registry import input_signature
+
+    example = pd.DataFrame(
+        {"Income": [1.0, np.nan], "Job": ["fixed", None], "Age": np.array([30, 41], dtype="int64")}
+    )
+    output = pd.DataFrame({"probability": [0.2, 0.7], "label": ["good", "bad"]})
+    inputs = input_signature(example, output).inputs
+    assert [(c.name, c.required) for c in inputs.inputs] == [
+        ("Income", True),
+        ("Job", True),
+        ("Age", True),
+    ]
+    assert [c.type.name for c in inputs.inputs] == ["double", "string", "long"]  # as inferred
