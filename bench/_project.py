@@ -36,7 +36,7 @@ def stage_names(root: Path = ROOT) -> list[str]:
 
 
 def merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
+    out = dict(base or {})
     for key, value in new.items():
         out[key] = merge(out.get(key, {}), value) if isinstance(value, dict) and value else value
     return out

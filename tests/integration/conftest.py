@@ -147,7 +147,7 @@ class Project:
 
 
 def _merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
+    out = dict(base or {})
     for key, value in new.items():
         out[key] = _merge(out.get(key, {}), value) if isinstance(value, dict) and value else value
     return out

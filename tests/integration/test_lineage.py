@@ -66,7 +66,7 @@ def test_reruns_dirty_trees_experiments_and_copies(tmp_path: Path, credit_small)
     assert "+  margin: 0.9" in diff.read_text() and "dvc.lock" not in diff.read_text()
 
     # an experiment registers as @challenger at most; the champion stays
-    project.dvc("exp", "run", "-S", "train.n_estimators=120")
+    project.dvc("exp", "run", "-S", "features.imbalance=class_weight")
     v3 = _client(project).get_model_version(MODEL, "3")
     assert v3.tags["dvc_experiment"] and v3.tags["gate.decision"] == "hold"
     assert v3.aliases == ["challenger"] and _champion(project) == "2"
