@@ -93,8 +93,12 @@ def test_binary_only_params_may_be_null_or_absent_for_regression(tmp_path: Path)
     assert s.evaluate.threshold == ThresholdSettings()
 
 
-def test_tracking_uri_inside_the_project_is_recorded_relative_to_it(tmp_path: Path) -> None:
+def test_tracking_uri_inside_the_project_is_recorded_relative_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from core.config import project_relative_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # params.yaml's URI, not the env's
 
     s = parse_settings({"register": {"tracking_uri": "sqlite:///store/mlflow.db"}}, tmp_path)
     assert s.tracking_uri == f"sqlite:///{tmp_path.resolve()}/store/mlflow.db"
