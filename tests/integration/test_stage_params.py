@@ -105,6 +105,15 @@ def test_stages_read_exactly_the_params_dvc_yaml_declares(
             STAGES[name].fn(settings, NO_RUN)
             recorder.clear()
             reads[name] = reads.get(name, set()) | rec.reads
+        # tune with tuning off reads what it then fits (train.params and its round bounds)
+        off = settings.model_copy(
+            update={"tune": settings.tune.model_copy(update={"enabled": False})}
+        )
+        rec = ReadRecorder(off)
+        recorder[:] = [rec]
+        STAGES["tune"].fn(off, NO_RUN)
+        recorder.clear()
+        reads["tune"] |= rec.reads
     undeclared = {
         name: sorted(r for r in got if not _covered(r, declared[name]))
         for name, got in reads.items()
