@@ -182,5 +182,5 @@ def test_a_declared_param_missing_from_params_yaml_stops_the_run_at_start(tmp_pa
     check_declared_params(tmp_path)
     del params["evaluate"]["threshold"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    with pytest.raises(ConfigError, match=r"evaluate.threshold \(stage tune, evaluate, compress\)"):
+    with pytest.raises(ConfigError, match=r"evaluate.threshold \(stage tune, evaluate\)"):
         check_declared_params(tmp_path)
