@@ -201,3 +201,14 @@ class FeatureBuilder(TransformerMixin, BaseEstimator):
 
     def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
         return np.asarray(self.columns_, dtype=object)
+
+
+# log1p(float64 max) is ~709.8: beyond this a back-transformed prediction would be infinite.
+LOG_TARGET_CAP = 700.0
+
+
+def expm1_capped(z: np.ndarray) -> np.ndarray:
+    """The inverse of log1p for a model fitted on log1p of a non-negative target: never below 0
+    (the target's domain), and capped so an extrapolating model returns a (huge) finite value
+    instead of infinity."""
+    return np.expm1(np.clip(np.asarray(z, dtype=float), 0.0, LOG_TARGET_CAP))

@@ -26,6 +26,7 @@ from tasks.tune.learners import (
     LearnerResult,
     best_of,
     cross_validate_learner,
+    learner_name,
     learner_plan,
     refit_params,
 )
@@ -112,7 +113,8 @@ def learner_candidates(
     starts (the first setting of the first learner always runs), and the study has the rest."""
     deadline = None if budget_s is None else time.perf_counter() + budget_s / 2
     out: list[Candidate] = []
-    for kind, grid in learner_plan(settings.tune.learners, data.task, len(data.y)):
+    log_target = data.task == "regression" and bool(np.min(data.y) >= 0)
+    for kind, grid in learner_plan(settings.tune.learners, data.task, len(data.y), log_target):
         results: list[LearnerResult] = []
         for params in grid:
             if deadline is not None and time.perf_counter() > deadline and (out or results):
@@ -123,7 +125,8 @@ def learner_candidates(
             continue
         best = best_of(results, data.task)
         log.info("tune: %s %s: CV %.4f", kind, best.params or "(defaults)", best.score)
-        out.append(Candidate(kind, kind, refit_params(best), best.score, best.oof))
+        name = learner_name(kind, best.params)
+        out.append(Candidate(name, kind, refit_params(best), best.score, best.oof))
     return out
 
 

@@ -21,6 +21,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from inference.transformers import expm1_capped
 from tasks.tune.cv import CVData, oof_shape
 from tasks.tune.ensemble import higher_is_better, oof_score
 
@@ -35,6 +36,11 @@ FOREST_TREES, FOREST_MIN_TREES, FOREST_WORK = 300, 32, 2_000_000
 # faster).
 HIST_GBM_MAX_ROWS = 100_000
 HIST_GBM_MAX_LEVELS = 255
+# Regression learners that also run on log1p(target) when the target is non-negative (prices,
+# wages, counts): multiplicative effects become additive, which a linear model needs most.
+# The CV score is the RMSE of the back-transformed predictions, so the raw target competes
+# with the log on the metric the gate uses.
+LOG_TARGET_KINDS = ("linear", "hist_gbm")
 
 
 @dataclass
@@ -84,7 +90,18 @@ def linear_design(numeric: Sequence[str], categorical: Sequence[str]) -> ColumnT
 
 
 def make_learner(kind: str, params: dict[str, Any], data: CVData, threads: int) -> Any:
-    """An unfitted estimator of `kind` on the model input (a pipeline where it needs one)."""
+    """An unfitted estimator of `kind` on the model input (a pipeline where it needs one);
+    `log_target: true` fits it on log1p(target) and predicts expm1 of its output."""
+    if params.get("log_target"):
+        from sklearn.compose import TransformedTargetRegressor
+
+        plain = {k: v for k, v in params.items() if k != "log_target"}
+        return TransformedTargetRegressor(
+            regressor=make_learner(kind, plain, data, threads),
+            func=np.log1p,
+            inverse_func=expm1_capped,
+            check_inverse=False,
+        )
     from sklearn.ensemble import (
         ExtraTreesClassifier,
         ExtraTreesRegressor,
@@ -163,21 +180,34 @@ def cross_validate_learner(
         model.fit(data.X.iloc[train_idx], data.y[train_idx])
         oof[held_out] = predictions(model, data.X.iloc[held_out], data.task)
         if kind == "hist_gbm":
-            iterations.append(int(model.n_iter_))
+            iterations.append(int(getattr(model, "regressor_", model).n_iter_))
     return LearnerResult(kind, dict(params), oof_score(data.task, data.y, oof), oof, iterations)
 
 
-def learner_plan(kinds: Sequence[str], task: str, rows: int) -> list[tuple[str, list[dict]]]:
-    """Which settings of each learner to score, from the data's shape alone."""
+def learner_plan(
+    kinds: Sequence[str], task: str, rows: int, log_target: bool = False
+) -> list[tuple[str, list[dict]]]:
+    """Which settings of each learner to score, from the data's shape alone (`log_target`:
+    the regression target is non-negative, so LOG_TARGET_KINDS also try log1p of it)."""
     plan: list[tuple[str, list[dict]]] = []
     for kind in kinds:
+        grid: list[dict] = []
         if kind == "linear":
-            plan.append((kind, linear_grid(task, rows)))
+            grid = list(linear_grid(task, rows))
         elif kind in ("extra_trees", "random_forest"):
-            plan.append((kind, [{"n_estimators": forest_trees(rows)}]))
+            grid = [{"n_estimators": forest_trees(rows)}]
         elif kind == "hist_gbm" and rows <= HIST_GBM_MAX_ROWS:
-            plan.append((kind, [{}]))
+            grid = [{}]
+        if grid and log_target and task == "regression" and kind in LOG_TARGET_KINDS:
+            grid += [{**g, "log_target": True} for g in grid]
+        if grid:
+            plan.append((kind, grid))
     return plan
+
+
+def learner_name(kind: str, params: dict[str, Any]) -> str:
+    """`linear`, or `linear (log target)` for a fit on log1p(target)."""
+    return f"{kind} (log target)" if params.get("log_target") else kind
 
 
 def best_of(results: Sequence[LearnerResult], task: str) -> LearnerResult:

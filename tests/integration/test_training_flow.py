@@ -260,6 +260,9 @@ def test_regression_from_parquet_through_dvc(tmp_path) -> None:
     project.dvc("repro")
     metrics = json.loads((project.root / "metrics/test.json").read_text())["test"]
     assert set(metrics) == {"rmse", "mae", "r2"} and metrics["r2"] > 0.2
+    # A positive target: the linear model is also scored on log1p(target).
+    tuning = json.loads((project.root / "metrics/tuning.json").read_text())
+    assert {"linear", "linear (log target)"} <= set(tuning["candidates"])
     assert (project.root / "plots/residuals.png").stat().st_size > 5000
     model, _ = _load_champion(project, "diabetes")
     pred = model.predict(frame.drop(columns="target").head(3))

@@ -20,6 +20,7 @@ from tasks.tune.learners import (
     best_of,
     cross_validate_learner,
     forest_trees,
+    learner_name,
     learner_plan,
     refit_params,
 )
@@ -49,6 +50,20 @@ def test_the_plan_depends_on_the_shape_only() -> None:
         "hist_gbm",
         "linear",
     ]  # the order asked for
+
+
+def test_a_non_negative_regression_target_adds_log_target_settings() -> None:
+    plan = dict(learner_plan(KINDS, "regression", 1000, log_target=True))
+    alphas = [{"alpha": a} for a in (1.0, 10.0, 0.1, 100.0)]
+    assert plan["linear"] == alphas + [{**a, "log_target": True} for a in alphas]
+    assert plan["hist_gbm"] == [{}, {"log_target": True}]
+    assert plan["extra_trees"] == [{"n_estimators": FOREST_TREES}]  # trees: raw target only
+    # Classification never, and a large table's single linear setting gets its log twin.
+    assert learner_plan(KINDS, "binary", 1000, True) == learner_plan(KINDS, "binary", 1000)
+    big = dict(learner_plan(["linear"], "regression", LINEAR_GRID_ROWS + 1, True))
+    assert big["linear"] == [{"alpha": 1.0}, {"alpha": 1.0, "log_target": True}]
+    assert learner_name("linear", big["linear"][1]) == "linear (log target)"
+    assert learner_name("linear", big["linear"][0]) == "linear"
 
 
 def test_forests_shrink_with_the_rows_within_bounds() -> None:
@@ -129,3 +144,28 @@ def test_hist_gbm_takes_a_categorical_column_of_more_than_255_levels_as_codes() 
     data = CVData(X, y, [], ["region"], "binary", 2, "none", 0)
     model = make_learner("hist_gbm", {"max_iter": 20, "early_stopping": False}, data, 1).fit(X, y)
     assert model.predict_proba(X).shape == (2000, 2)
+
+
+def test_a_log_target_learner_fits_a_multiplicative_target_and_survives_pickling() -> None:
+    import pickle
+
+    from inference.transformers import expm1_capped
+    from tasks.tune.learners import make_learner
+
+    rng = np.random.default_rng(0)
+    n = 600
+    X = pd.DataFrame({"a": rng.normal(size=n), "b": rng.integers(0, 5, n).astype(float)})
+    y = np.exp(1 + 0.8 * X["a"] + 0.3 * X["b"] + 0.1 * rng.normal(size=n)).to_numpy()
+    data = CVData(X, y, make_folds(y, "regression", 3, 0), ["b"], "regression", 0, "none", 0)
+    raw = cross_validate_learner("linear", {"alpha": 1.0}, data, 1)
+    logged = cross_validate_learner("linear", {"alpha": 1.0, "log_target": True}, data, 1)
+    assert logged.score < 0.6 * raw.score  # RMSE of the back-transformed predictions
+    assert logged.oof.min() >= 0  # the target's domain
+    hist = cross_validate_learner("hist_gbm", {"max_iter": 50, "log_target": True}, data, 1)
+    assert len(hist.fold_iterations) == 3  # read through the target transform
+    model = make_learner("linear", {"alpha": 1.0, "log_target": True}, data, 1).fit(X, y)
+    again = pickle.loads(pickle.dumps(model))
+    assert np.array_equal(again.predict(X), model.predict(X))
+    # An extrapolating model returns a finite value, never infinity.
+    assert np.isfinite(expm1_capped(np.array([1e6]))).all()
+    assert expm1_capped(np.array([-0.5, 0.0, np.log1p(9.0)])) == pytest.approx([0.0, 0.0, 9.0])
