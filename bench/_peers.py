@@ -2,7 +2,9 @@
 one JSON line {"score", "fit_s", ...}. Runs in whichever venv has the tool (AutoGluon needs
 pandas 2, so it has its own venv; see bench/requirements-autogluon.txt):
 
-    python bench/_peers.py lgbm|flaml|autogluon TABLE BUDGET_S
+    python bench/_peers.py lgbm|flaml|autogluon TABLE BUDGET_S [PREDICTIONS.npy]
+
+With PREDICTIONS.npy it also saves its held-out predictions there (for the paired intervals).
 """
 
 from __future__ import annotations
@@ -107,6 +109,8 @@ def main() -> None:
     pred, extra = PEERS[tool](train, test, target, task, positive, classes, budget_s)
     fit_s = time.perf_counter() - start
     value = protocol.score(task, test[target], pred, positive, classes)
+    if len(sys.argv) > 4:
+        np.save(sys.argv[4], np.asarray(pred, dtype=float))
     print(json.dumps({"score": value, "seconds": round(fit_s, 1), **extra}, default=str))
 
 

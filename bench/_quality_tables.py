@@ -76,3 +76,38 @@ def score(task: str, y_true: Any, pred: Any, positive: Any, classes: list[str]) 
     proba = np.clip(np.asarray(pred, dtype=float), 1e-15, 1)
     proba = proba / proba.sum(axis=1, keepdims=True)
     return float(log_loss(y.astype(str), proba, labels=list(classes)))
+
+
+def error(task: str, value: float) -> float:
+    """A loss where lower is better for every task (1 - ROC-AUC for binary)."""
+    return 1.0 - value if task == "binary" else value
+
+
+def paired_interval(
+    task: str,
+    y_true: Any,
+    ours: Any,
+    theirs: Any,
+    positive: Any,
+    classes: list[str],
+    n_boot: int = 1000,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile interval of (their error - our error) over the same bootstrap resamples of
+    the held-out rows (seeded): above 0 means the champion is better. A resample whose metric
+    is undefined (one class only) is skipped."""
+    y = np.asarray(y_true)
+    a, b = np.asarray(ours, dtype=float), np.asarray(theirs, dtype=float)
+    rng = np.random.default_rng(SEED)
+    diffs = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(y), len(y))
+        try:
+            mine = error(task, score(task, y[idx], a[idx], positive, classes))
+            other = error(task, score(task, y[idx], b[idx], positive, classes))
+        except ValueError:
+            continue
+        diffs.append(other - mine)
+    tail = (1.0 - level) / 2 * 100
+    low, high = np.percentile(diffs, [tail, 100 - tail])
+    return float(low), float(high)

@@ -16,7 +16,10 @@ The pipeline's modelling budget is the same: `tune.timeout_s` = --budget (60 s),
 machine's 2 cores. Figures: the held-out metric of each tool (ROC-AUC for binary, higher is
 better; RMSE for regression and log loss for multiclass, lower is better) and, per peer,
 `wins` = tables where the champion is better, with `ratio` = peer error / champion error
-(for ROC-AUC the error is 1 - AUC), so > 1 means the champion is better.
+(for ROC-AUC the error is 1 - AUC), so > 1 means the champion is better. Per table and peer,
+`paired` is the 95% interval of (peer error - champion error) over 1,000 bootstrap resamples
+of the held-out rows (seed 42), both tools scored on the same resample; `behind` lists the
+tables where that interval lies below 0 (the peer is better beyond resampling noise).
 
     python bench/quality.py                       # all tables, all peers (~50 min on 2 cores)
     python bench/quality.py --tables credit_data,diamonds --peers lgbm
@@ -32,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -54,13 +59,14 @@ def peer_python(tool: str) -> Path | None:
     return Path(sys.executable)
 
 
-def run_peer(tool: str, table: str, budget_s: float) -> dict[str, Any]:
+def run_peer(tool: str, table: str, budget_s: float, save: Path) -> dict[str, Any]:
+    """One peer in its own process; its held-out predictions are saved to `save`."""
     python = peer_python(tool)
     if python is None:
         hint = "make bench-peers" if tool == "autogluon" else "pip install -e '.[bench]'"
         return {"skipped": f"{tool} is not installed ({hint})"}
     proc = subprocess.run(
-        [str(python), str(HERE / "_peers.py"), tool, table, str(budget_s)],
+        [str(python), str(HERE / "_peers.py"), tool, table, str(budget_s), str(save)],
         capture_output=True,
         text=True,
         env={"OMP_WAIT_POLICY": "passive", "PATH": "/usr/bin:/bin", "HOME": str(Path.home())},
@@ -90,7 +96,8 @@ def pipeline_params(table: str, target: str, task: str, positive: Any, budget_s:
 
 
 def run_pipeline(table: str, budget_s: float, tmp: Path) -> dict[str, Any]:
-    """The pipeline on the 75% (a CSV, params.yaml edited), its @champion on the 25%."""
+    """The pipeline on the 75% (a CSV, params.yaml edited), its @champion on the 25%; its
+    held-out predictions are saved to tmp/ours.npy."""
     given, held_out, target, task, positive = protocol.split(table)
     csv = tmp / f"{table}.csv"
     given.to_csv(csv, index=False)
@@ -107,6 +114,7 @@ def run_pipeline(table: str, budget_s: float, tmp: Path) -> dict[str, Any]:
     project.python("-m", "flows", "run")
     seconds = time.perf_counter() - start
     pred, winner = champion_predictions(project.root, table, held_out, target, task, positive)
+    np.save(tmp / "ours.npy", np.asarray(pred, dtype=float))
     classes = protocol.classes_of(given, target)
     value = protocol.score(task, held_out[target], pred, positive, classes)
     return {"score": value, "seconds": round(seconds, 1), "best": winner}
@@ -163,9 +171,21 @@ def _env(root: Path) -> dict[str, str]:
     return env
 
 
-def error(task: str, value: float) -> float:
-    """A loss where lower is better for every task (1 - ROC-AUC for binary)."""
-    return 1.0 - value if task == "binary" else value
+def add_paired_intervals(row: dict[str, Any], table: str, peers: list[str], tmp: Path) -> None:
+    """row[peer]["paired"]: the 95% interval of (peer error - champion error) over bootstrap
+    resamples of the held-out rows (> 0: the champion is better)."""
+    _, held_out, target, task, positive = protocol.split(table)
+    classes = protocol.classes_of(held_out, target)
+    if not (tmp / "ours.npy").exists():
+        return
+    ours = np.load(tmp / "ours.npy")
+    for peer in peers:
+        if (tmp / f"{peer}.npy").exists() and "score" in row.get(peer, {}):
+            theirs = np.load(tmp / f"{peer}.npy")
+            low, high = protocol.paired_interval(
+                task, held_out[target], ours, theirs, positive, classes
+            )
+            row[peer]["paired"] = [round(low, 6), round(high, 6)]
 
 
 def summarise(rows: list[dict[str, Any]], peers: list[str]) -> dict[str, Any]:
@@ -173,14 +193,21 @@ def summarise(rows: list[dict[str, Any]], peers: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for peer in peers:
         pairs = [
-            (r["table"], error(r["task"], r[peer]["score"]), error(r["task"], r["ours"]["score"]))
+            (
+                r["table"],
+                protocol.error(r["task"], r[peer]["score"]),
+                protocol.error(r["task"], r["ours"]["score"]),
+                r[peer].get("paired"),
+            )
             for r in rows
             if "score" in r.get(peer, {}) and "score" in r.get("ours", {})
         ]
         out[peer] = {
             "tables": len(pairs),
-            "wins": sum(1 for _, theirs, ours in pairs if ours < theirs),
-            "ratio": {t: round(theirs / ours, 4) if ours else None for t, theirs, ours in pairs},
+            "wins": sum(1 for _, theirs, ours, _ in pairs if ours < theirs),
+            # the paired interval lies below 0: the peer is better beyond resampling noise
+            "behind": [t for t, _, _, iv in pairs if iv is not None and iv[1] < 0],
+            "ratio": {t: round(theirs / ours, 4) if ours else None for t, theirs, ours, _ in pairs},
         }
     return out
 
@@ -212,8 +239,9 @@ def main() -> None:
             except Exception as exc:  # one table's failure is a figure too
                 print(f"{table}: the pipeline failed:\n{exc}", file=sys.stderr)
                 row["ours"] = {"failed": str(exc).strip().splitlines()[0][:300]}
-        for peer in peers:
-            row[peer] = run_peer(peer, table, args.budget)
+            for peer in peers:
+                row[peer] = run_peer(peer, table, args.budget, Path(tmp) / f"{peer}.npy")
+            add_paired_intervals(row, table, peers, Path(tmp))
         print(json.dumps(row, default=str), file=sys.stderr)
         rows.append(row)
     print_table(rows, peers)
