@@ -92,16 +92,20 @@ def linear_design(numeric: Sequence[str], categorical: Sequence[str]) -> ColumnT
 def make_learner(kind: str, params: dict[str, Any], data: CVData, threads: int) -> Any:
     """An unfitted estimator of `kind` on the model input (a pipeline where it needs one);
     `log_target: true` fits it on log1p(target) and predicts expm1 of its output."""
-    if params.get("log_target"):
-        from sklearn.compose import TransformedTargetRegressor
+    if not params.get("log_target"):
+        return _estimator(kind, params, data, threads)
+    from sklearn.compose import TransformedTargetRegressor
 
-        plain = {k: v for k, v in params.items() if k != "log_target"}
-        return TransformedTargetRegressor(
-            regressor=make_learner(kind, plain, data, threads),
-            func=np.log1p,
-            inverse_func=expm1_capped,
-            check_inverse=False,
-        )
+    plain = {k: v for k, v in params.items() if k != "log_target"}
+    return TransformedTargetRegressor(
+        regressor=_estimator(kind, plain, data, threads),
+        func=np.log1p,
+        inverse_func=expm1_capped,
+        check_inverse=False,
+    )
+
+
+def _estimator(kind: str, params: dict[str, Any], data: CVData, threads: int) -> Any:
     from sklearn.ensemble import (
         ExtraTreesClassifier,
         ExtraTreesRegressor,
@@ -187,8 +191,10 @@ def cross_validate_learner(
 def learner_plan(
     kinds: Sequence[str], task: str, rows: int, log_target: bool = False
 ) -> list[tuple[str, list[dict]]]:
-    """Which settings of each learner to score, from the data's shape alone (`log_target`:
-    the regression target is non-negative, so LOG_TARGET_KINDS also try log1p of it)."""
+    """Which settings of each learner to score, from the data's shape alone: (kind, grid) per
+    candidate, each entering the selection at its grid's best. With `log_target` (a
+    non-negative regression target) LOG_TARGET_KINDS also enter fitted on log1p of it, as
+    candidates of their own: the ensemble may blend the raw and the log model."""
     plan: list[tuple[str, list[dict]]] = []
     for kind in kinds:
         grid: list[dict] = []
@@ -198,10 +204,10 @@ def learner_plan(
             grid = [{"n_estimators": forest_trees(rows)}]
         elif kind == "hist_gbm" and rows <= HIST_GBM_MAX_ROWS:
             grid = [{}]
-        if grid and log_target and task == "regression" and kind in LOG_TARGET_KINDS:
-            grid += [{**g, "log_target": True} for g in grid]
         if grid:
             plan.append((kind, grid))
+        if grid and log_target and task == "regression" and kind in LOG_TARGET_KINDS:
+            plan.append((kind, [{**g, "log_target": True} for g in grid]))
     return plan
 
 

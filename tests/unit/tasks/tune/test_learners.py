@@ -53,17 +53,23 @@ def test_the_plan_depends_on_the_shape_only() -> None:
 
 
 def test_a_non_negative_regression_target_adds_log_target_settings() -> None:
-    plan = dict(learner_plan(KINDS, "regression", 1000, log_target=True))
+    plan = learner_plan(KINDS, "regression", 1000, log_target=True)
     alphas = [{"alpha": a} for a in (1.0, 10.0, 0.1, 100.0)]
-    assert plan["linear"] == alphas + [{**a, "log_target": True} for a in alphas]
-    assert plan["hist_gbm"] == [{}, {"log_target": True}]
-    assert plan["extra_trees"] == [{"n_estimators": FOREST_TREES}]  # trees: raw target only
+    # The log-target settings are candidates of their own, next to the raw ones.
+    assert plan == [
+        ("linear", alphas),
+        ("linear", [{**a, "log_target": True} for a in alphas]),
+        ("extra_trees", [{"n_estimators": FOREST_TREES}]),  # trees: raw target only
+        ("random_forest", [{"n_estimators": FOREST_TREES}]),
+        ("hist_gbm", [{}]),
+        ("hist_gbm", [{"log_target": True}]),
+    ]
     # Classification never, and a large table's single linear setting gets its log twin.
     assert learner_plan(KINDS, "binary", 1000, True) == learner_plan(KINDS, "binary", 1000)
-    big = dict(learner_plan(["linear"], "regression", LINEAR_GRID_ROWS + 1, True))
-    assert big["linear"] == [{"alpha": 1.0}, {"alpha": 1.0, "log_target": True}]
-    assert learner_name("linear", big["linear"][1]) == "linear (log target)"
-    assert learner_name("linear", big["linear"][0]) == "linear"
+    big = learner_plan(["linear"], "regression", LINEAR_GRID_ROWS + 1, True)
+    assert big == [("linear", [{"alpha": 1.0}]), ("linear", [{"alpha": 1.0, "log_target": True}])]
+    assert learner_name("linear", big[1][1][0]) == "linear (log target)"
+    assert learner_name("linear", big[0][1][0]) == "linear"
 
 
 def test_forests_shrink_with_the_rows_within_bounds() -> None:

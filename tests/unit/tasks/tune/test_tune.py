@@ -393,3 +393,25 @@ def test_learners_stop_after_half_the_budget(tmp_path: Path) -> None:
     assert [c.kind for c in only] == ["linear"]
     both = learner_candidates(data, settings, 1, budget_s=None)
     assert [c.kind for c in both] == ["linear", "extra_trees"]
+
+
+def test_a_non_negative_regression_target_adds_log_target_candidates(tmp_path: Path) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from tasks.tune.candidates import learner_candidates
+    from tasks.tune.cv import CVData, make_folds
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"a": rng.normal(size=300), "b": rng.normal(size=300)})
+    y = np.exp(1 + X["a"] + 0.1 * rng.normal(size=300)).to_numpy()
+    settings = make_settings(tmp_path, tune={"learners": ["linear", "extra_trees"]})
+
+    def names(target: np.ndarray) -> list[str]:
+        folds = make_folds(target, "regression", 3, 0)
+        data = CVData(X, target, folds, [], "regression", 0, "none", 0)
+        return [c.name for c in learner_candidates(data, settings, 1)]
+
+    pool = names(y)
+    assert pool == ["linear", "linear (log target)", "extra_trees"]
+    assert names(y - 5.0) == ["linear", "extra_trees"]  # log1p needs a non-negative target
