@@ -189,8 +189,9 @@ def recipe(
 
 
 def winner_name(members: Sequence[Candidate]) -> str:
-    """`ensemble of 3 (lightgbm, linear, extra_trees)`, or the single member's name."""
+    """`ensemble of 3 (lightgbm, linear (log target), extra_trees)`, or the single member's
+    name."""
     if len(members) == 1:
         return members[0].name
-    kinds = list(dict.fromkeys(m.kind for m in members))
+    kinds = list(dict.fromkeys(m.kind if m.kind == "lightgbm" else m.name for m in members))
     return f"ensemble of {len(members)} ({', '.join(kinds)})"

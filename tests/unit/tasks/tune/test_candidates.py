@@ -118,3 +118,5 @@ def test_winner_names_say_what_the_ensemble_is_made_of() -> None:
     members = [_lgbm(0, A), _lgbm(4, A), _learner("extra_trees", B)]
     assert winner_name(members) == "ensemble of 3 (lightgbm, extra_trees)"
     assert winner_name(members[2:]) == "extra_trees"
+    logged = Candidate("linear (log target)", "linear", {"log_target": True}, 1.0, A)
+    assert winner_name([members[0], logged]) == "ensemble of 2 (lightgbm, linear (log target))"
