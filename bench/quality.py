@@ -21,7 +21,7 @@ better; RMSE for regression and log loss for multiclass, lower is better) and, p
 of the held-out rows (seed 42), both tools scored on the same resample; `behind` lists the
 tables where that interval lies below 0 (the peer is better beyond resampling noise).
 
-    python bench/quality.py                       # all tables, all peers (~50 min on 2 cores)
+    python bench/quality.py                       # all tables, all peers (~40 min on 2 cores)
     python bench/quality.py --tables credit_data,diamonds --peers lgbm
 """
 
